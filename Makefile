@@ -1,0 +1,51 @@
+# Pulse — `make demo` runs the whole stack with simulated traffic; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver
+
+.PHONY: install system-deps lint format test test-unit demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the integration tests need; installed when running as root and missing.
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "system packages present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "missing system packages:$$missing (install them to run every test)"; fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install system-deps lint
+	TZ=UTC $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-unit: install
+	TZ=UTC $(BIN)/python -m pytest -q tests/unit
+
+demo: install
+	$(BIN)/pulse demo
+
+bench: install
+	$(BIN)/python bench/replay.py
+
+clean:
+	rm -rf $(VENV) .pulse .mypy_cache .ruff_cache

@@ -1,0 +1,272 @@
+"""The ``pulse`` command line (CONTRACT §4). Each command reads the settings once."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ingest.errors import NotBuiltYet, PulseError
+from ingest.settings import DEFAULT_BOOTSTRAP, Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Pulse: real-time e-commerce analytics. Settings come from PULSE_* variables.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
+detect_app = typer.Typer(help="Run anomaly detection alone, or score a CSV series.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(detect_app, name="detect")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _not_built(what: str) -> NoReturn:
+    raise NotBuiltYet(f"{what} is not available in this version of Pulse yet")
+
+
+# -- the whole stack ---------------------------------------------------------------------
+
+
+@app.command()
+def up() -> None:
+    """Run the whole stack: broker (if embedded), migrations, flows, detector, API."""
+    from api.server import run_stack
+
+    run_stack(_settings())
+
+
+@app.command()
+def demo() -> None:
+    """[bold]up[/bold] plus the simulator with an injected conversion_drop incident."""
+    _not_built("pulse demo (needs the simulator, flows and detector)")
+
+
+@app.command()
+def serve() -> None:
+    """Run the API alone (needs a running broker; see PULSE_KAFKA_BOOTSTRAP)."""
+    from api.server import run_api_only
+
+    run_api_only(_settings())
+
+
+@app.command()
+def broker(
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT to listen on", envvar="PULSE_KAFKA_BOOTSTRAP", show_envvar=True
+        ),
+    ] = None,
+) -> None:
+    """Run the embedded Kafka-compatible broker (Tansu) in the foreground."""
+    from ingest.broker import EmbeddedBroker
+    from ingest.topics import Topics, ensure_topics
+
+    settings = _settings()
+    with EmbeddedBroker(listen or DEFAULT_BOOTSTRAP) as running:
+        created = ensure_topics(
+            running.bootstrap, Topics(settings.topic_prefix), settings.topic_partitions
+        )
+        out.print(
+            f"Kafka-compatible broker listening on [bold]{running.bootstrap}[/bold] "
+            f"(memory storage; {len(created)} topics created). Ctrl-C stops it."
+        )
+        signal.signal(signal.SIGTERM, lambda *_: running.stop())
+        try:
+            running.wait()
+        except KeyboardInterrupt:
+            out.print("stopping broker")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the warehouse schema (idempotent) and load the FX rates."""
+    from ingest.fx import load_fx_rates
+    from warehouse.client import connect, redact_dsn
+    from warehouse.migrate import migrate as apply
+    from warehouse.reference_data import sync_fx_rates
+
+    settings = _settings()
+    client = connect(settings.warehouse_dsn)
+    applied = apply(client)
+    rows = sync_fx_rates(client, load_fx_rates(settings.fx_rates))
+    for m in applied:
+        out.print(f"applied {m.version:03d}_{m.name}")
+    out.print(
+        f"warehouse {redact_dsn(settings.warehouse_dsn)} is up to date "
+        f"({len(applied)} applied now, {rows} FX rates loaded)"
+    )
+
+
+# -- ingest --------------------------------------------------------------------------------
+
+
+def _parse_speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise typer.BadParameter("expected 'max' or a positive number like 10") from None
+    if speed <= 0:
+        raise typer.BadParameter("expected 'max' or a positive number like 10")
+    return speed
+
+
+@app.command()
+def replay(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="events, one JSON object per line"
+        ),
+    ],
+    speed: Annotated[str, typer.Option(help="'max' or X times real (event) time")] = "max",
+    wait: Annotated[
+        bool, typer.Option(help="run the pipeline until every event is in the warehouse")
+    ] = False,
+) -> None:
+    """Publish events from a JSONL file through the collector's validation and routing."""
+    from ingest.collector import Collector
+    from ingest.fx import load_fx_rates
+    from ingest.producer import ConfluentProducer
+    from ingest.replay import replay_file
+    from ingest.topics import Topics, ensure_topics
+
+    pace = _parse_speed(speed)
+    if wait:
+        _not_built("replay --wait (needs the flows)")
+    settings = _settings()
+    from api.stack import require_broker
+
+    require_broker(settings.bootstrap, settings.embedded_broker)
+    topics = Topics(settings.topic_prefix)
+    ensure_topics(settings.bootstrap, topics, settings.topic_partitions)
+    producer = ConfluentProducer(settings.bootstrap)
+    collector = Collector(producer, topics, load_fx_rates(settings.fx_rates).currencies)
+    columns = (TextColumn("replay"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("replay", total=file.stat().st_size)
+        result = replay_file(
+            collector, producer.batch(), file, speed=pace, progress=lambda n: bar.advance(task, n)
+        )
+    producer.close()
+    reasons = Counter(r.reason for r in result.rejected)
+    for reason, count in reasons.most_common(5):
+        err.print(f"rejected {count}×: {reason}")
+    print(f"accepted={result.accepted} rejected={len(result.rejected)}")
+
+
+@app.command()
+def simulate() -> None:
+    """Simulated marketplace traffic to Kafka or to a JSONL file."""
+    _not_built("pulse simulate")
+
+
+# -- streaming, detection, queries ------------------------------------------------------
+
+
+@app.command()
+def flow(
+    workers: Annotated[int, typer.Option(help="Bytewax worker threads")] = 1,
+    exit_when_idle: Annotated[
+        float | None, typer.Option(help="stop after this many idle seconds once drained")
+    ] = None,
+) -> None:
+    """Run the Bytewax dataflows alone."""
+    _not_built("pulse flow")
+
+
+@detect_app.callback(invoke_without_command=True)
+def detect(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option(help="run one detection pass and exit")] = False,
+) -> None:
+    """Run anomaly detection alone."""
+    if ctx.invoked_subcommand is None:
+        _not_built("pulse detect")
+
+
+@detect_app.command("score")
+def detect_score(
+    input: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="timestamp,value CSV")],
+    output: Annotated[Path, typer.Option(help="timestamp,value,anomaly_score CSV to write")],
+) -> None:
+    """Score a series with the production streaming detector (online, no look-ahead)."""
+    _not_built("pulse detect score")
+
+
+@app.command()
+def query(
+    metric: Annotated[str, typer.Argument(help="a metric of METRICS.md, e.g. conversion_rate")],
+    from_: Annotated[str, typer.Option("--from", help="range start, ISO 8601")],
+    to: Annotated[str, typer.Option(help="range end (exclusive), ISO 8601")],
+    interval: Annotated[str, typer.Option(help="1m, 5m, 1h or 1d")] = "1h",
+    by: Annotated[str | None, typer.Option(help="country, device, channel or category")] = None,
+    where: Annotated[list[str] | None, typer.Option(help="DIM=VAL filter, repeatable")] = None,
+    tz: Annotated[
+        str | None, typer.Option(help="bucket timezone", envvar="PULSE_TIMEZONE", show_envvar=True)
+    ] = None,
+    format: Annotated[str, typer.Option(help="table, json or csv")] = "table",
+) -> None:
+    """Print a metric series (METRICS.md)."""
+    _not_built("pulse query")
+
+
+@dashboards_app.command("export")
+def dashboards_export(
+    directory: Annotated[Path, typer.Argument(help="where to write the JSON")],
+) -> None:
+    """Write the Grafana dashboards and a datasource provisioning file."""
+    _not_built("pulse dashboards export")
+
+
+@dashboards_app.command("provision")
+def dashboards_provision() -> None:
+    """Push the ClickHouse datasource, a folder and the dashboards to Grafana."""
+    _not_built("pulse dashboards provision")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="ingest, read or admin")],
+) -> None:
+    """Create an API key; the key alone is the last line (shown once, stored hashed)."""
+    from api.keys import SCOPES, KeyStore
+
+    if scope not in SCOPES:
+        raise typer.BadParameter(f"expected one of {', '.join(SCOPES)}", param_hint="--scope")
+    settings = _settings()
+    key = KeyStore(settings.keys_file).create(scope)
+    err.print(f"created a {scope} key (stored hashed in {settings.keys_file}); it is shown once:")
+    print(key)
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit on any Pulse error."""
+    try:
+        app()
+    except NotBuiltYet as exc:
+        err.print(f"[yellow]pulse:[/yellow] {exc}")
+        sys.exit(2)
+    except PulseError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)

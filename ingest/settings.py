@@ -1,0 +1,126 @@
+"""One settings object for every ``PULSE_*`` variable (CONTRACT §3).
+
+Read once at each entry point (CLI command, API app); everything below takes explicit
+arguments. A bad value stops start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.errors import ConfigError
+
+__all__ = ["DEFAULT_BOOTSTRAP", "Settings", "load_settings", "parse_duration"]
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    """Parse ``"30m"``, ``"90s"``, ``"1h"``, ``"250ms"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"expected a duration like 30m, 90s, 1h or seconds, got {value!r}")
+    number, unit = match.groups()
+    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+
+
+class Settings(BaseSettings):
+    """Every ``PULSE_*`` environment variable, typed and validated."""
+
+    model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore", frozen=True)
+
+    home: Path = Field(Path(".pulse"), description="warehouse, recovery state, logs, keys")
+    kafka_bootstrap: str | None = Field(None, description="unset: start the embedded broker")
+    clickhouse_dsn: str | None = Field(None, description="chdb://PATH or http(s)://...")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    alertmanager_url: str | None = None
+    alert_webhook_url: str | None = None
+    grafana_url: str | None = None
+    grafana_token: SecretStr | None = None
+    timezone: str = "UTC"
+    session_timeout: timedelta = timedelta(minutes=30)
+    allowed_lateness: timedelta = timedelta(minutes=10)
+    fx_rates: Path | None = Field(None, description="CSV date,currency,eur_per_unit")
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$", description="prepended to topics")
+
+    @field_validator("session_timeout", "allowed_lateness", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        if isinstance(value, str | int | float | timedelta):
+            return parse_duration(value)
+        raise ValueError("expected a duration like 30m, 90s or 1h")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"expected an IANA timezone like Europe/Amsterdam, got {value!r}"
+            ) from exc
+        return value
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("expected chdb://PATH or http(s)://user:pass@host:8123/db")
+        return value
+
+    @field_validator("fx_rates")
+    @classmethod
+    def _fx_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("kafka_bootstrap", "alertmanager_url", "alert_webhook_url", "grafana_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when Pulse starts its own broker (``PULSE_KAFKA_BOOTSTRAP`` unset)."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap address clients use."""
+        return self.kafka_bootstrap or DEFAULT_BOOTSTRAP
+
+    @property
+    def warehouse_dsn(self) -> str:
+        """The ClickHouse DSN; the embedded default lives under ``PULSE_HOME``."""
+        return self.clickhouse_dsn or f"chdb://{(self.home / 'warehouse').resolve()}"
+
+    @property
+    def keys_file(self) -> Path:
+        """Where hashed API keys are stored."""
+        return self.home / "keys.json"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation error into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"PULSE_{field.upper()}: {message}") from None

@@ -1,0 +1,55 @@
+"""Warehouse client factory over clickhouse-connect, for chDB and ClickHouse servers.
+
+``chdb://PATH`` opens the embedded engine (one process may hold a path at a time);
+``http(s)://user:pass@host:8123/db`` talks to a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.binding import quote_identifier
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from ingest.errors import WarehouseError
+
+__all__ = ["DEFAULT_DATABASE", "Client", "connect", "database_of", "redact_dsn"]
+
+DEFAULT_DATABASE = "pulse"
+
+
+def database_of(dsn: str) -> str:
+    """The database a DSN names (its path for servers); ``pulse`` otherwise."""
+    if dsn.startswith("chdb://"):
+        return DEFAULT_DATABASE
+    path = urlsplit(dsn).path.strip("/")
+    return path or DEFAULT_DATABASE
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced, safe to print."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return dsn
+
+
+def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Client:
+    """A client on ``database`` (default: the DSN's), creating the database if asked."""
+    database = database or database_of(dsn)
+    try:
+        if dsn.startswith("chdb://"):
+            Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+            base_dsn = dsn
+        else:
+            base_dsn = urlsplit(dsn)._replace(path="/default").geturl()
+        if create:
+            admin = clickhouse_connect.get_client(dsn=base_dsn)
+            admin.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+        return clickhouse_connect.get_client(dsn=base_dsn, database=database)
+    except (ClickHouseError, OSError) as exc:
+        raise WarehouseError(f"cannot open the warehouse at {redact_dsn(dsn)}: {exc}") from exc
