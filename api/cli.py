@@ -30,8 +30,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(detect_app, name="detect")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -270,3 +270,7 @@ def main() -> None:
     except PulseError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

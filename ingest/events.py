@@ -154,7 +154,10 @@ def _reason(message: str) -> str:
     """Turn msgspec's 'Expected `str`, got `int` - at `$.user_id`' into 'user_id: ...'."""
     text, sep, where = message.rpartition(" - at `$.")
     if sep:
-        return f"{where.rstrip('`')}: {text[0].lower()}{text[1:]}"
+        where = where.rstrip("`")
+        if text.startswith("Object missing required field"):
+            return f"{where}.{text.split('`')[1]}: required field missing"
+        return f"{where}: {text[0].lower()}{text[1:]}"
     if message.startswith("Object missing required field"):
         return f"{message.split('`')[1]}: required field missing"
     if message.startswith("Expected `object`"):
