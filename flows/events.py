@@ -1,0 +1,143 @@
+"""The event flow: Kafka topics -> decode -> per-user de-dup and sessions -> ClickHouse.
+
+Thin Bytewax wiring around :mod:`flows.logic`; see ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import Counter
+
+from flows.kafka_source import IdleStopKafkaSource
+from flows.logic import Enriched, FlowRules, StepOutput, UserState, enrich, step
+from flows.rows import (
+    Coordinates,
+    duplicate_row,
+    event_row,
+    progress_rows,
+    session_row,
+    tombstone_row,
+)
+from ingest.events import decode_event
+from ingest.fx import FxRates
+from ingest.topics import Topics
+from warehouse.client import connect
+from warehouse.writer import WarehouseWriter
+
+__all__ = ["FlowConfig", "build_flow"]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Everything the flow needs, built from the settings at the entry point."""
+
+    bootstrap: str
+    topics: Topics
+    warehouse_dsn: str
+    database: str | None
+    fx: FxRates
+    rules: FlowRules = field(default_factory=FlowRules)
+    idle_stop_s: float | None = None
+    batch_size: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    event: Enriched
+    at: Coordinates
+
+
+UNDECODABLE = Counter(
+    "pulse_flow_undecodable_total", "Records on event topics that are not Pulse events", ["topic"]
+)
+_log = logging.getLogger(__name__)
+
+
+def _decode(msg: Any, fx: FxRates) -> _Read | None:
+    """A Kafka record as an enriched event (None, counted and logged, if it is not one)."""
+    try:
+        event = decode_event(msg.value)
+    except msgspec.MsgspecError as exc:
+        # Only a producer bypassing the edge can put these here: count and log each one.
+        UNDECODABLE.labels(msg.topic).inc()
+        _log.warning("skipping record %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+        return None
+    at = Coordinates(msg.topic or "", msg.partition or 0, msg.offset or 0)
+    return _Read(enrich(event, fx), at)
+
+
+class _WarehouseSink(DynamicSink[Any]):
+    def __init__(self, config: FlowConfig) -> None:
+        self._config = config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WarehousePartition:
+        client = connect(self._config.warehouse_dsn, self._config.database)
+        return _WarehousePartition(WarehouseWriter(client))
+
+
+class _WarehousePartition(StatelessSinkPartition[Any]):
+    def __init__(self, writer: WarehouseWriter) -> None:
+        self._writer = writer
+
+    def write_batch(self, items: list[tuple[_Read, StepOutput | None]]) -> None:
+        events: dict[str, tuple[int, list[object]]] = {}
+        sessions: dict[str, tuple[int, list[object]]] = {}
+        dups, seen = [], []
+        for read, out in items:
+            ev = read.event.event
+            seen.append((ev.ts_ms, read.at))
+            if out is None:
+                dups.append(duplicate_row(ev.ts_ms, ev.event_id, read.at))
+                continue
+            # Within a batch only the newest version of a row matters.
+            for placed in out.events:
+                event_id = placed.enriched.event.event_id
+                if placed.rev >= events.get(event_id, (-1, []))[0]:
+                    events[event_id] = (placed.rev, event_row(placed, read.at))
+            for agg in out.sessions:
+                if agg.rev >= sessions.get(agg.key, (-1, []))[0]:
+                    sessions[agg.key] = (agg.rev, session_row(agg))
+            for gone, rev in out.tombstones:
+                sessions[gone] = (rev, tombstone_row(gone, rev))
+        self._writer.write(
+            {
+                "events": [row for _, row in events.values()],
+                "sessions": [row for _, row in sessions.values()],
+                "duplicates": dups,
+                "flow_progress": progress_rows(seen, datetime.now(UTC)),
+            }
+        )
+
+
+def build_flow(config: FlowConfig) -> Dataflow:
+    """The dataflow reading every event topic into the warehouse."""
+    rules = config.rules
+
+    fx = config.fx
+
+    def fold(state: UserState | None, read: _Read) -> tuple[UserState, tuple[_Read, Any]]:
+        new_state, out = step(state, read.event, rules)
+        return new_state, (read, out)
+
+    flow = Dataflow("pulse_events")
+    source = IdleStopKafkaSource(
+        [config.bootstrap],
+        list(config.topics.events),
+        tail=True,
+        batch_size=config.batch_size,
+        idle_s=config.idle_stop_s,
+    )
+    messages = op.input("kafka_in", flow, source)
+    reads = op.filter_map("decode", messages, lambda m: _decode(m, fx))
+    by_user = op.key_on("by_user", reads, lambda r: r.event.event.user_id)
+    folded = op.stateful_map("dedup_sessionise", by_user, fold)
+    op.output("warehouse", op.key_rm("unkey", folded), _WarehouseSink(config))
+    return flow

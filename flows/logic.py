@@ -1,0 +1,224 @@
+"""Pure, engine-agnostic logic of the event flow: enrichment, de-duplication, sessions.
+
+Nothing here imports Bytewax or a client. The flow keys events by ``user_id`` and folds
+each through :func:`step` with that user's :class:`UserState`, so the rules are tested
+alone and would move to another engine unchanged.
+
+What a step emits is *current truth*, written idempotently downstream: an event row
+(replaced when its session changes, ``rev`` higher), the session's whole aggregate
+(replaced on every change), and tombstones for sessions absorbed by a merge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ingest.events import Event
+from ingest.fx import FxRates
+from ingest.useragent import device_from_user_agent
+
+__all__ = [
+    "Enriched",
+    "FlowRules",
+    "Placed",
+    "SessionAgg",
+    "StepOutput",
+    "UserState",
+    "enrich",
+    "step",
+]
+
+_PAGEVIEW_TYPES = frozenset({"page_view", "product_view"})
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRules:
+    """The knobs of the flow, from the settings."""
+
+    session_timeout_ms: int = 30 * 60 * 1000
+    retention_ms: int = 48 * 3600 * 1000  # how long ids and sessions are remembered
+
+
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    """An event with money in EUR and its device resolved."""
+
+    event: Event
+    device: str | None
+    price_eur: float | None
+    cart_value_eur: float | None
+    revenue_eur: float | None
+    items_eur: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """An accepted event placed in its session (``rev`` grows when it is moved)."""
+
+    enriched: Enriched
+    session_key: str
+    is_order: bool  # the first purchase carrying this order_id
+    rev: int = 0
+
+
+@dataclass(slots=True)
+class SessionAgg:
+    """Everything METRICS.md needs of one session, kept exact as events arrive."""
+
+    key: str
+    user_id: str
+    first_ms: int
+    last_ms: int
+    first_arrival: int  # tie-break between events of the same first time: arrival order
+    country: str | None
+    device: str | None
+    channel: str | None
+    events: int = 0
+    pageviews: int = 0
+    rev: int = 0
+
+    def add(self, e: Enriched, arrival: int) -> None:
+        ts = e.event.ts_ms
+        if (ts, arrival) < (self.first_ms, self.first_arrival):
+            self.first_ms, self.first_arrival = ts, arrival
+            self.country, self.device, self.channel = e.event.country, e.device, e.event.channel
+        self.last_ms = max(self.last_ms, ts)
+        self.events += 1
+        self.pageviews += e.event.type in _PAGEVIEW_TYPES
+        self.rev += 1
+
+    def absorb(self, other: SessionAgg) -> None:
+        if (other.first_ms, other.first_arrival) < (self.first_ms, self.first_arrival):
+            self.first_ms, self.first_arrival = other.first_ms, other.first_arrival
+            self.country, self.device, self.channel = other.country, other.device, other.channel
+        self.last_ms = max(self.last_ms, other.last_ms)
+        self.events += other.events
+        self.pageviews += other.pageviews
+        self.rev = max(self.rev, other.rev) + 1
+
+
+@dataclass
+class _Span:
+    """A derived (inactivity) session and its events, kept so a merge can move them."""
+
+    key: str
+    first_ms: int
+    last_ms: int
+    members: list[Placed] = field(default_factory=list)
+
+
+@dataclass
+class StepOutput:
+    """What one event changes downstream."""
+
+    events: list[Placed] = field(default_factory=list)
+    sessions: list[SessionAgg] = field(default_factory=list)
+    tombstones: list[tuple[str, int]] = field(default_factory=list)  # (session key, rev)
+
+
+@dataclass
+class UserState:
+    """What the flow remembers about one user (snapshotted for recovery)."""
+
+    seen_events: dict[str, int] = field(default_factory=dict)  # event_id -> ts_ms
+    seen_orders: dict[str, int] = field(default_factory=dict)  # order_id -> ts_ms
+    sessions: dict[str, SessionAgg] = field(default_factory=dict)
+    spans: list[_Span] = field(default_factory=list)
+    arrivals: int = 0
+    newest_ms: int = 0
+
+    def prune(self, rules: FlowRules) -> None:
+        """Forget what is older than the retention (bounded memory per user)."""
+        horizon = self.newest_ms - rules.retention_ms
+        if len(self.seen_events) > 256:
+            self.seen_events = {k: v for k, v in self.seen_events.items() if v >= horizon}
+            self.seen_orders = {k: v for k, v in self.seen_orders.items() if v >= horizon}
+        if len(self.sessions) > 16:
+            self.sessions = {k: s for k, s in self.sessions.items() if s.last_ms >= horizon}
+        self.spans = [s for s in self.spans if s.last_ms >= horizon]
+
+
+def _place_derived(state: UserState, placed: Placed, timeout_ms: int, out: StepOutput) -> Placed:
+    """Put an event without ``session_id`` into its inactivity session.
+
+    A gap of exactly the timeout stays in the session. An event that bridges two sessions
+    merges them: the later one's events move (re-emitted with a higher ``rev``) and its
+    aggregate becomes a tombstone.
+    """
+    ts = placed.enriched.event.ts_ms
+    near = [s for s in state.spans if s.first_ms - timeout_ms <= ts <= s.last_ms + timeout_ms]
+    if not near:
+        span = _Span(f"{placed.enriched.event.user_id}/{ts}", ts, ts)
+        state.spans.append(span)
+    else:
+        near.sort(key=lambda s: s.first_ms)
+        span = near[0]
+        for other in near[1:]:
+            state.spans.remove(other)
+            span.first_ms = min(span.first_ms, other.first_ms)
+            span.last_ms = max(span.last_ms, other.last_ms)
+            gone = state.sessions.pop(other.key)
+            state.sessions[span.key].absorb(gone)
+            out.tombstones.append((other.key, gone.rev + 1))
+            for member in other.members:
+                moved = Placed(member.enriched, span.key, member.is_order, member.rev + 1)
+                span.members.append(moved)
+                out.events.append(moved)
+        span.first_ms, span.last_ms = min(span.first_ms, ts), max(span.last_ms, ts)
+    placed = Placed(placed.enriched, span.key, placed.is_order, placed.rev)
+    span.members.append(placed)
+    return placed
+
+
+def step(
+    state: UserState | None, e: Enriched, rules: FlowRules
+) -> tuple[UserState, StepOutput | None]:
+    """Fold one enriched event into its user's state.
+
+    Returns the new state and what changed, or None for a repeated ``event_id`` (counted
+    once: the first arrival wins).
+    """
+    state = state or UserState()
+    ev = e.event
+    ts = ev.ts_ms
+    if ev.event_id in state.seen_events:
+        return state, None
+    state.seen_events[ev.event_id] = ts
+    state.newest_ms = max(state.newest_ms, ts)
+    state.arrivals += 1
+    is_order = False
+    if ev.type == "purchase" and ev.order_id is not None:
+        is_order = ev.order_id not in state.seen_orders
+        state.seen_orders.setdefault(ev.order_id, ts)
+    out = StepOutput()
+    placed = Placed(e, ev.session_id or "", is_order)
+    if ev.session_id is None:
+        placed = _place_derived(state, placed, rules.session_timeout_ms, out)
+    session = state.sessions.get(placed.session_key)
+    if session is None:
+        session = SessionAgg(placed.session_key, ev.user_id, ts, ts, state.arrivals,
+                             ev.country, e.device, ev.channel)  # fmt: skip
+        state.sessions[placed.session_key] = session
+    session.add(e, state.arrivals)
+    out.events.append(placed)
+    out.sessions.append(replace(session))  # a snapshot: the state object keeps changing
+    state.prune(rules)
+    return state, out
+
+
+def enrich(event: Event, fx: FxRates) -> Enriched:
+    """Money to EUR at the event's dated rate; device from the user agent when absent."""
+    ts, cur = event.ts_ms, event.currency
+
+    def eur(amount: float | None) -> float | None:
+        return None if amount is None or cur is None else fx.to_eur(amount, cur, ts)
+
+    items = tuple(fx.to_eur(i.price, cur, ts) for i in event.items or ()) if cur else ()
+    return Enriched(
+        event=event,
+        device=event.device or device_from_user_agent(event.user_agent),
+        price_eur=eur(event.price),
+        cart_value_eur=eur(event.cart_value),
+        revenue_eur=eur(event.revenue),
+        items_eur=items,
+    )

@@ -1,0 +1,117 @@
+"""Driving the real pipeline in tests: events -> collector -> broker -> flow -> warehouse."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from flows.events import FlowConfig
+from flows.run import run_flow
+from ingest.collector import Collector
+from ingest.fx import load_fx_rates
+from ingest.producer import ConfluentProducer
+from ingest.topics import Topics, ensure_topics
+
+
+@dataclass
+class Drained:
+    accepted: list[bytes]  # accepted raw events, in the order they were sent
+    rejected: int
+
+
+def publish(bootstrap: str, topics: Topics, raws: Sequence[bytes]) -> Drained:
+    """Send ``raws`` through the collector exactly as the HTTP route and replay do."""
+    fx = load_fx_rates()
+    producer = ConfluentProducer(bootstrap)
+    collector = Collector(producer, topics, fx.currencies)
+    result = collector.ingest(raws, source="test", timeout=60)
+    producer.close()
+    bad = {r.index for r in result.rejected}
+    return Drained([r for i, r in enumerate(raws) if i not in bad], len(bad))
+
+
+def run_pipeline(bootstrap: str, dsn: str, database: str, raws: Sequence[bytes], tmp) -> Drained:
+    """Publish to fresh topics and drain them into ``database`` with the real flow."""
+    topics = Topics(prefix=f"p{uuid.uuid4().hex[:8]}.")
+    ensure_topics(bootstrap, topics, partitions=4)
+    drained = publish(bootstrap, topics, raws)
+    config = FlowConfig(bootstrap, topics, dsn, database, load_fx_rates(), idle_stop_s=1.5)
+    run_flow(config, workers=1, recovery_dir=tmp / "recovery")
+    return drained
+
+
+COUNTRIES = ["DE", "PL", "SE", "HU", "GB", None]
+CURRENCY = {"DE": "EUR", "PL": "PLN", "SE": "SEK", "HU": "HUF", "GB": "GBP", None: "EUR"}
+UAS = ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile", "Mozilla/5.0 (iPad; CPU OS 17)",
+       "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", None]  # fmt: skip
+CATEGORIES = ["shoes", "books", "toys", None]
+
+
+def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[bytes]:
+    """An adversarial mix: explicit and derived sessions, missing attributes, every type,
+    several currencies, repeated event_ids and order_ids, out-of-order arrival, a few
+    invalid events, over ``start`` + 2 days (cross a DST change by choosing ``start``)."""
+    rng = random.Random(seed)
+    out: list[dict] = []
+    for s in range(n_sessions):
+        user = f"u{rng.randrange(n_sessions // 3 + 1)}"
+        explicit = rng.random() < 0.7
+        t = start + timedelta(seconds=rng.randrange(2 * 86400))
+        country = rng.choice(COUNTRIES)
+        ctx = {"country": country, "channel": rng.choice(["direct", "paid", "email", None])}
+        if rng.random() < 0.5:
+            ctx["device"] = rng.choice(["desktop", "mobile", "tablet"])
+        else:
+            ctx["user_agent"] = rng.choice(UAS)
+        cur = CURRENCY[country]
+        for k in range(rng.choice([1, 1, 2, 3, 5, 8])):
+            t += timedelta(seconds=rng.choice([5, 60, 600, 1799, 1800]))
+            kind = rng.choice(["page_view", "product_view", "product_view", "search",
+                               "add_to_cart", "begin_checkout", "purchase", "remove_from_cart",
+                               "wishlist"])  # fmt: skip
+            e: dict = {"event_id": f"e{s}-{k}", "type": kind, "user_id": user,
+                       "ts": int(t.timestamp() * 1000) if k % 2 else t.isoformat()}  # fmt: skip
+            if explicit:
+                e["session_id"] = f"s{s}"
+            e.update(
+                {k2: v for k2, v in ctx.items() if v is not None and (k == 0 or k2 != "country")}
+            )
+            pid = f"p{rng.randrange(30)}"
+            cat = rng.choice(CATEGORIES)
+            if kind in ("product_view", "add_to_cart", "remove_from_cart"):
+                e.update(product_id=pid, price=round(rng.uniform(1, 500), 2), currency=cur)
+                if cat:
+                    e["category"] = cat
+            elif kind == "search":
+                e.update(query="shoes", results_count=rng.randrange(50))
+            elif kind == "begin_checkout":
+                e.update(cart_value=round(rng.uniform(1, 500), 2), currency=cur)
+            elif kind == "purchase":
+                items = [_item(rng) for _ in range(rng.randint(1, 3))]
+                revenue = round(sum(i["price"] * i["quantity"] for i in items), 2)
+                e.update(
+                    order_id=f"o{s}-{rng.randrange(2)}", currency=cur, items=items, revenue=revenue
+                )
+            out.append(e)
+    rng.shuffle(out)  # arrival order differs from event time
+    repeats = [dict(rng.choice(out)) for _ in range(len(out) // 20)]  # client re-sends
+    out.extend(repeats)
+    out.insert(3, {"event_id": "bad", "type": "page_view"})  # rejected at the edge
+    return [orjson.dumps(e) for e in out]
+
+
+def _item(rng: random.Random) -> dict:
+    item = {"product_id": f"p{rng.randrange(30)}", "price": round(rng.uniform(1, 300), 2),
+            "quantity": rng.randint(1, 3)}  # fmt: skip
+    if category := rng.choice(CATEGORIES):
+        item["category"] = category
+    return item
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)

@@ -1,0 +1,85 @@
+"""The flow's pure rules: de-duplication, orders, sessions (explicit, derived, merged)."""
+
+from __future__ import annotations
+
+from flows.logic import FlowRules, StepOutput, UserState, enrich, step
+from ingest.events import Event, Item
+from ingest.fx import load_fx_rates
+
+FX = load_fx_rates()
+RULES = FlowRules(session_timeout_ms=30 * 60 * 1000)
+MIN = 60 * 1000
+T0 = 1_795_176_000_000
+
+
+def ev(event_id: str, ts: int, type_: str = "page_view", **kw: object) -> Event:
+    return Event(event_id=event_id, type=type_, ts=ts, user_id="u1", **kw)  # type: ignore[arg-type]
+
+
+def run(events: list[Event]) -> tuple[UserState, list[StepOutput | None]]:
+    state: UserState | None = None
+    outs = []
+    for e in events:
+        state, out = step(state, enrich(e, FX), RULES)
+        outs.append(out)
+    assert state is not None
+    return state, outs
+
+
+def test_repeated_event_id_is_dropped_first_arrival_wins() -> None:
+    _, outs = run([ev("a", T0), ev("a", T0 + MIN), ev("b", T0)])
+    assert outs[1] is None and outs[0] is not None and outs[2] is not None
+
+
+def test_repeated_order_id_counts_one_order() -> None:
+    items = [Item(product_id="p", price=10.0)]
+    p = {"type_": "purchase", "order_id": "o1", "revenue": 10.0, "currency": "EUR", "items": items}
+    _, outs = run([ev("a", T0, **p), ev("b", T0 + MIN, **p)])
+    assert [o.events[0].is_order for o in outs if o] == [True, False]
+
+
+def test_gap_of_exactly_the_timeout_stays_in_the_session() -> None:
+    _, outs = run([ev("a", T0), ev("b", T0 + 30 * MIN), ev("c", T0 + 60 * MIN + 1)])
+    keys = [o.events[-1].session_key for o in outs if o]
+    assert keys[0] == keys[1] != keys[2]
+
+
+def test_late_event_bridging_two_sessions_merges_them() -> None:
+    state, outs = run([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN)])
+    first, second, bridge = outs
+    assert first and second and bridge
+    assert first.events[0].session_key != second.events[0].session_key
+    survivor = first.events[0].session_key
+    # b moves into a's session with a higher rev, b's session becomes a tombstone
+    moved = [p for p in bridge.events if p.enriched.event.event_id == "b"]
+    assert moved and moved[0].session_key == survivor and moved[0].rev == 1
+    assert bridge.tombstones == [(second.events[0].session_key, second.sessions[0].rev + 1)]
+    [agg] = bridge.sessions
+    assert (agg.key, agg.events, agg.first_ms, agg.last_ms) == (survivor, 3, T0, T0 + 50 * MIN)
+    assert len(state.sessions) == 1
+
+
+def test_session_attributes_come_from_the_first_event_even_when_it_arrives_late() -> None:
+    _, outs = run([
+        ev("b", T0 + MIN, session_id="s", country="PL", channel="paid"),
+        ev("a", T0, session_id="s", country="DE", user_agent="Mozilla/5.0 (iPhone) Mobile"),
+    ])  # fmt: skip
+    agg = outs[-1].sessions[0] if outs[-1] else None
+    assert agg is not None
+    assert (agg.country, agg.device, agg.channel, agg.events) == ("DE", "mobile", None, 2)
+    assert agg.rev > outs[0].sessions[0].rev  # type: ignore[union-attr]
+
+
+def test_money_is_converted_at_the_events_dated_rate() -> None:
+    e = ev("a", T0, "add_to_cart", product_id="p", price=100.0, currency="PLN")
+    assert enrich(e, FX).price_eur == FX.to_eur(100.0, "PLN", T0)
+    assert enrich(ev("b", T0), FX).price_eur is None
+
+
+def test_memory_is_bounded_by_the_retention() -> None:
+    rules = FlowRules(retention_ms=60 * MIN)
+    state: UserState | None = None
+    for i in range(1000):
+        state, _ = step(state, enrich(ev(f"e{i}", T0 + i * 40 * MIN), FX), rules)
+    assert state is not None
+    assert len(state.seen_events) < 300 and len(state.spans) <= 3 and len(state.sessions) < 20

@@ -1,0 +1,345 @@
+"""Answering METRICS.md from the warehouse: metric series, funnel, top products.
+
+Every value is bound by the driver; dimension names come from a fixed list. Results are
+plain dicts in the shapes of CONTRACT §7 (``ts`` labels are RFC 3339 in the query's zone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from warehouse.buckets import Grid, bucket_sql, make_grid
+from warehouse.metrics import DIMENSIONS, METRICS, Metric
+
+__all__ = [
+    "FUNNEL_STEPS",
+    "MetricQuery",
+    "complete_until",
+    "funnel",
+    "metric_series",
+    "top_products",
+]
+
+FUNNEL_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
+_SESSION_ATTRS = ("country", "device", "channel")
+
+# Sessions with their attributes (from the first event) and sizes, limited to those that
+# could matter for the query (the caller adds the range conditions).
+_SESS = """
+SELECT session_key, start AS s_start, end AS s_end, country AS s_country,
+       device AS s_device, channel AS s_channel, n_events, n_pageviews,
+       (toUnixTimestamp64Milli(end) - toUnixTimestamp64Milli(start)) / 1000 AS duration_s
+FROM sessions FINAL WHERE deleted = 0 {where}
+"""
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    """A validated metric request."""
+
+    metric: str
+    start: datetime
+    end: datetime
+    interval: str = "1h"
+    by: str | None = None
+    where: Mapping[str, str] = field(default_factory=dict)
+    tz: str = "UTC"
+
+    def __post_init__(self) -> None:
+        metric = METRICS.get(self.metric)
+        if metric is None:
+            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
+        if metric.forced_by and self.by not in (None, metric.forced_by):
+            raise ValueError(f"{self.metric} is always broken down by {metric.forced_by}")
+        for dim in [*([self.by] if self.by else []), *self.where]:
+            if dim not in DIMENSIONS:
+                raise ValueError(f"unknown dimension {dim!r}; use {', '.join(DIMENSIONS)}")
+            if not metric.accepts(dim):
+                raise ValueError(f"{self.metric} cannot be sliced by {dim}")
+        for dim, value in self.where.items():
+            if not value:
+                raise ValueError(f"where {dim}= needs a value")
+
+    @property
+    def definition(self) -> Metric:
+        return METRICS[self.metric]
+
+    @property
+    def breakdown(self) -> str | None:
+        return self.definition.forced_by or self.by
+
+
+def _ms(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _filters(where: Mapping[str, str], params: dict[str, Any], category_col: str) -> list[str]:
+    out = []
+    for i, (dim, value) in enumerate(sorted(where.items())):
+        params[f"w{i}"] = value
+        column = category_col if dim == "category" else f"s_{dim}"
+        out.append(f"{column} = {{w{i}:String}}")
+    return out
+
+
+def _needs_sessions(q: MetricQuery) -> bool:
+    dims = {*q.where, *([q.breakdown] if q.breakdown else [])}
+    return bool(dims & set(_SESSION_ATTRS))
+
+
+def _series_sql(q: MetricQuery, grid: Grid, params: dict[str, Any]) -> str:
+    metric = q.definition
+    dim = q.breakdown
+    uses_items = "category" in q.where or dim == "category"
+    params.update(lo=_ms(grid.starts[0]), hi=_ms(grid.end), tz=q.tz)
+    if metric.source == "sessions":
+        sess = _SESS.format(where="AND start >= {lo:DateTime64(3)} AND start < {hi:DateTime64(3)}")
+        conds = _filters(q.where, params, "")
+        select_dim = f", s_{dim} AS dim" if dim else ""
+        return (
+            f"SELECT {bucket_sql('s_start', q.interval)} AS b{select_dim}, {metric.sql} AS v "
+            f"FROM ({sess}) {'WHERE ' + ' AND '.join(conds) if conds else ''} "
+            f"GROUP BY b{', dim' if dim else ''}"
+        )
+    in_range = "ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}"
+    source = "events FINAL"
+    agg = metric.sql
+    if uses_items:
+        source += (
+            " ARRAY JOIN items.category AS item_category, items.quantity AS item_quantity,"
+            " arrayMap((p, n) -> p * n, items.price_eur, items.quantity) AS item_eur"
+        )
+        in_range += " AND is_order = 1"
+        agg = metric.by_category_sql or agg
+    if _needs_sessions(q):
+        sess = _SESS.format(
+            where=f"AND session_key IN (SELECT session_key FROM events WHERE {in_range})"
+        )
+        source += f" ANY LEFT JOIN ({sess}) AS s USING (session_key)"
+    conds = [in_range, *_filters(q.where, params, "item_category")]
+    dim_col = {"category": "item_category"}.get(dim or "", f"s_{dim}")
+    select_dim = f", {dim_col} AS dim" if dim else ""
+    return (
+        f"SELECT {bucket_sql('ts', q.interval)} AS b{select_dim}, {agg} AS v FROM {source} "
+        f"WHERE {' AND '.join(conds)} GROUP BY b{', dim' if dim else ''}"
+    )
+
+
+def _dim_values_sql(q: MetricQuery, params: dict[str, Any]) -> str:
+    """Every value of the breakdown seen in the range (after ``where``)."""
+    dim = q.breakdown
+    in_range = "ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}"
+    if dim == "category" or "category" in q.where:
+        source = "events FINAL ARRAY JOIN items.category AS item_category"
+        in_range += " AND is_order = 1"
+    else:
+        source = "events FINAL"
+    if _needs_sessions(q):
+        sess = _SESS.format(
+            where=f"AND session_key IN (SELECT session_key FROM events WHERE {in_range})"
+        )
+        source += f" ANY LEFT JOIN ({sess}) AS s USING (session_key)"
+    dim_col = "item_category" if dim == "category" else f"s_{dim}"
+    conds = [in_range, *_filters(q.where, params, "item_category")]
+    return f"SELECT DISTINCT {dim_col} FROM {source} WHERE {' AND '.join(conds)}"
+
+
+def _empty(kind: str) -> Any:
+    return {"count": 0, "money": 0.0, "ratio": None}[kind]
+
+
+def _clean(value: Any, kind: str) -> Any:
+    if value is None:
+        return _empty(kind)
+    if kind == "count":
+        return int(value)
+    value = float(value)
+    return None if value != value else value  # NaN from 0/0 guards -> null
+
+
+def metric_series(client: Client, q: MetricQuery) -> list[dict[str, Any]]:
+    """``[{"ts", "value", <dim>?}]`` for every bucket (and breakdown value) of the range."""
+    grid = make_grid(q.start, q.end, q.interval, q.tz)
+    params: dict[str, Any] = {}
+    sql = _series_sql(q, grid, params)
+    kind = q.definition.kind
+    dim = q.breakdown
+    found: dict[tuple[int, Any], Any] = {}
+    for row in client.query(sql, parameters=params).result_rows:
+        key = (int(row[0]), (row[1] or None) if dim else None)
+        found[key] = row[-1]
+    if not dim:
+        return [
+            {"ts": grid.label(b), "value": _clean(found.get((b, None)), kind)} for b in grid.starts
+        ]
+    values = {
+        r[0] or None
+        for r in client.query(_dim_values_sql(q, params), parameters=params).result_rows
+    }
+    values |= {v for _, v in found}
+    ordered = sorted(values, key=lambda v: (v is None, v or ""))
+    return [
+        {"ts": grid.label(b), "value": _clean(found.get((b, v)), kind), dim: v}
+        for b in grid.starts
+        for v in ordered
+    ]
+
+
+def funnel(
+    client: Client,
+    start: datetime,
+    end: datetime,
+    *,
+    by: str | None = None,
+    where: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Sessions starting in ``[start, end)`` reaching each step, in order (METRICS.md)."""
+    where = dict(where or {})
+    for dim in [*([by] if by else []), *where]:
+        if dim not in _SESSION_ATTRS:
+            raise ValueError(f"the funnel can be sliced by {', '.join(_SESSION_ATTRS)} only")
+    params: dict[str, Any] = {"lo": start, "hi": end}
+    sess = _SESS.format(where="AND start >= {lo:DateTime64(3)} AND start < {hi:DateTime64(3)}")
+    conds = _filters(where, params, "")
+    dim = f"s_{by}" if by else "''"
+    sql = f"""
+    WITH sess AS (SELECT * FROM ({sess}) {"WHERE " + " AND ".join(conds) if conds else ""}),
+    steps AS (
+        SELECT session_key,
+               minIfOrNull(ts, type = 'product_view') AS t1,
+               groupArrayIf(ts, type = 'add_to_cart') AS a,
+               groupArrayIf(ts, type = 'begin_checkout') AS c,
+               groupArrayIf(ts, type = 'purchase') AS p
+        FROM events FINAL WHERE session_key IN (SELECT session_key FROM sess)
+        GROUP BY session_key
+    ),
+    reached AS (
+        SELECT session_key, t1,
+               if(t1 IS NULL, NULL, arrayMin(arrayFilter(x -> x >= t1, a))) AS t2_raw,
+               if(t2_raw IS NULL OR NOT has(a, t2_raw), NULL, t2_raw) AS t2,
+               if(t2 IS NULL, NULL, arrayMin(arrayFilter(x -> x >= t2, c))) AS t3_raw,
+               if(t3_raw IS NULL OR NOT has(c, t3_raw), NULL, t3_raw) AS t3,
+               if(t3 IS NULL, NULL, arrayMin(arrayFilter(x -> x >= t3, p))) AS t4_raw,
+               if(t4_raw IS NULL OR NOT has(p, t4_raw), NULL, t4_raw) AS t4
+        FROM steps
+    )
+    SELECT {dim} AS dim, count() AS n0,
+           countIf(t1 IS NOT NULL), countIf(t2 IS NOT NULL),
+           countIf(t3 IS NOT NULL), countIf(t4 IS NOT NULL)
+    FROM sess LEFT JOIN reached USING (session_key)
+    GROUP BY dim ORDER BY dim
+    """
+    out = []
+    rows = list(client.query(sql, parameters=params).result_rows)
+    rows.sort(key=lambda r: (r[0] in ("", None), r[0] or ""))
+    for row in rows:
+        counts = [int(x) for x in row[2:]]
+        for i, step in enumerate(FUNNEL_STEPS):
+            prev = counts[i - 1] if i else counts[0]
+            item: dict[str, Any] = {
+                "step": step,
+                "sessions": counts[i],
+                "conversion_from_previous": counts[i] / prev if prev else None,
+                "conversion_from_first": counts[i] / counts[0] if counts[0] else None,
+            }
+            if by:
+                item[by] = row[0] or None
+            out.append(item)
+    return out
+
+
+def top_products(
+    client: Client,
+    start: datetime,
+    end: datetime,
+    *,
+    by: str = "revenue",
+    limit: int = 10,
+    where: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Products ranked by ``revenue``, ``views`` or ``units``; ties by ``product_id``."""
+    if by not in ("revenue", "views", "units"):
+        raise ValueError("by must be revenue, views or units")
+    where = dict(where or {})
+    category = where.pop("category", None)
+    for dim in where:
+        if dim not in _SESSION_ATTRS:
+            raise ValueError(f"unknown dimension {dim!r}")
+    params: dict[str, Any] = {"lo": start, "hi": end}
+    in_range = "ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}"
+    join = ""
+    conds = _filters(where, params, "")
+    if where:
+        sess = _SESS.format(
+            where=f"AND session_key IN (SELECT session_key FROM events WHERE {in_range})"
+        )
+        join = f" ANY LEFT JOIN ({sess}) AS s USING (session_key)"
+    extra = "".join(f" AND {c}" for c in conds)
+    views_sql = f"""
+        SELECT product_id, countIf(type = 'product_view'), countIf(type = 'add_to_cart')
+        FROM events FINAL{join}
+        WHERE {in_range} AND type IN ('product_view', 'add_to_cart') AND product_id != ''{extra}
+        GROUP BY product_id"""
+    sales_sql = f"""
+        SELECT item_product, sum(item_quantity), sum(item_price * item_quantity)
+        FROM events FINAL ARRAY JOIN items.product_id AS item_product,
+             items.quantity AS item_quantity, items.price_eur AS item_price{join}
+        WHERE {in_range} AND is_order = 1{extra}
+        GROUP BY item_product"""
+    stats: dict[str, list[Any]] = {}
+    for pid, views, carts in client.query(views_sql, parameters=params).result_rows:
+        stats[pid] = [int(views), int(carts), 0, 0.0]
+    for pid, units, revenue in client.query(sales_sql, parameters=params).result_rows:
+        stats.setdefault(pid, [0, 0, 0, 0.0])[2:] = [int(units), float(revenue)]
+    categories = _categories(client, list(stats))
+    rows = [
+        {
+            "product_id": pid, "category": categories.get(pid), "views": v, "add_to_carts": c,
+            "units": u, "revenue": r, "view_to_purchase_rate": u / v if v else None,
+        }
+        for pid, (v, c, u, r) in stats.items()
+        if category is None or categories.get(pid) == category
+    ]  # fmt: skip
+    measure = {"revenue": lambda x: round(x["revenue"], 2), "views": lambda x: x["views"],
+               "units": lambda x: x["units"]}[by]  # fmt: skip
+    rows.sort(key=lambda x: (-measure(x), x["product_id"]))
+    return rows[: max(limit, 0)]
+
+
+def _categories(client: Client, products: list[str]) -> dict[str, str]:
+    """Each product's category: from the first event (by time) naming it with one."""
+    if not products:
+        return {}
+    sql = """
+    SELECT pid, argMin(cat, ts) FROM (
+        SELECT product_id AS pid, category AS cat, ts FROM events FINAL
+        WHERE product_id IN {p:Array(String)} AND category != ''
+        UNION ALL
+        SELECT item_product AS pid, item_category AS cat, ts FROM events FINAL
+        ARRAY JOIN items.product_id AS item_product, items.category AS item_category
+        WHERE item_product IN {p:Array(String)} AND item_category != ''
+    ) GROUP BY pid"""
+    return {pid: cat for pid, cat in client.query(sql, parameters={"p": products}).result_rows}
+
+
+def complete_until(client: Client, allowed_lateness: timedelta) -> datetime | None:
+    """How far answers are final: the flow's event-time watermark minus the lateness.
+
+    The watermark is the oldest newest-event time among partitions that are active (within
+    an hour of the newest partition), so a partition that went quiet does not hold it back.
+    """
+    sql = """
+    SELECT min(m) FROM (
+        SELECT max(max_ts) AS m FROM flow_progress GROUP BY topic, partition
+    ) WHERE m >= (SELECT max(max_ts) FROM flow_progress) - INTERVAL 1 HOUR
+    """
+    rows = client.query(sql).result_rows
+    if not rows or rows[0][0] is None or rows[0][0].year < 1971:
+        return None
+    watermark = rows[0][0].replace(tzinfo=UTC)
+    return watermark - allowed_lateness

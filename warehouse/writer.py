@@ -1,0 +1,49 @@
+"""Batched, replay-safe writes of the flow's output.
+
+A batch written again after a crash is harmless: ``events``, ``sessions`` and
+``duplicates`` are ReplacingMergeTree tables keyed by the row's identity (the newest
+``rev`` wins) and ``flow_progress`` keeps maxima only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from clickhouse_connect.driver.client import Client
+
+__all__ = ["COLUMNS", "WarehouseWriter"]
+
+COLUMNS = {
+    "events": [
+        "ts", "event_id", "type", "user_id", "session_key", "country", "device", "channel",
+        "page", "product_id", "category", "price_eur", "quantity", "query", "cart_value_eur",
+        "order_id", "revenue_eur", "is_order", "items.product_id", "items.category",
+        "items.price_eur", "items.quantity", "rev", "topic", "partition", "offset",
+    ],
+    "sessions": [
+        "session_key", "user_id", "start", "end", "country", "device", "channel", "n_events",
+        "n_pageviews", "rev", "deleted",
+    ],
+    "duplicates": ["ts", "event_id", "topic", "partition", "offset"],
+    "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
+}  # fmt: skip
+
+Rows = Sequence[Sequence[object]]
+
+
+class WarehouseWriter:
+    """Writes one batch of flow output; safe to call from several worker threads."""
+
+    _lock = threading.Lock()  # chDB is one engine per process: serialise its inserts
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def write(self, batch: dict[str, Rows]) -> None:
+        """Insert the rows of one batch, by table (columns as in :data:`COLUMNS`)."""
+        with self._lock:
+            for table, columns in COLUMNS.items():
+                rows = batch.get(table)
+                if rows:
+                    self._client.insert(table, rows, column_names=columns)
