@@ -7,7 +7,7 @@ from prometheus_client import make_asgi_app
 
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import events, health
+from api.routes import events, health, metrics
 
 __all__ = ["create_app"]
 
@@ -23,5 +23,6 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(metrics.router)
     app.mount("/metrics", make_asgi_app())
     return app

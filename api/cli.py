@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +16,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from ingest.errors import NotBuiltYet, PulseError
 from ingest.settings import DEFAULT_BOOTSTRAP, Settings, load_settings
+
+if TYPE_CHECKING:
+    from ingest.collector import IngestResult
 
 __all__ = ["app", "main"]
 
@@ -145,19 +150,35 @@ def replay(
     ] = False,
 ) -> None:
     """Publish events from a JSONL file through the collector's validation and routing."""
+    pace = _parse_speed(speed)
+    settings = _settings()
+    from api.stack import require_broker
+
+    with contextlib.ExitStack() as running:
+        if wait:
+            running.enter_context(_drain_after(settings))
+        else:
+            require_broker(settings.bootstrap, settings.embedded_broker)
+        result = _publish(settings, file, pace)
+        reasons = Counter(r.reason for r in result.rejected)
+        for reason, count in reasons.most_common(5):
+            err.print(f"rejected {count}×: {reason}")
+    line = f"accepted={result.accepted} rejected={len(result.rejected)}"
+    if wait:
+        from prometheus_client import REGISTRY
+
+        duplicates = REGISTRY.get_sample_value("pulse_flow_duplicates_total") or 0
+        line += f" duplicates={int(duplicates)}"
+    print(line)
+
+
+def _publish(settings: Settings, file: Path, pace: float | None) -> IngestResult:
     from ingest.collector import Collector
     from ingest.fx import load_fx_rates
     from ingest.producer import ConfluentProducer
     from ingest.replay import replay_file
     from ingest.topics import Topics, ensure_topics
 
-    pace = _parse_speed(speed)
-    if wait:
-        _not_built("replay --wait (needs the flows)")
-    settings = _settings()
-    from api.stack import require_broker
-
-    require_broker(settings.bootstrap, settings.embedded_broker)
     topics = Topics(settings.topic_prefix)
     ensure_topics(settings.bootstrap, topics, settings.topic_partitions)
     producer = ConfluentProducer(settings.bootstrap)
@@ -169,10 +190,36 @@ def replay(
             collector, producer.batch(), file, speed=pace, progress=lambda n: bar.advance(task, n)
         )
     producer.close()
-    reasons = Counter(r.reason for r in result.rejected)
-    for reason, count in reasons.most_common(5):
-        err.print(f"rejected {count}×: {reason}")
-    print(f"accepted={result.accepted} rejected={len(result.rejected)}")
+    return result
+
+
+@contextlib.contextmanager
+def _drain_after(settings: Settings) -> Iterator[None]:
+    """Around publishing: the broker (started if embedded and not running), then the flow
+    until every topic is drained into the warehouse."""
+    from api.stack import flow_config, recovery_dir, require_broker
+    from flows.run import run_flow
+    from ingest.broker import EmbeddedBroker
+    from ingest.errors import BrokerError
+    from ingest.fx import load_fx_rates
+    from warehouse.client import connect
+    from warehouse.migrate import migrate as apply
+
+    with contextlib.ExitStack() as stack:
+        try:
+            require_broker(settings.bootstrap, settings.embedded_broker, timeout=0.5)
+        except BrokerError:
+            if not settings.embedded_broker:
+                raise
+            settings.home.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(EmbeddedBroker(settings.bootstrap, settings.home / "broker.log"))
+        client = connect(settings.warehouse_dsn)  # fails clearly if `pulse up` holds it
+        apply(client)
+        client.close()
+        yield
+        config = flow_config(settings, load_fx_rates(settings.fx_rates), idle_stop_s=2.0)
+        with err.status("draining the topics into the warehouse"):
+            run_flow(config, recovery_dir=recovery_dir(settings))
 
 
 @app.command()
@@ -191,8 +238,25 @@ def flow(
         float | None, typer.Option(help="stop after this many idle seconds once drained")
     ] = None,
 ) -> None:
-    """Run the Bytewax dataflows alone."""
-    _not_built("pulse flow")
+    """Run the Bytewax dataflows alone (Kafka topics -> ClickHouse)."""
+    from api.stack import flow_config, recovery_dir, require_broker
+    from flows.run import run_flow
+    from ingest.fx import load_fx_rates
+    from warehouse.client import connect, redact_dsn
+    from warehouse.migrate import migrate as apply
+
+    settings = _settings()
+    require_broker(settings.bootstrap, settings.embedded_broker)
+    client = connect(settings.warehouse_dsn)
+    apply(client)
+    client.close()
+    config = flow_config(settings, load_fx_rates(settings.fx_rates), idle_stop_s=exit_when_idle)
+    err.print(
+        f"flow: {settings.bootstrap} -> {redact_dsn(settings.warehouse_dsn)} "
+        f"with {workers} worker(s); Ctrl-C stops it"
+    )
+    run_flow(config, workers=workers, recovery_dir=recovery_dir(settings))
+    err.print("flow: stopped (all topics drained)" if exit_when_idle else "flow: stopped")
 
 
 @detect_app.callback(invoke_without_command=True)
@@ -228,7 +292,25 @@ def query(
     format: Annotated[str, typer.Option(help="table, json or csv")] = "table",
 ) -> None:
     """Print a metric series (METRICS.md)."""
-    _not_built("pulse query")
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from api.local import fetch_metric, render
+    from api.routes.metrics import parse_where
+    from warehouse.queries import MetricQuery
+
+    if format not in ("table", "json", "csv"):
+        raise typer.BadParameter("expected table, json or csv", param_hint="--format")
+    settings = _settings()
+    zone = tz or settings.timezone
+    try:
+        start, end = datetime.fromisoformat(from_), datetime.fromisoformat(to)
+        start = start if start.tzinfo else start.replace(tzinfo=ZoneInfo(zone))
+        end = end if end.tzinfo else end.replace(tzinfo=ZoneInfo(zone))
+        q = MetricQuery(metric, start, end, interval, by, parse_where(where), zone)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    render(fetch_metric(settings, q), format, out)
 
 
 @dashboards_app.command("export")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from clickhouse_connect.driver.client import Client
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -13,7 +15,7 @@ from api.errors import ApiError
 from api.keys import KeyStore, Scope, allows
 from ingest.collector import Collector
 
-__all__ = ["Services", "get_services", "scoped"]
+__all__ = ["Services", "get_services", "get_warehouse", "scoped"]
 
 
 @dataclass
@@ -22,7 +24,10 @@ class Services:
 
     keys: KeyStore
     collector: Collector | None = None
+    warehouse: Client | None = None
     delivery_timeout_s: float = 10.0
+    timezone: str = "UTC"
+    allowed_lateness: timedelta = timedelta(minutes=10)
     # name -> callable raising when that dependency is not ready
     readiness: dict[str, Callable[[], object]] = field(default_factory=dict)
 
@@ -31,6 +36,14 @@ def get_services(request: Request) -> Services:
     """The services of the running app."""
     services: Services = request.app.state.services
     return services
+
+
+def get_warehouse(request: Request) -> Client:
+    """The warehouse client, or 503 when this API runs without one."""
+    client = get_services(request).warehouse
+    if client is None:
+        raise ApiError(503, "this API has no warehouse attached")
+    return client
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `pulse keys create`")

@@ -23,7 +23,8 @@ def start_banner(stack: Stack) -> str:
         f"Pulse is up on [bold]http://{s.api_host}:{s.api_port}[/bold]"
         "  (API docs: /docs, metrics: /metrics)",
         f"  {broker}: {stack.bootstrap}",
-        f"  warehouse: {redact_dsn(s.warehouse_dsn)}",
+        f"  warehouse: {redact_dsn(s.warehouse_dsn)}"
+        + ("  (flow running)" if "flow" in stack.services.readiness else ""),
         "  API keys: `pulse keys create --scope ingest|read|admin`"
         f" (stored hashed in {s.keys_file})",
         "  Ctrl-C stops everything.",
@@ -43,7 +44,7 @@ def _serve(stack: Stack) -> None:
 
 def run_stack(settings: Settings) -> None:
     """``pulse up``: everything in this one process."""
-    with open_stack(settings, start_broker=settings.embedded_broker) as stack:
+    with open_stack(settings, start_broker=settings.embedded_broker, run_flow=True) as stack:
         _serve(stack)
 
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 
 from api.deps import Services
 from api.keys import KeyStore
+from flows.events import FlowConfig
+from flows.logic import FlowRules
+from flows.run import FlowThread
 from ingest.broker import EmbeddedBroker, wait_for_port
 from ingest.collector import Collector
 from ingest.errors import BrokerError
@@ -22,7 +29,7 @@ from warehouse.client import Client, connect
 from warehouse.migrate import migrate
 from warehouse.reference_data import sync_fx_rates
 
-__all__ = ["Stack", "broker_ready", "open_stack", "require_broker"]
+__all__ = ["Stack", "broker_ready", "flow_config", "open_stack", "recovery_dir", "require_broker"]
 
 
 @dataclass
@@ -60,11 +67,45 @@ def broker_ready(bootstrap: str) -> None:
         admin.close()
 
 
+def flow_config(settings: Settings, fx: FxRates, **overrides: object) -> FlowConfig:
+    """The event flow's configuration from the settings."""
+    rules = FlowRules(session_timeout_ms=int(settings.session_timeout.total_seconds() * 1000))
+    base = FlowConfig(
+        bootstrap=settings.bootstrap,
+        topics=Topics(settings.topic_prefix),
+        warehouse_dsn=settings.warehouse_dsn,
+        database=None,
+        fx=fx,
+        rules=rules,
+    )
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def recovery_dir(settings: Settings) -> Path:
+    """Bytewax recovery state. The embedded broker keeps topics in memory only, so its
+    offsets mean nothing after a restart: the state is started afresh (re-reading is
+    harmless, every write is idempotent)."""
+    directory = settings.home / "recovery"
+    if settings.embedded_broker and directory.exists():
+        shutil.rmtree(directory)
+    return directory
+
+
+def write_cli_key(settings: Settings, keys: KeyStore) -> Path:
+    """A read key for local commands (``pulse query``) while this process holds the
+    embedded warehouse; stored like a password file (mode 0600) under PULSE_HOME."""
+    path = settings.home / "cli-read.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(keys.create("read") + "\n")
+    return path
+
+
 @contextlib.contextmanager
 def open_stack(
-    settings: Settings, *, start_broker: bool, use_warehouse: bool = True
+    settings: Settings, *, start_broker: bool, use_warehouse: bool = True, run_flow: bool = False
 ) -> Iterator[Stack]:
-    """Broker (embedded when asked), topics, warehouse schema, collector and API services."""
+    """Broker (embedded when asked), topics, warehouse schema, flow, collector and API."""
     with contextlib.ExitStack() as stack:
         bootstrap = settings.bootstrap
         if start_broker:
@@ -86,8 +127,19 @@ def open_stack(
         services = Services(
             keys=KeyStore(settings.keys_file),
             collector=Collector(producer, topics, fx.currencies),
+            warehouse=warehouse,
+            timezone=settings.timezone,
+            allowed_lateness=settings.allowed_lateness,
             readiness={"broker": lambda: broker_ready(bootstrap)},
         )
         if warehouse is not None:
             services.readiness["warehouse"] = partial(warehouse.command, "SELECT 1")
+            if settings.warehouse_dsn.startswith("chdb://"):
+                write_cli_key(settings, services.keys)
+        flow = None
+        if run_flow:
+            flow = FlowThread(flow_config(settings, fx), recovery_dir=recovery_dir(settings))
+            flow.start()
+            stack.callback(flow.stop)
+            services.readiness["flow"] = flow.check
         yield Stack(settings, bootstrap, topics, fx, warehouse, services)

@@ -6,6 +6,7 @@ Thin Bytewax wiring around :mod:`flows.logic`; see ``docs/architecture.md``.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,9 +15,9 @@ import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
-from flows.kafka_source import IdleStopKafkaSource
+from flows.kafka_source import StoppableKafkaSource
 from flows.logic import Enriched, FlowRules, StepOutput, UserState, enrich, step
 from flows.rows import (
     Coordinates,
@@ -46,6 +47,7 @@ class FlowConfig:
     fx: FxRates
     rules: FlowRules = field(default_factory=FlowRules)
     idle_stop_s: float | None = None
+    stop: threading.Event | None = None  # set it to end the flow cleanly
     batch_size: int = 5000
 
 
@@ -58,6 +60,9 @@ class _Read:
 UNDECODABLE = Counter(
     "pulse_flow_undecodable_total", "Records on event topics that are not Pulse events", ["topic"]
 )
+FLOW_EVENTS = Counter("pulse_flow_events_total", "Events written to the warehouse by the flow")
+FLOW_DUPLICATES = Counter("pulse_flow_duplicates_total", "Repeated event_ids dropped by the flow")
+FLOW_NEWEST = Gauge("pulse_flow_newest_event_seconds", "Event time of the newest event written")
 _log = logging.getLogger(__name__)
 
 
@@ -107,6 +112,10 @@ class _WarehousePartition(StatelessSinkPartition[Any]):
                     sessions[agg.key] = (agg.rev, session_row(agg))
             for gone, rev in out.tombstones:
                 sessions[gone] = (rev, tombstone_row(gone, rev))
+        FLOW_DUPLICATES.inc(len(dups))
+        FLOW_EVENTS.inc(len(items) - len(dups))
+        if seen:
+            FLOW_NEWEST.set(max(ts for ts, _ in seen) / 1000)
         self._writer.write(
             {
                 "events": [row for _, row in events.values()],
@@ -128,12 +137,13 @@ def build_flow(config: FlowConfig) -> Dataflow:
         return new_state, (read, out)
 
     flow = Dataflow("pulse_events")
-    source = IdleStopKafkaSource(
+    source = StoppableKafkaSource(
         [config.bootstrap],
         list(config.topics.events),
         tail=True,
         batch_size=config.batch_size,
         idle_s=config.idle_stop_s,
+        stop=config.stop,
     )
     messages = op.input("kafka_in", flow, source)
     reads = op.filter_map("decode", messages, lambda m: _decode(m, fx))

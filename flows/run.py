@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +13,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from flows.events import FlowConfig, build_flow
 
-__all__ = ["recovery_config", "run_flow"]
+__all__ = ["FlowThread", "recovery_config", "run_flow"]
+
+_log = logging.getLogger(__name__)
 
 
 def recovery_config(directory: Path, partitions: int = 1) -> RecoveryConfig:
@@ -36,3 +41,41 @@ def run_flow(
         epoch_interval=epoch,
         recovery_config=recovery,
     )
+
+
+class FlowThread:
+    """The flow running beside other parts of ``pulse up``, stopped cleanly on request."""
+
+    def __init__(self, config: FlowConfig, *, workers: int = 1, recovery_dir: Path | None = None):
+        self._stop = threading.Event()
+        self._config = dataclasses.replace(config, stop=self._stop)
+        self._workers = workers
+        self._recovery_dir = recovery_dir
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pulse-flow", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            run_flow(self._config, workers=self._workers, recovery_dir=self._recovery_dir)
+        except BaseException as exc:  # surfaced by stop() and the health endpoint
+            self.error = exc
+            _log.exception("the flow stopped with an error")
+
+    @property
+    def alive(self) -> bool:
+        """Whether the flow is still running."""
+        return self._thread.is_alive()
+
+    def check(self) -> None:
+        """Readiness: raise when the flow is not running."""
+        if not self.alive:
+            raise RuntimeError(f"the flow is not running ({self.error!r})")
+
+    def start(self) -> FlowThread:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask every partition to end, then wait for the last snapshot and writes."""
+        self._stop.set()
+        self._thread.join(timeout)

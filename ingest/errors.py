@@ -8,6 +8,7 @@ __all__ = [
     "DeliveryError",
     "NotBuiltYet",
     "PulseError",
+    "WarehouseBusy",
     "WarehouseError",
 ]
 
@@ -39,6 +40,10 @@ class DeliveryError(BrokerError):
 
 class WarehouseError(PulseError):
     """The warehouse (ClickHouse / chDB) refused or failed an operation."""
+
+
+class WarehouseBusy(WarehouseError):
+    """The embedded warehouse is held by another process (e.g. a running ``pulse up``)."""
 
 
 class NotBuiltYet(PulseError):

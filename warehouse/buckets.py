@@ -31,11 +31,6 @@ class Grid:
         """RFC 3339 label of a bucket start in the grid's timezone."""
         return datetime.fromtimestamp(start, ZoneInfo(self.tz)).isoformat(timespec="seconds")
 
-    def bucket_end(self, start: int) -> int:
-        """Where the bucket starting at ``start`` ends."""
-        i = self.starts.index(start)
-        return self.starts[i + 1] if i + 1 < len(self.starts) else self.end
-
 
 def _floor_local(ts: datetime, interval: str, zone: ZoneInfo) -> datetime:
     local = ts.astimezone(zone)

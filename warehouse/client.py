@@ -14,7 +14,7 @@ from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from ingest.errors import WarehouseError
+from ingest.errors import WarehouseBusy, WarehouseError
 
 __all__ = ["DEFAULT_DATABASE", "Client", "connect", "database_of", "redact_dsn"]
 
@@ -52,4 +52,9 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
             admin.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
         return clickhouse_connect.get_client(dsn=base_dsn, database=database)
     except (ClickHouseError, OSError) as exc:
+        if "Another server instance" in str(exc):
+            raise WarehouseBusy(
+                f"the embedded warehouse {redact_dsn(dsn)} is open in another process"
+                " (a running `pulse up`?)"
+            ) from exc
         raise WarehouseError(f"cannot open the warehouse at {redact_dsn(dsn)}: {exc}") from exc

@@ -159,7 +159,9 @@ def _clean(value: Any, kind: str) -> Any:
     if kind == "count":
         return int(value)
     value = float(value)
-    return None if value != value else value  # NaN from 0/0 guards -> null
+    if value != value:  # NaN (0/0) -> null
+        return None
+    return round(value, 2) if kind == "money" else value
 
 
 def metric_series(client: Client, q: MetricQuery) -> list[dict[str, Any]]:
@@ -343,3 +345,21 @@ def complete_until(client: Client, allowed_lateness: timedelta) -> datetime | No
         return None
     watermark = rows[0][0].replace(tzinfo=UTC)
     return watermark - allowed_lateness
+
+
+def metric_document(client: Client, q: MetricQuery, allowed_lateness: timedelta) -> dict[str, Any]:
+    """The API/CLI document: series plus ``complete_until``; later buckets are partial."""
+    series = metric_series(client, q)
+    done = complete_until(client, allowed_lateness)
+    grid = make_grid(q.start, q.end, q.interval, q.tz)
+    ends = dict(zip(map(grid.label, grid.starts), [*grid.starts[1:], grid.end], strict=True))
+    for point in series:
+        if done is None or ends[point["ts"]] > done.timestamp():
+            point["partial"] = True
+    return {
+        "metric": q.metric,
+        "interval": q.interval,
+        "tz": q.tz,
+        "complete_until": done.isoformat() if done else None,
+        "series": series,
+    }

@@ -42,7 +42,7 @@ def close(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is b
     if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.005)
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.01)
     return a == b
 
 
