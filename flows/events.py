@@ -111,7 +111,7 @@ class _WarehousePartition(StatelessSinkPartition[Any]):
                 if agg.rev >= sessions.get(agg.key, (-1, []))[0]:
                     sessions[agg.key] = (agg.rev, session_row(agg))
             for gone, rev in out.tombstones:
-                sessions[gone] = (rev, tombstone_row(gone, rev))
+                sessions[gone] = (rev, tombstone_row(gone))
         FLOW_DUPLICATES.inc(len(dups))
         FLOW_EVENTS.inc(len(items) - len(dups))
         if seen:

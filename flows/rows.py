@@ -1,4 +1,7 @@
-"""Turning the flow's typed output into warehouse rows (column order of warehouse.writer)."""
+"""Turning the flow's typed output into warehouse rows (column order of warehouse.writer).
+
+The ``version`` column is left 0 here: the writer stamps each batch with its write time.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ def event_row(p: Placed, at: Coordinates) -> list[object]:
         e.price_eur, ev.quantity or 1, ev.query or "", e.cart_value_eur, ev.order_id or "",
         e.revenue_eur, int(p.is_order), [i.product_id for i in items],
         [i.category or "" for i in items], list(e.items_eur), [i.quantity for i in items],
-        p.rev, at.topic, at.partition, at.offset,
+        0, at.topic, at.partition, at.offset,
     ]  # fmt: skip
 
 
@@ -49,14 +52,14 @@ def session_row(s: SessionAgg) -> list[object]:
     """The ``sessions`` row of a session's current aggregate."""
     return [
         s.key, s.user_id, _dt(s.first_ms), _dt(s.last_ms), s.country or "", s.device or "",
-        s.channel or "", s.events, s.pageviews, s.rev, 0,
+        s.channel or "", s.events, s.pageviews, 0, 0,
     ]  # fmt: skip
 
 
-def tombstone_row(key: str, rev: int) -> list[object]:
+def tombstone_row(key: str) -> list[object]:
     """Marks a session absorbed by a merge."""
     epoch = _dt(0)
-    return [key, "", epoch, epoch, "", "", "", 0, 0, rev, 1]
+    return [key, "", epoch, epoch, "", "", "", 0, 0, 0, 1]
 
 
 def duplicate_row(ts_ms: int, event_id: str, at: Coordinates) -> list[object]:

@@ -37,6 +37,15 @@ SELECT session_key, start AS s_start, end AS s_end, country AS s_country,
 FROM sessions FINAL WHERE deleted = 0 {where}
 """
 
+# Sessions that start in the range. A session starts in the range exactly when its first
+# event is in it; requiring an event of the range to carry the key also drops keys that
+# only existed before a crash (see 002_events.sql).
+_STARTS_IN_RANGE = """
+AND start >= {lo:DateTime64(3)} AND start < {hi:DateTime64(3)}
+AND session_key IN (
+    SELECT session_key FROM events FINAL WHERE ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}
+)"""
+
 
 @dataclass(frozen=True)
 class MetricQuery:
@@ -98,7 +107,7 @@ def _series_sql(q: MetricQuery, grid: Grid, params: dict[str, Any]) -> str:
     uses_items = "category" in q.where or dim == "category"
     params.update(lo=_ms(grid.starts[0]), hi=_ms(grid.end), tz=q.tz)
     if metric.source == "sessions":
-        sess = _SESS.format(where="AND start >= {lo:DateTime64(3)} AND start < {hi:DateTime64(3)}")
+        sess = _SESS.format(where=_STARTS_IN_RANGE)
         conds = _filters(q.where, params, "")
         select_dim = f", s_{dim} AS dim" if dim else ""
         return (
@@ -206,7 +215,7 @@ def funnel(
         if dim not in _SESSION_ATTRS:
             raise ValueError(f"the funnel can be sliced by {', '.join(_SESSION_ATTRS)} only")
     params: dict[str, Any] = {"lo": start, "hi": end}
-    sess = _SESS.format(where="AND start >= {lo:DateTime64(3)} AND start < {hi:DateTime64(3)}")
+    sess = _SESS.format(where=_STARTS_IN_RANGE)
     conds = _filters(where, params, "")
     dim = f"s_{by}" if by else "''"
     sql = f"""

@@ -1,13 +1,15 @@
 """Batched, replay-safe writes of the flow's output.
 
 A batch written again after a crash is harmless: ``events``, ``sessions`` and
-``duplicates`` are ReplacingMergeTree tables keyed by the row's identity (the newest
-``rev`` wins) and ``flow_progress`` keeps maxima only.
+``duplicates`` are ReplacingMergeTree tables keyed by the row's identity, and the writer
+stamps ``events`` and ``sessions`` rows with a strictly increasing write version, so the
+newest truth wins whatever was written before a crash; ``flow_progress`` keeps maxima.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from clickhouse_connect.driver.client import Client
@@ -19,11 +21,11 @@ COLUMNS = {
         "ts", "event_id", "type", "user_id", "session_key", "country", "device", "channel",
         "page", "product_id", "category", "price_eur", "quantity", "query", "cart_value_eur",
         "order_id", "revenue_eur", "is_order", "items.product_id", "items.category",
-        "items.price_eur", "items.quantity", "rev", "topic", "partition", "offset",
+        "items.price_eur", "items.quantity", "version", "topic", "partition", "offset",
     ],
     "sessions": [
         "session_key", "user_id", "start", "end", "country", "device", "channel", "n_events",
-        "n_pageviews", "rev", "deleted",
+        "n_pageviews", "version", "deleted",
     ],
     "duplicates": ["ts", "event_id", "topic", "partition", "offset"],
     "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
@@ -36,14 +38,25 @@ class WarehouseWriter:
     """Writes one batch of flow output; safe to call from several worker threads."""
 
     _lock = threading.Lock()  # chDB is one engine per process: serialise its inserts
+    _last_version = 0
 
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @classmethod
+    def _next_version(cls) -> int:
+        cls._last_version = max(cls._last_version + 1, time.time_ns())
+        return cls._last_version
+
     def write(self, batch: dict[str, Rows]) -> None:
         """Insert the rows of one batch, by table (columns as in :data:`COLUMNS`)."""
         with self._lock:
+            version = self._next_version()
             for table, columns in COLUMNS.items():
                 rows = batch.get(table)
-                if rows:
-                    self._client.insert(table, rows, column_names=columns)
+                if not rows:
+                    continue
+                if "version" in columns:
+                    at = columns.index("version")
+                    rows = [[*r[:at], version, *r[at + 1 :]] for r in rows]
+                self._client.insert(table, rows, column_names=columns)

@@ -1,8 +1,7 @@
 -- One row per accepted, de-duplicated event, enriched by the flow (money in EUR, session
--- resolved, device derived). Rows are current truth: a batch written again after a crash
--- repeats identical rows, and an event moved to another session by a merge is written
--- again with a higher `rev`; ReplacingMergeTree(rev) keeps the newest and queries read
--- with FINAL.
+-- resolved, device derived). Rows are current truth: an event moved to another session by
+-- a merge, or processed again after a crash, is simply written again; `version` is the
+-- write time (ns), so ReplacingMergeTree(version) keeps the newest and queries use FINAL.
 CREATE TABLE IF NOT EXISTS events (
     ts DateTime64(3, 'UTC'),
     event_id String,
@@ -23,18 +22,20 @@ CREATE TABLE IF NOT EXISTS events (
     revenue_eur Nullable(Float64),
     is_order UInt8,                      -- the first purchase carrying this order_id
     items Nested(product_id String, category String, price_eur Float64, quantity UInt32),
-    rev UInt32,
+    version UInt64,
     topic LowCardinality(String),
     partition UInt16,
     offset UInt64,
     written_at DateTime64(3, 'UTC') DEFAULT now64(3)
-) ENGINE = ReplacingMergeTree(rev)
+) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(ts)
 ORDER BY (ts, event_id);
 
 -- One row per session: its whole aggregate as the flow knows it (start, end, sizes, the
--- attributes of its first event). Rewritten with a higher `rev` on every change; a session
--- absorbed by a merge gets a tombstone (deleted = 1).
+-- attributes of its first event), rewritten on every change (newest `version` wins); a
+-- session absorbed by a merge gets a tombstone (deleted = 1). A derived session key that
+-- only existed before a crash can linger here without events: queries count a session only
+-- when an event of the range carries its key.
 CREATE TABLE IF NOT EXISTS sessions (
     session_key String,
     user_id String,
@@ -45,9 +46,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     channel LowCardinality(String),
     n_events UInt32,
     n_pageviews UInt32,
-    rev UInt32,
+    version UInt64,
     deleted UInt8
-) ENGINE = ReplacingMergeTree(rev)
+) ENGINE = ReplacingMergeTree(version)
 ORDER BY session_key;
 
 -- How far the flow has read each partition, in event time (complete_until, health).
