@@ -54,8 +54,8 @@ CATEGORIES = ["shoes", "books", "toys", None]
 
 def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[bytes]:
     """An adversarial mix: explicit and derived sessions, missing attributes, every type,
-    several currencies, repeated event_ids and order_ids, out-of-order arrival, a few
-    invalid events, over ``start`` + 2 days (cross a DST change by choosing ``start``)."""
+    several currencies, repeated event_ids and order_ids, arrival up to 3 h out of order,
+    an invalid event, over ``start`` + 2 days (cross a DST change by choosing ``start``)."""
     rng = random.Random(seed)
     out: list[dict] = []
     for s in range(n_sessions):
@@ -98,11 +98,18 @@ def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[by
                     order_id=f"o{s}-{rng.randrange(2)}", currency=cur, items=items, revenue=revenue
                 )
             out.append(e)
-    rng.shuffle(out)  # arrival order differs from event time
+    # Arrival order differs from event time: each event is up to 3 h late (the flow
+    # remembers 48 h per user, far beyond PULSE_ALLOWED_LATENESS).
+    jitter = {id(e): rng.uniform(0, 3 * 3600) for e in out}
+    out.sort(key=lambda e: _epoch(e["ts"]) + jitter[id(e)])
     repeats = [dict(rng.choice(out)) for _ in range(len(out) // 20)]  # client re-sends
     out.extend(repeats)
     out.insert(3, {"event_id": "bad", "type": "page_view"})  # rejected at the edge
     return [orjson.dumps(e) for e in out]
+
+
+def _epoch(ts: int | str) -> float:
+    return ts / 1000 if isinstance(ts, int) else datetime.fromisoformat(ts).timestamp()
 
 
 def _item(rng: random.Random) -> dict:
