@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,10 @@ from ingest.errors import NotBuiltYet, PulseError
 from ingest.settings import DEFAULT_BOOTSTRAP, Settings, load_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ingest.collector import IngestResult
+    from ingest.simulator import SimConfig
 
 __all__ = ["app", "main"]
 
@@ -222,10 +226,105 @@ def _drain_after(settings: Settings) -> Iterator[None]:
             run_flow(config, recovery_dir=recovery_dir(settings))
 
 
-@app.command()
-def simulate() -> None:
-    """Simulated marketplace traffic to Kafka or to a JSONL file."""
-    _not_built("pulse simulate")
+def _sim_help() -> str:
+    from ingest.simulator import simulate_cli_help
+
+    return simulate_cli_help
+
+
+@app.command(epilog="\n\n".join(line.strip() for line in _sim_help().splitlines()))
+def simulate(
+    rate: Annotated[
+        float, typer.Option(help="mean events per second (seasonality moves it)")
+    ] = 100.0,
+    duration: Annotated[str, typer.Option(help="simulated time span, e.g. 10m, 2h, 7d")] = "10m",
+    seed: Annotated[int, typer.Option(help="same seed and arguments: byte-identical output")] = 0,
+    start: Annotated[
+        str | None, typer.Option(help="ISO start of simulated time (default: now)")
+    ] = None,
+    speed: Annotated[
+        str | None,
+        typer.Option(help="'max' or X times real time (default: 1 to Kafka, max to a file)"),
+    ] = None,
+    incident: Annotated[
+        list[str] | None, typer.Option(help="incident SPEC, repeatable (see below)")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="write JSONL here instead of sending to Kafka")
+    ] = None,
+) -> None:
+    """Simulated marketplace traffic to Kafka or to a JSONL file, with ground truth."""
+    import json
+    from datetime import UTC, datetime
+
+    from ingest.simulator import (
+        SimConfig,
+        ground_truth,
+        parse_duration,
+        parse_incident,
+        parse_time,
+        truth_path,
+        write_jsonl,
+    )
+
+    try:
+        config = SimConfig(
+            rate=rate,
+            duration=parse_duration(duration),
+            seed=seed,
+            start=parse_time(start) if start else datetime.now(UTC).replace(microsecond=0),
+            incidents=tuple(parse_incident(spec) for spec in incident or []),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    pace = _parse_speed(speed or ("max" if output else "1"))
+    columns = (TextColumn("simulate"), BarColumn(), TextColumn("{task.completed:,} events"),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        from ingest.simulator import estimate_events
+
+        task = bar.add_task("simulate", total=estimate_events(config), rate="")
+        started = time.monotonic()
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            done = bar.tasks[0].completed
+            bar.update(task, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f} ev/s")
+
+        if output is not None:
+            written = write_jsonl(config, output, progress=advance)
+            err.print(f"wrote {written:,} events to {output} (ground truth: {truth_path(output)})")
+            return
+        settings = _settings()
+        result = _simulate_to_kafka(settings, config, pace, advance)
+    truth_file = (
+        settings.home / "simulations" / f"{config.start:%Y%m%dT%H%M%SZ}-seed{seed}.truth.json"
+    )
+    truth_file.parent.mkdir(parents=True, exist_ok=True)
+    truth_file.write_text(json.dumps(ground_truth(config), indent=2) + "\n")
+    err.print(f"ground truth: {truth_file}")
+    print(f"accepted={result.accepted} rejected={len(result.rejected)}")
+
+
+def _simulate_to_kafka(
+    settings: Settings, config: SimConfig, pace: float | None, advance: Callable[[int], None]
+) -> IngestResult:
+    from api.stack import require_broker
+    from ingest.collector import Collector
+    from ingest.fx import load_fx_rates
+    from ingest.producer import ConfluentProducer
+    from ingest.simulator.publish import publish
+    from ingest.topics import Topics, ensure_topics
+
+    require_broker(settings.bootstrap, settings.embedded_broker)
+    topics = Topics(settings.topic_prefix)
+    ensure_topics(settings.bootstrap, topics, settings.topic_partitions)
+    producer = ConfluentProducer(settings.bootstrap)
+    collector = Collector(producer, topics, load_fx_rates(settings.fx_rates).currencies)
+    try:
+        return publish(config, collector, producer, speed=pace, progress=advance)
+    finally:
+        producer.close()
 
 
 # -- streaming, detection, queries ------------------------------------------------------
@@ -275,7 +374,10 @@ def detect_score(
     output: Annotated[Path, typer.Option(help="timestamp,value,anomaly_score CSV to write")],
 ) -> None:
     """Score a series with the production streaming detector (online, no look-ahead)."""
-    _not_built("pulse detect score")
+    from insights.score_csv import score_csv
+
+    rows = score_csv(input, output)
+    err.print(f"scored {rows:,} rows -> {output}")
 
 
 @app.command()
