@@ -6,14 +6,16 @@ Thin Bytewax wiring around :mod:`flows.logic`; see ``docs/architecture.md``.
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import Counter, Gauge
 
@@ -121,9 +123,31 @@ class _WarehousePartition(StatelessSinkPartition[Any]):
                 "events": [row for _, row in events.values()],
                 "sessions": [row for _, row in sessions.values()],
                 "duplicates": dups,
-                "flow_progress": progress_rows(seen, datetime.now(UTC)),
+                "flow_progress": progress_rows(seen, time.time_ns() // 1_000_000),
             }
         )
+
+
+class _UserLogic(StatefulBatchLogic[_Read, tuple[_Read, Any], bytes]):
+    """One user's state behind Bytewax's stateful operator.
+
+    Snapshots are pickled bytes: much cheaper than the deep copy ``stateful_map`` makes of
+    every touched key at every epoch (measured: it dominated the flow's profile).
+    """
+
+    def __init__(self, rules: FlowRules, resume: bytes | None) -> None:
+        self._rules = rules
+        self._state: UserState | None = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list[_Read]) -> tuple[list[tuple[_Read, Any]], bool]:
+        out = []
+        for read in values:
+            self._state, changes = step(self._state, read.event, self._rules)
+            out.append((read, changes))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def build_flow(config: FlowConfig) -> Dataflow:
@@ -131,10 +155,6 @@ def build_flow(config: FlowConfig) -> Dataflow:
     rules = config.rules
 
     fx = config.fx
-
-    def fold(state: UserState | None, read: _Read) -> tuple[UserState, tuple[_Read, Any]]:
-        new_state, out = step(state, read.event, rules)
-        return new_state, (read, out)
 
     flow = Dataflow("pulse_events")
     source = StoppableKafkaSource(
@@ -148,6 +168,8 @@ def build_flow(config: FlowConfig) -> Dataflow:
     messages = op.input("kafka_in", flow, source)
     reads = op.filter_map("decode", messages, lambda m: _decode(m, fx))
     by_user = op.key_on("by_user", reads, lambda r: r.event.event.user_id)
-    folded = op.stateful_map("dedup_sessionise", by_user, fold)
+    folded = op.stateful_batch(
+        "dedup_sessionise", by_user, lambda resume: _UserLogic(rules, resume)
+    )
     op.output("warehouse", op.key_rm("unkey", folded), _WarehouseSink(config))
     return flow

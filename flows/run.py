@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import threading
 from datetime import timedelta
@@ -26,14 +27,24 @@ def recovery_config(directory: Path, partitions: int = 1) -> RecoveryConfig:
     return RecoveryConfig(str(directory))
 
 
+def _tune_gc() -> None:
+    """The flow allocates millions of short-lived objects while holding a large, long-lived
+    state; CPython's default collector thresholds made full collections over that state
+    take more than half the flow's time (measured with py-spy). Collect young objects far
+    less often and never rescan what existed at start-up."""
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1000)
+
+
 def run_flow(
     config: FlowConfig,
     *,
     workers: int = 1,
     recovery_dir: Path | None = None,
-    epoch: timedelta = timedelta(seconds=1),
+    epoch: timedelta = timedelta(seconds=5),
 ) -> None:
     """Run the event flow until it stops (idle stop) or is interrupted."""
+    _tune_gc()
     recovery = recovery_config(recovery_dir) if recovery_dir else None
     cli_main(
         build_flow(config),

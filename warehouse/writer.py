@@ -31,7 +31,7 @@ COLUMNS = {
     "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
 }  # fmt: skip
 
-Rows = Sequence[Sequence[object]]
+Rows = Sequence[list[object]]
 
 
 class WarehouseWriter:
@@ -58,5 +58,6 @@ class WarehouseWriter:
                     continue
                 if "version" in columns:
                     at = columns.index("version")
-                    rows = [[*r[:at], version, *r[at + 1 :]] for r in rows]
+                    for row in rows:
+                        row[at] = version
                 self._client.insert(table, rows, column_names=columns)

@@ -1,0 +1,93 @@
+"""Throughput of the event flow draining pre-filled topics into the warehouse.
+
+    .venv/bin/python bench/flow.py [--events 1000000] [--workers 1] [--profile]
+
+Generates simulator traffic (all event types, no incidents), publishes it through the
+collector to a fresh embedded broker, then times `flows.run.run_flow` from start until the
+topics are drained (the idle wait at the end is subtracted), writing into a fresh chDB.
+Prints one result line and the resident memory peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import resource
+import socket
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    from flows.events import FlowConfig
+    from flows.run import run_flow
+    from ingest.broker import EmbeddedBroker
+    from ingest.collector import Collector
+    from ingest.fx import load_fx_rates
+    from ingest.producer import ConfluentProducer
+    from ingest.simulator import SimConfig, iter_events
+    from ingest.topics import Topics, ensure_topics
+    from warehouse.client import connect
+    from warehouse.migrate import migrate
+
+    fx = load_fx_rates()
+    rate = 2000.0
+    config = SimConfig(rate=rate, duration=timedelta(seconds=args.events / rate * 1.3), seed=1,
+                       start=datetime(2026, 11, 16, 8, tzinfo=UTC))  # fmt: skip
+    lines = []
+    for _, line in iter_events(config):
+        lines.append(line)
+        if len(lines) >= args.events:
+            break
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedBroker(f"127.0.0.1:{_free_port()}") as broker,
+    ):
+        topics = Topics()
+        ensure_topics(broker.bootstrap, topics)
+        producer = ConfluentProducer(broker.bootstrap)
+        result = Collector(producer, topics, fx.currencies).ingest(
+            lines, source="bench", timeout=120
+        )
+        producer.close()
+        dsn = f"chdb://{tmp}/wh"
+        client = connect(dsn)
+        migrate(client)
+        idle = 2.0
+        flow = FlowConfig(broker.bootstrap, topics, dsn, None, fx, idle_stop_s=idle)
+        profiler = cProfile.Profile() if args.profile else None
+        start = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        run_flow(flow, workers=args.workers, recovery_dir=Path(tmp) / "recovery")
+        if profiler:
+            profiler.disable()
+        elapsed = time.perf_counter() - start - idle
+        stored = client.query("SELECT count() FROM events FINAL").result_rows[0][0]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"flow: {result.accepted:,} events drained in {elapsed:.2f} s = "
+        f"{result.accepted / elapsed:,.0f} events/s ({args.workers} worker(s)); "
+        f"{stored:,} rows in events; peak RSS {peak_mb:,.0f} MB"
+    )
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
