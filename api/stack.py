@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,8 +14,7 @@ from kafka import KafkaAdminClient
 
 from api.deps import Services
 from api.keys import KeyStore
-from flows.events import FlowConfig
-from flows.logic import FlowRules
+from flows.config import flow_config
 from flows.run import FlowThread
 from ingest.broker import EmbeddedBroker, wait_for_port
 from ingest.collector import Collector
@@ -65,20 +63,6 @@ def broker_ready(bootstrap: str) -> None:
         admin.list_topics()
     finally:
         admin.close()
-
-
-def flow_config(settings: Settings, fx: FxRates, **overrides: object) -> FlowConfig:
-    """The event flow's configuration from the settings."""
-    rules = FlowRules(session_timeout_ms=int(settings.session_timeout.total_seconds() * 1000))
-    base = FlowConfig(
-        bootstrap=settings.bootstrap,
-        topics=Topics(settings.topic_prefix),
-        warehouse_dsn=settings.warehouse_dsn,
-        database=None,
-        fx=fx,
-        rules=rules,
-    )
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 def recovery_dir(settings: Settings) -> Path:

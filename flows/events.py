@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import logging
 import pickle
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter, Gauge
 
+from flows.config import FlowConfig
 from flows.kafka_source import StoppableKafkaSource
 from flows.logic import Enriched, FlowRules, StepOutput, UserState, enrich, step
 from flows.rows import (
@@ -31,26 +31,11 @@ from flows.rows import (
 )
 from ingest.events import decode_event
 from ingest.fx import FxRates
-from ingest.topics import Topics
 from warehouse.client import connect
+from warehouse.migrate import migrate
 from warehouse.writer import WarehouseWriter
 
-__all__ = ["FlowConfig", "build_flow"]
-
-
-@dataclass(frozen=True)
-class FlowConfig:
-    """Everything the flow needs, built from the settings at the entry point."""
-
-    bootstrap: str
-    topics: Topics
-    warehouse_dsn: str
-    database: str | None
-    fx: FxRates
-    rules: FlowRules = field(default_factory=FlowRules)
-    idle_stop_s: float | None = None
-    stop: threading.Event | None = None  # set it to end the flow cleanly
-    batch_size: int = 5000
+__all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +66,28 @@ def _decode(msg: Any, fx: FxRates) -> _Read | None:
     return _Read(enrich(event, fx), at)
 
 
-class _WarehouseSink(DynamicSink[Any]):
+class _WarehouseSink(FixedPartitionedSink[Any, None]):
+    """Writers to the warehouse. With chDB there is exactly one, so that however many
+    Bytewax processes run, only the one holding it opens the embedded warehouse."""
+
     def __init__(self, config: FlowConfig) -> None:
         self._config = config
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WarehousePartition:
+    def list_parts(self) -> list[str]:
+        return [f"warehouse-{i}" for i in range(self._config.sink_partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WarehousePartition:
         client = connect(self._config.warehouse_dsn, self._config.database)
+        migrate(client)  # whichever runner started the flow, the schema is there
         return _WarehousePartition(WarehouseWriter(client))
 
 
-class _WarehousePartition(StatelessSinkPartition[Any]):
+class _WarehousePartition(StatefulSinkPartition[Any, None]):
     def __init__(self, writer: WarehouseWriter) -> None:
         self._writer = writer
+
+    def snapshot(self) -> None:
+        return None  # every write is idempotent: nothing to remember
 
     def write_batch(self, items: list[tuple[_Read, StepOutput | None]]) -> None:
         events: dict[str, tuple[int, list[object]]] = {}
@@ -171,5 +166,5 @@ def build_flow(config: FlowConfig) -> Dataflow:
     folded = op.stateful_batch(
         "dedup_sessionise", by_user, lambda resume: _UserLogic(rules, resume)
     )
-    op.output("warehouse", op.key_rm("unkey", folded), _WarehouseSink(config))
+    op.output("warehouse", folded, _WarehouseSink(config))
     return flow

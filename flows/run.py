@@ -14,7 +14,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from flows.events import FlowConfig, build_flow
 
-__all__ = ["FlowThread", "recovery_config", "run_flow"]
+__all__ = ["FlowThread", "recovery_config", "run_flow", "tune_gc"]
 
 _log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def recovery_config(directory: Path, partitions: int = 1) -> RecoveryConfig:
     return RecoveryConfig(str(directory))
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """The flow allocates millions of short-lived objects while holding a large, long-lived
     state; CPython's default collector thresholds made full collections over that state
     take more than half the flow's time (measured with py-spy). Collect young objects far
@@ -44,7 +44,7 @@ def run_flow(
     epoch: timedelta = timedelta(seconds=5),
 ) -> None:
     """Run the event flow until it stops (idle stop) or is interrupted."""
-    _tune_gc()
+    tune_gc()
     recovery = recovery_config(recovery_dir) if recovery_dir else None
     cli_main(
         build_flow(config),

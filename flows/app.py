@@ -1,0 +1,35 @@
+"""Entry point for running the flow with Bytewax's own runner, e.g. on several hosts::
+
+    python -m bytewax.run "flows.app:get_flow()" -w 2                  # 2 worker threads
+    python -m bytewax.run "flows.app:get_flow()" -i 0 -a "h1:2101;h2:2101" -w 2 \\
+        -r /var/lib/pulse/recovery                                     # process 0 of 2
+
+Settings come from the ``PULSE_*`` environment as for every other entry point.
+``PULSE_FLOW_EXIT_WHEN_IDLE`` (seconds) makes every process stop once drained.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bytewax.dataflow import Dataflow
+
+from flows.config import flow_config
+from flows.events import build_flow
+from flows.run import tune_gc
+from ingest.fx import load_fx_rates
+from ingest.settings import load_settings
+
+__all__ = ["get_flow"]
+
+
+def get_flow() -> Dataflow:
+    """The event flow configured from the environment."""
+    settings = load_settings()
+    idle = os.environ.get("PULSE_FLOW_EXIT_WHEN_IDLE")
+    tune_gc()
+    return build_flow(
+        flow_config(
+            settings, load_fx_rates(settings.fx_rates), idle_stop_s=float(idle) if idle else None
+        )
+    )
