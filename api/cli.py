@@ -420,13 +420,17 @@ def dashboards_export(
     directory: Annotated[Path, typer.Argument(help="where to write the JSON")],
 ) -> None:
     """Write the Grafana dashboards and a datasource provisioning file."""
-    _not_built("pulse dashboards export")
+    from dashboards.commands import export_command
+
+    export_command(_settings(), directory, err.print)
 
 
 @dashboards_app.command("provision")
 def dashboards_provision() -> None:
     """Push the ClickHouse datasource, a folder and the dashboards to Grafana."""
-    _not_built("pulse dashboards provision")
+    from dashboards.commands import provision_command
+
+    provision_command(_settings(), err.print)
 
 
 @keys_app.command("create")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import uvicorn
 from rich.console import Console
 
@@ -22,6 +24,7 @@ def start_banner(stack: Stack) -> str:
     lines = [
         f"Pulse is up on [bold]http://{s.api_host}:{s.api_port}[/bold]"
         "  (API docs: /docs, metrics: /metrics)",
+        f"  dashboards: http://{s.api_host}:{s.api_port}/#pulse-overview",
         f"  {broker}: {stack.bootstrap}",
         f"  warehouse: {redact_dsn(s.warehouse_dsn)}"
         + ("  (flow running)" if "flow" in stack.services.readiness else ""),
@@ -38,17 +41,22 @@ def _serve(stack: Stack) -> None:
     config = uvicorn.Config(app, host=s.api_host, port=s.api_port, log_level="warning")
     server = uvicorn.Server(config)
     _console.print(start_banner(stack), highlight=False)
-    server.run()
-    _console.print("Pulse stopped.")
+    server.run()  # returns (or re-raises KeyboardInterrupt) after a graceful shutdown
 
 
 def run_stack(settings: Settings) -> None:
     """``pulse up``: everything in this one process."""
-    with open_stack(settings, start_broker=settings.embedded_broker, run_flow=True) as stack:
+    embedded = settings.embedded_broker
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        open_stack(settings, start_broker=embedded, run_flow=True) as stack,
+    ):
         _serve(stack)
+    _console.print("Pulse stopped.")
 
 
 def run_api_only(settings: Settings) -> None:
     """``pulse serve``: the API against an already-running broker."""
-    with open_stack(settings, start_broker=False) as stack:
+    with contextlib.suppress(KeyboardInterrupt), open_stack(settings, start_broker=False) as stack:
         _serve(stack)
+    _console.print("Pulse stopped.")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,6 +39,19 @@ def redact_dsn(dsn: str) -> str:
     return dsn
 
 
+def _locked_elsewhere(path: Path) -> bool:
+    """Whether another process holds the embedded engine's lock on ``path``."""
+    try:
+        with (path / "status").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Client:
     """A client on ``database`` (default: the DSN's), creating the database if asked."""
     database = database or database_of(dsn)
@@ -52,7 +66,7 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
             admin.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
         return clickhouse_connect.get_client(dsn=base_dsn, database=database)
     except (ClickHouseError, OSError) as exc:
-        if "Another server instance" in str(exc):
+        if dsn.startswith("chdb://") and _locked_elsewhere(Path(dsn.removeprefix("chdb://"))):
             raise WarehouseBusy(
                 f"the embedded warehouse {redact_dsn(dsn)} is open in another process"
                 " (a running `pulse up`?)"

@@ -197,3 +197,15 @@ def test_broker_outage_is_an_error_not_silent_loss(tmp_path) -> None:
     finally:
         server.should_exit = True  # type: ignore[attr-defined]
         thread.join(10)
+
+
+def test_pipeline_health_gauges_are_exposed(api: RunningApi) -> None:
+    from flows.events import FLOW_NEWEST
+
+    FLOW_NEWEST.set(1_795_176_000)  # what the flow sets as it writes
+    text = httpx.get(f"{api.url}/metrics/").text
+    for name in ("pulse_freshness_seconds", "pulse_events_accepted_total",
+                 "pulse_flow_duplicates_total", "pulse_flow_events_total"):  # fmt: skip
+        assert name in text, name
+    freshness = next(ln for ln in text.splitlines() if ln.startswith("pulse_freshness_seconds "))
+    assert float(freshness.split()[1]) > 0

@@ -144,5 +144,5 @@ def test_replay_without_a_broker_says_how_to_start_one(tmp_path: Path) -> None:
 
 
 def test_unbuilt_commands_exit_2_with_a_message() -> None:
-    result = run_pulse("dashboards", "provision")
+    result = run_pulse("detect", "--once")
     assert result.returncode == 2 and "not available" in result.stderr

@@ -21,8 +21,10 @@ from tests.pipeline import publish, synthetic_events, utc
 pytestmark = pytest.mark.integration
 
 START, END = utc(2026, 10, 24), utc(2026, 10, 26, 6)
-METRICS = [("events", None), ("sessions", "device"), ("revenue", "country"),
-           ("units", "category"), ("bounce_rate", "channel"), ("conversion_rate", None)]  # fmt: skip
+METRICS = [
+    ("events", None), ("sessions", "device"), ("revenue", "country"),
+    ("units", "category"), ("bounce_rate", "channel"), ("conversion_rate", None),
+]  # fmt: skip
 
 
 def _env(bootstrap: str, prefix: str, home: Path) -> dict[str, str]:
@@ -75,7 +77,7 @@ def test_workers_and_processes_give_identical_answers(broker, tmp_path: Path) ->
 
     events = ref.load_events(drained.accepted)
     answers = [_answers(one), _answers(threads), _answers(procs)]
-    for (metric, by), series in answers[0].items():
+    for metric, by in answers[0]:
         want = ref.metric_series(events, metric, start=START, end=END, interval="1h", by=by)
         for name, other in zip(["1 worker", "2 threads", "2 processes"], answers, strict=True):
             assert_same(other[(metric, by)], want, f"{name}: {metric} by {by}")

@@ -1,0 +1,153 @@
+"""The built-in pages in headless Chromium, on data the real pipeline put in the warehouse.
+
+A person opens ``/``, types a read key, sees the Business overview's charts with data (an
+incident from the simulator is running), cannot acknowledge with a read key, switches to an
+admin key and acknowledges an insight. The key never shows up in a URL. A screenshot is
+saved to ``tests/artifacts/`` (and to ``docs/img/overview.png`` with
+``PULSE_UPDATE_SCREENSHOT=1``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from api.deps import Services
+from api.keys import KeyStore
+from bench.pages import (
+    browser,
+    enter_key,
+    fill_demo,
+    has_route,
+    incident_insights,
+    pages_app,
+    serve,
+    wait_first_chart,
+)
+from tests.conftest import require
+from warehouse.client import connect
+
+pytestmark = pytest.mark.integration
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img" / "overview.png"
+
+
+@pytest.fixture(scope="module")
+def site(broker, warehouse_dsn, tmp_path_factory):
+    require(Path("/usr/bin/chromium").exists(), "Debian chromium (/usr/bin/chromium)")
+    require(Path("/usr/bin/chromedriver").exists(), "Debian chromium-driver")
+    require(importlib.util.find_spec("selenium") is not None, "selenium (PyPI, dev extra)")
+    tmp = tmp_path_factory.mktemp("pages")
+    database = f"pages_{uuid.uuid4().hex[:8]}"
+    demo = fill_demo(broker.bootstrap, warehouse_dsn, database, tmp)
+    client = connect(warehouse_dsn, database)
+    services = Services(keys=KeyStore(tmp / "keys.json"), warehouse=client)
+    insights = incident_insights(demo.truth)
+    app = pages_app(services, insights)
+    with serve(app, services.keys) as served:
+        yield served, insights, has_route(app, "/v1/insights")
+    client.command(f"DROP DATABASE `{database}`")
+
+
+def _panels(driver) -> list[dict]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.panel')].map(p => ({"
+        " title: p.querySelector('h3').textContent, state: p.dataset.state,"
+        " points: Number(p.dataset.points || 0), canvas: !!p.querySelector('canvas')}))"
+    )
+
+
+def test_overview_renders_and_an_insight_is_acknowledged(site) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    served, insights, _ = site
+    driver = browser(1280, 1180)
+    try:
+        driver.get(served.url + "/")
+        enter_key(driver, served.keys["read"])
+        first_chart_ms = wait_first_chart(driver)
+        WebDriverWait(driver, 20).until(lambda d: all(p["state"] != "loading" for p in _panels(d)))
+        panels = _panels(driver)
+        errors = [p for p in panels if p["state"] == "error"]
+        assert not errors, f"panels failed: {errors}"
+        charts = [p for p in panels if p["canvas"] and p["points"] > 0]
+        assert len(charts) >= 5, f"too few charts with data: {panels}"
+        stats = [p for p in panels if p["state"] == "ok" and p["points"] > 0]
+        assert len(stats) >= 12
+        assert first_chart_ms < 5000
+
+        # The key lives in this tab's sessionStorage, never in a URL the page requested.
+        key = served.keys["read"]
+        assert driver.execute_script("return sessionStorage.getItem('pulse.key')") == key
+        urls = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert any("/v1/metrics/" in u for u in urls)
+        assert not [u for u in urls if key in u] and key not in driver.current_url
+
+        # The incident is listed; a read key cannot acknowledge it.
+        first = insights[0]["id"]
+        button = f".insight[data-id='{first}'] button[data-act='ack']"
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, button))
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "overview.png"))
+        if os.environ.get("PULSE_UPDATE_SCREENSHOT") == "1":
+            DOCS_IMG.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ARTIFACTS / "overview.png", DOCS_IMG)
+        driver.find_element(By.CSS_SELECTOR, button).click()
+        WebDriverWait(driver, 10).until(
+            lambda d: "admin scope" in d.find_element(By.ID, "status").text
+        )
+
+        # With an admin key it is acknowledged and leaves the open list.
+        driver.find_element(By.ID, "key-button").click()
+        enter_key(driver, served.keys["admin"])
+        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, button))
+        driver.find_element(By.CSS_SELECTOR, button).click()
+        WebDriverWait(driver, 10).until(
+            lambda d: not d.find_elements(By.CSS_SELECTOR, f".insight[data-id='{first}']")
+        )
+        assert next(i for i in insights if i["id"] == first)["status"] in (
+            "acknowledged",
+            "ack",
+        )
+        driver.save_screenshot(str(ARTIFACTS / "overview-after-ack.png"))
+    finally:
+        driver.quit()
+
+
+def test_every_dashboard_loads_on_a_phone(site) -> None:
+    served, _, _ = site
+    driver = browser(390, 844)
+    try:
+        driver.get(served.url + "/")
+        enter_key(driver, served.keys["read"])
+        wait_first_chart(driver)
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        for uid in ("pulse-funnel", "pulse-products", "pulse-engagement", "pulse-anomalies",
+                    "pulse-pipeline", "pulse-overview"):  # fmt: skip
+            driver.execute_script(f"location.hash = '{uid}'")
+            WebDriverWait(driver, 20).until(
+                lambda d: (
+                    d.execute_script("return document.querySelectorAll('.panel').length")
+                    and all(p["state"] != "loading" for p in _panels(d))
+                )
+            )
+            panels = _panels(driver)
+            assert not [p for p in panels if p["state"] == "error"], (uid, panels)
+            assert [p for p in panels if p["state"] == "ok"], (uid, panels)
+            # Nothing wider than the phone's screen.
+            assert driver.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+            ), uid
+            driver.save_screenshot(str(ARTIFACTS / f"phone-{uid}.png"))
+    finally:
+        driver.quit()
