@@ -311,7 +311,7 @@ def top_products(
     rows = [
         {
             "product_id": pid, "category": categories.get(pid), "views": v, "add_to_carts": c,
-            "units": u, "revenue": r, "view_to_purchase_rate": u / v if v else None,
+            "units": u, "revenue": round(r, 2), "view_to_purchase_rate": u / v if v else None,
         }
         for pid, (v, c, u, r) in stats.items()
         if category is None or categories.get(pid) == category
