@@ -11,7 +11,7 @@ What a step emits is *current truth*, written idempotently downstream: an event 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ingest.events import Event
 from ingest.fx import FxRates
@@ -77,14 +77,15 @@ class SessionAgg:
     pageviews: int = 0
     rev: int = 0
 
-    def add(self, e: Enriched, arrival: int) -> None:
-        ts = e.event.ts_ms
-        if (ts, arrival) < (self.first_ms, self.first_arrival):
+    def add(self, e: Enriched, ts: int, arrival: int) -> None:
+        if ts < self.first_ms or (ts == self.first_ms and arrival < self.first_arrival):
             self.first_ms, self.first_arrival = ts, arrival
             self.country, self.device, self.channel = e.event.country, e.device, e.event.channel
-        self.last_ms = max(self.last_ms, ts)
+        if ts > self.last_ms:
+            self.last_ms = ts
         self.events += 1
-        self.pageviews += e.event.type in _PAGEVIEW_TYPES
+        if e.event.type in _PAGEVIEW_TYPES:
+            self.pageviews += 1
         self.rev += 1
 
     def absorb(self, other: SessionAgg) -> None:
@@ -97,7 +98,7 @@ class SessionAgg:
         self.rev = max(self.rev, other.rev) + 1
 
 
-@dataclass
+@dataclass(slots=True)
 class _Span:
     """A derived (inactivity) session and its events, kept so a merge can move them."""
 
@@ -107,7 +108,7 @@ class _Span:
     members: list[Placed] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class StepOutput:
     """What one event changes downstream."""
 
@@ -116,7 +117,7 @@ class StepOutput:
     tombstones: list[tuple[str, int]] = field(default_factory=list)  # (session key, rev)
 
 
-@dataclass
+@dataclass(slots=True)
 class UserState:
     """What the flow remembers about one user (snapshotted for recovery)."""
 
@@ -205,9 +206,11 @@ def step(
         session = SessionAgg(placed.session_key, ev.user_id, ts, ts, state.arrivals,
                              ev.country, e.device, ev.channel)  # fmt: skip
         state.sessions[placed.session_key] = session
-    session.add(e, state.arrivals)
+    session.add(e, ts, state.arrivals)
     out.events.append(placed)
-    out.sessions.append(replace(session))  # a snapshot: the state object keeps changing
+    # The state object itself: it may have moved on by the time the sink writes it, and
+    # then the sink writes a newer truth, which is what the table keeps anyway.
+    out.sessions.append(session)
     state.prune(rules)
     return state, out
 
