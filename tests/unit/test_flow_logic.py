@@ -60,14 +60,16 @@ def test_late_event_bridging_two_sessions_merges_them() -> None:
 
 
 def test_session_attributes_come_from_the_first_event_even_when_it_arrives_late() -> None:
-    _, outs = run([
-        ev("b", T0 + MIN, session_id="s", country="PL", channel="paid"),
-        ev("a", T0, session_id="s", country="DE", user_agent="Mozilla/5.0 (iPhone) Mobile"),
-    ])  # fmt: skip
-    agg = outs[-1].sessions[0] if outs[-1] else None
-    assert agg is not None
+    state, first = step(None, enrich(ev("b", T0 + MIN, session_id="s", country="PL",
+                                         channel="paid"), FX), RULES)  # fmt: skip
+    assert first is not None
+    first_rev = first.sessions[0].rev
+    late = ev("a", T0, session_id="s", country="DE", user_agent="Mozilla/5.0 (iPhone) Mobile")
+    _, out = step(state, enrich(late, FX), RULES)
+    assert out is not None
+    agg = out.sessions[0]
     assert (agg.country, agg.device, agg.channel, agg.events) == ("DE", "mobile", None, 2)
-    assert agg.rev > outs[0].sessions[0].rev  # type: ignore[union-attr]
+    assert agg.rev > first_rev
 
 
 def test_money_is_converted_at_the_events_dated_rate() -> None:
