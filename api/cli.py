@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -31,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
 )
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 dashboards_app = typer.Typer(help="Grafana dashboards as code.", no_args_is_help=True)
@@ -65,7 +67,9 @@ def up() -> None:
 @app.command()
 def demo() -> None:
     """[bold]up[/bold] plus the simulator with an injected conversion_drop incident."""
-    _not_built("pulse demo (needs the simulator, flows and detector)")
+    from api.server import run_demo
+
+    run_demo(_settings())
 
 
 @app.command()
@@ -457,6 +461,14 @@ def main() -> None:
         sys.exit(2)
     except PulseError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # one line for the user; PULSE_DEBUG=1 shows the traceback
+        if os.environ.get("PULSE_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {message}", highlight=False)
         sys.exit(1)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 
 import uvicorn
 from rich.console import Console
@@ -12,7 +14,9 @@ from api.stack import Stack, open_stack
 from ingest.settings import Settings
 from warehouse.client import redact_dsn
 
-__all__ = ["run_api_only", "run_stack", "start_banner"]
+__all__ = ["DEMO_INCIDENT", "run_api_only", "run_demo", "run_stack", "start_banner"]
+
+DEMO_INCIDENT = "conversion_drop:device=mobile,at=+3m,for=20m,depth=0.7"
 
 _console = Console(stderr=True)
 
@@ -44,8 +48,18 @@ def _serve(stack: Stack) -> None:
     server.run()  # returns (or re-raises KeyboardInterrupt) after a graceful shutdown
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemd, docker, timeout) stops as cleanly as Ctrl-C."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_stack(settings: Settings) -> None:
     """``pulse up``: everything in this one process."""
+    _stop_on_sigterm()
     embedded = settings.embedded_broker
     with (
         contextlib.suppress(KeyboardInterrupt),
@@ -57,6 +71,56 @@ def run_stack(settings: Settings) -> None:
 
 def run_api_only(settings: Settings) -> None:
     """``pulse serve``: the API against an already-running broker."""
+    _stop_on_sigterm()
     with contextlib.suppress(KeyboardInterrupt), open_stack(settings, start_broker=False) as stack:
         _serve(stack)
+    _console.print("Pulse stopped.")
+
+
+def run_demo(settings: Settings) -> None:
+    """``pulse demo``: the whole stack plus live simulated traffic with an incident."""
+    _stop_on_sigterm()
+    from datetime import UTC, datetime, timedelta
+
+    from ingest.simulator import SimConfig, parse_incident
+    from ingest.simulator.publish import publish
+
+    config = SimConfig(
+        rate=150,
+        duration=timedelta(hours=8),
+        seed=int(datetime.now(UTC).timestamp()),
+        start=datetime.now(UTC).replace(microsecond=0),
+        incidents=(parse_incident(DEMO_INCIDENT),),
+    )
+    stop = threading.Event()
+    embedded = settings.embedded_broker
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        open_stack(settings, start_broker=embedded, run_flow=True) as stack,
+    ):
+        assert stack.services.collector is not None
+        collector, producer = stack.services.collector, stack.producer
+        feeder = threading.Thread(
+            target=publish,
+            args=(config, collector, producer),
+            kwargs={"speed": 1.0, "stop": stop},
+            name="pulse-demo-traffic",
+            daemon=True,
+        )
+        feeder.start()
+        key = stack.services.keys.create("admin")
+        incident_at = config.start + timedelta(minutes=3)
+        _console.print(
+            f"Demo: simulated marketplace traffic (~{config.rate:.0f} events/s) with "
+            f"[bold]{DEMO_INCIDENT}[/bold] from {incident_at:%H:%M} UTC.",
+            highlight=False,
+        )
+        _console.print(
+            f"Admin key for the dashboards (shown once): [bold]{key}[/bold]", highlight=False
+        )
+        try:
+            _serve(stack)
+        finally:
+            stop.set()
+            feeder.join(10)
     _console.print("Pulse stopped.")

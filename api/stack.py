@@ -40,6 +40,7 @@ class Stack:
     fx: FxRates
     warehouse: Client | None
     services: Services
+    producer: ConfluentProducer
 
 
 def require_broker(bootstrap: str, embedded: bool, timeout: float = 3.0) -> None:
@@ -126,4 +127,4 @@ def open_stack(
             flow.start()
             stack.callback(flow.stop)
             services.readiness["flow"] = flow.check
-        yield Stack(settings, bootstrap, topics, fx, warehouse, services)
+        yield Stack(settings, bootstrap, topics, fx, warehouse, services, producer)

@@ -6,6 +6,8 @@ restart, point ``PULSE_KAFKA_BOOTSTRAP`` at a real Kafka cluster.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
 import time
@@ -68,6 +70,7 @@ class EmbeddedBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in a terminal goes to Pulse, which stops it
+            preexec_fn=_die_with_parent,
         )
         try:
             wait_for_port(self.host, self.port, timeout)
@@ -105,6 +108,15 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the broker if Pulse dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the broker is still stopped on every clean exit
 
 
 def _port_in_use(host: str, port: int) -> bool:

@@ -77,6 +77,7 @@ class ConfluentProducer(EventProducer):
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 500_000,
                 "message.timeout.ms": int(delivery_timeout_s * 1000),
+                "log_level": 3,  # errors only: outages surface as DeliveryError
                 **extra,
             }
         )

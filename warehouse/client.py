@@ -39,8 +39,13 @@ def redact_dsn(dsn: str) -> str:
     return dsn
 
 
+_OPENED: set[Path] = set()  # embedded paths this process has opened (it holds their lock)
+
+
 def _locked_elsewhere(path: Path) -> bool:
     """Whether another process holds the embedded engine's lock on ``path``."""
+    if not (path / "status").exists():
+        return False
     try:
         with (path / "status").open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -55,9 +60,16 @@ def _locked_elsewhere(path: Path) -> bool:
 def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Client:
     """A client on ``database`` (default: the DSN's), creating the database if asked."""
     database = database or database_of(dsn)
+    path = Path(dsn.removeprefix("chdb://")).resolve() if dsn.startswith("chdb://") else None
+    if path is not None and path not in _OPENED and _locked_elsewhere(path):
+        # Ask the lock first: a failed open makes the engine print to stderr.
+        raise WarehouseBusy(
+            f"the embedded warehouse {dsn} is open in another process (a running `pulse up`?)"
+        )
     try:
-        if dsn.startswith("chdb://"):
-            Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            _OPENED.add(path)
             base_dsn = dsn
         else:
             base_dsn = urlsplit(dsn)._replace(path="/default").geturl()
@@ -66,7 +78,7 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
             admin.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
         return clickhouse_connect.get_client(dsn=base_dsn, database=database)
     except (ClickHouseError, OSError) as exc:
-        if dsn.startswith("chdb://") and _locked_elsewhere(Path(dsn.removeprefix("chdb://"))):
+        if path is not None and _locked_elsewhere(path):
             raise WarehouseBusy(
                 f"the embedded warehouse {redact_dsn(dsn)} is open in another process"
                 " (a running `pulse up`?)"
