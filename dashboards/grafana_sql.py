@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dashboards.model import FunnelData, HealthData, MetricData, ProductsData
 from warehouse.metrics import METRICS
+from warehouse.queries import funnel_ctes
 
 __all__ = [
     "EMPTY_LABEL",
@@ -153,33 +154,7 @@ def funnel_sql(data: FunnelData) -> str:
         f" WHERE ts >= {FROM} AND ts < {TO})"
     )
     dim = f"s_{data.by}" if data.by else "''"
-    # A step counts when it happens at or after the time the previous step was reached.
-    reached = f"""
-WITH sess AS ({sess}),
-steps AS (
-  SELECT session_key,
-         minIfOrNull(ts, type = 'product_view') AS t1,
-         groupArrayIf(ts, type = 'add_to_cart') AS a,
-         groupArrayIf(ts, type = 'begin_checkout') AS c,
-         groupArrayIf(ts, type = 'purchase') AS p
-  FROM events FINAL WHERE session_key IN (SELECT session_key FROM sess)
-  GROUP BY session_key
-),
-reached AS (
-  SELECT session_key, t1,
-         if(t1 IS NULL OR NOT arrayExists(x -> x >= t1, a), NULL,
-            arrayMin(arrayFilter(x -> x >= t1, a))) AS t2,
-         if(t2 IS NULL OR NOT arrayExists(x -> x >= t2, c), NULL,
-            arrayMin(arrayFilter(x -> x >= t2, c))) AS t3,
-         if(t3 IS NULL OR NOT arrayExists(x -> x >= t3, p), NULL, t3) AS t4
-  FROM steps
-),
-counts AS (
-  SELECT {dim} AS dim, countIf(t1 IS NOT NULL) AS n1, countIf(t2 IS NOT NULL) AS n2,
-         countIf(t3 IS NOT NULL) AS n3, countIf(t4 IS NOT NULL) AS n4
-  FROM sess LEFT JOIN reached USING (session_key)
-  GROUP BY dim
-)"""
+    reached = funnel_ctes(sess, dim)
     if data.by:
         return (
             f"{reached}\nSELECT {_label('dim')} AS {data.by}, n1 AS product_view,"

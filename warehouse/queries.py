@@ -218,38 +218,13 @@ def funnel(
     sess = _SESS.format(where=_STARTS_IN_RANGE)
     conds = _filters(where, params, "")
     dim = f"s_{by}" if by else "''"
-    sql = f"""
-    WITH sess AS (SELECT * FROM ({sess}) {"WHERE " + " AND ".join(conds) if conds else ""}),
-    steps AS (
-        SELECT session_key,
-               minIfOrNull(ts, type = 'product_view') AS t1,
-               groupArrayIf(ts, type = 'add_to_cart') AS a,
-               groupArrayIf(ts, type = 'begin_checkout') AS c,
-               groupArrayIf(ts, type = 'purchase') AS p
-        FROM events FINAL WHERE session_key IN (SELECT session_key FROM sess)
-        GROUP BY session_key
-    ),
-    reached AS (
-        SELECT session_key, t1,
-               if(t1 IS NULL, NULL, arrayMin(arrayFilter(x -> x >= t1, a))) AS t2_raw,
-               if(t2_raw IS NULL OR NOT has(a, t2_raw), NULL, t2_raw) AS t2,
-               if(t2 IS NULL, NULL, arrayMin(arrayFilter(x -> x >= t2, c))) AS t3_raw,
-               if(t3_raw IS NULL OR NOT has(c, t3_raw), NULL, t3_raw) AS t3,
-               if(t3 IS NULL, NULL, arrayMin(arrayFilter(x -> x >= t3, p))) AS t4_raw,
-               if(t4_raw IS NULL OR NOT has(p, t4_raw), NULL, t4_raw) AS t4
-        FROM steps
-    )
-    SELECT {dim} AS dim, count() AS n0,
-           countIf(t1 IS NOT NULL), countIf(t2 IS NOT NULL),
-           countIf(t3 IS NOT NULL), countIf(t4 IS NOT NULL)
-    FROM sess LEFT JOIN reached USING (session_key)
-    GROUP BY dim ORDER BY dim
-    """
+    filtered = f"SELECT * FROM ({sess}) {'WHERE ' + ' AND '.join(conds) if conds else ''}"
+    sql = f"{funnel_ctes(filtered, dim)}\nSELECT dim, n1, n2, n3, n4 FROM counts ORDER BY dim"
     out = []
     rows = list(client.query(sql, parameters=params).result_rows)
     rows.sort(key=lambda r: (r[0] in ("", None), r[0] or ""))
     for row in rows:
-        counts = [int(x) for x in row[2:]]
+        counts = [int(x) for x in row[1:]]
         for i, step in enumerate(FUNNEL_STEPS):
             prev = counts[i - 1] if i else counts[0]
             item: dict[str, Any] = {
@@ -262,6 +237,39 @@ def funnel(
                 item[by] = row[0] or None
             out.append(item)
     return out
+
+
+def funnel_ctes(sessions_sql: str, dim_sql: str) -> str:
+    """``WITH sess, steps, reached, counts``: per ``dim_sql`` value, the sessions of
+    ``sessions_sql`` (which must select ``session_key`` and the ``s_*`` attributes) reaching
+    each step (``n1``..``n4``). A step counts when it happens at or after the time the
+    previous step was reached (METRICS.md). Shared by the API and the Grafana panels."""
+    return f"""
+WITH sess AS ({sessions_sql}),
+steps AS (
+  SELECT session_key,
+         minIfOrNull(ts, type = 'product_view') AS t1,
+         groupArrayIf(ts, type = 'add_to_cart') AS a,
+         groupArrayIf(ts, type = 'begin_checkout') AS c,
+         groupArrayIf(ts, type = 'purchase') AS p
+  FROM events FINAL WHERE session_key IN (SELECT session_key FROM sess)
+  GROUP BY session_key
+),
+reached AS (
+  SELECT session_key, t1,
+         if(t1 IS NULL OR NOT arrayExists(x -> x >= t1, a), NULL,
+            arrayMin(arrayFilter(x -> x >= t1, a))) AS t2,
+         if(t2 IS NULL OR NOT arrayExists(x -> x >= t2, c), NULL,
+            arrayMin(arrayFilter(x -> x >= t2, c))) AS t3,
+         if(t3 IS NULL OR NOT arrayExists(x -> x >= t3, p), NULL, t3) AS t4
+  FROM steps
+),
+counts AS (
+  SELECT {dim_sql} AS dim, countIf(t1 IS NOT NULL) AS n1, countIf(t2 IS NOT NULL) AS n2,
+         countIf(t3 IS NOT NULL) AS n3, countIf(t4 IS NOT NULL) AS n4
+  FROM sess LEFT JOIN reached USING (session_key)
+  GROUP BY dim
+)"""
 
 
 def top_products(
