@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import orjson
+import msgspec
 
 from flows.events import FlowConfig
 from flows.run import run_flow
@@ -105,7 +105,7 @@ def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[by
     repeats = [dict(rng.choice(out)) for _ in range(len(out) // 20)]  # client re-sends
     out.extend(repeats)
     out.insert(3, {"event_id": "bad", "type": "page_view"})  # rejected at the edge
-    return [orjson.dumps(e) for e in out]
+    return [msgspec.json.encode(e) for e in out]
 
 
 def _epoch(ts: int | str) -> float:

@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 
 from dashboards.catalog import DASHBOARDS
@@ -37,11 +37,11 @@ DAY = (utc(2026, 10, 25, 0), utc(2026, 10, 26, 0))  # range totals: one UTC day
 
 def _rename(raw: bytes, prefix: str) -> bytes:
     """The same synthetic traffic a week earlier needs ids of its own (else: duplicates)."""
-    event = orjson.loads(raw)
+    event = msgspec.json.decode(raw)
     for key in ("event_id", "order_id", "session_id", "user_id"):
         if key in event:
             event[key] = prefix + str(event[key])
-    return orjson.dumps(event)
+    return msgspec.json.encode(event)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_duplicates_panel_counts_every_repeat(filled) -> None:
     seen: Counter[str] = Counter()
     want: Counter[int] = Counter()
     for raw in accepted:
-        event = orjson.loads(raw)
+        event = msgspec.json.decode(raw)
         seen[event["event_id"]] += 1
         if seen[event["event_id"]] > 1:
             ts = event["ts"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import orjson
+import msgspec
 import pytest
 
 from ingest.simulator import SimConfig, iter_events, parse_incident
@@ -35,7 +35,7 @@ def _load(broker, warehouse_dsn, tmp_path_factory, raws):
 @pytest.fixture(scope="module")
 def otto(broker, warehouse_dsn, tmp_path_factory):
     events = ref.otto_to_events()
-    raws = [orjson.dumps(e) for e in events]
+    raws = [msgspec.json.encode(e) for e in events]
     client, frame, drained = _load(broker, warehouse_dsn, tmp_path_factory, raws)
     assert drained.rejected == 0
     stamps = [e["ts"] for e in events]
