@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
+from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -14,7 +16,14 @@ from api.stack import Stack, open_stack
 from ingest.settings import Settings
 from warehouse.client import redact_dsn
 
-__all__ = ["DEMO_INCIDENT", "run_api_only", "run_demo", "run_stack", "start_banner"]
+__all__ = [
+    "DEMO_INCIDENT",
+    "run_api_only",
+    "run_demo",
+    "run_stack",
+    "serve_in_thread",
+    "start_banner",
+]
 
 DEMO_INCIDENT = "conversion_drop:device=mobile,at=+3m,for=20m,depth=0.7"
 
@@ -46,6 +55,22 @@ def _serve(stack: Stack) -> None:
     server = uvicorn.Server(config)
     _console.print(start_banner(stack), highlight=False)
     server.run()  # returns (or re-raises KeyboardInterrupt) after a graceful shutdown
+
+
+def serve_in_thread(
+    app: Any, port: int, host: str = "127.0.0.1", timeout: float = 10.0
+) -> tuple[uvicorn.Server, threading.Thread]:
+    """Serve ``app`` from a background thread (tests, benchmarks); returns once it listens.
+    Stop it with ``server.should_exit = True`` and ``thread.join()``."""
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="pulse-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the API did not start on {host}:{port} within {timeout:.0f} s")
+        time.sleep(0.02)
+    return server, thread
 
 
 def _stop_on_sigterm() -> None:

@@ -22,7 +22,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from api.deps import Services, scoped  # noqa: E402
 from api.errors import ApiError  # noqa: E402
 from api.keys import KeyStore  # noqa: E402
 from api.routes import dashboards as dashboards_route  # noqa: E402
+from api.server import serve_in_thread  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -178,20 +178,11 @@ def serve(app: FastAPI, store: KeyStore) -> Iterator[Served]:
     """``app`` under uvicorn on a free loopback port, with a read and an admin key."""
     import socket
 
-    import uvicorn
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     keys = {scope: store.create(scope) for scope in ("read", "admin")}
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the API did not start within 10 s")
-        time.sleep(0.02)
+    server, thread = serve_in_thread(app, port)
     try:
         yield Served(f"http://127.0.0.1:{port}", keys, server)
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ time.tzset()
 from api.app import create_app  # noqa: E402
 from api.deps import Services  # noqa: E402
 from api.keys import KeyStore  # noqa: E402
+from api.server import serve_in_thread  # noqa: E402
 from ingest.broker import EmbeddedBroker  # noqa: E402
 from ingest.collector import Collector  # noqa: E402
 from ingest.fx import load_fx_rates  # noqa: E402
@@ -49,7 +49,7 @@ def require(condition: bool, what: str) -> None:
     if not condition:
         if IN_CI:
             pytest.fail(f"{what} is required under CI=true but missing")
-        pytest.skip(f"{what} is missing")
+        pytest.skip(f"{what} is missing (under CI=true this fails instead)")
 
 
 @pytest.fixture(scope="session")
@@ -96,20 +96,6 @@ class RunningApi:
 
     def read(self, topic: str) -> list:
         return read_topic(self.bootstrap, topic)
-
-
-def serve_in_thread(app: object, port: int) -> tuple[object, threading.Thread]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the API did not start within 10 s")
-        time.sleep(0.02)
-    return server, thread
 
 
 @pytest.fixture
