@@ -8,7 +8,7 @@ from prometheus_client import make_asgi_app
 
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import dashboards, events, health, metrics
+from api.routes import dashboards, events, health, insights, metrics, realtime
 from flows.health import register_health_metrics
 
 __all__ = ["create_app"]
@@ -26,6 +26,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(metrics.router)
+    app.include_router(insights.router)
+    app.include_router(realtime.router)
     app.include_router(dashboards.router)
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # static assets come pre-gzipped
     register_health_metrics()

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -47,10 +47,6 @@ err = Console(stderr=True, soft_wrap=True)
 
 def _settings() -> Settings:
     return load_settings()
-
-
-def _not_built(what: str) -> NoReturn:
-    raise NotBuiltYet(f"{what} is not available in this version of Pulse yet")
 
 
 # -- the whole stack ---------------------------------------------------------------------
@@ -369,7 +365,33 @@ def detect(
 ) -> None:
     """Run anomaly detection alone."""
     if ctx.invoked_subcommand is None:
-        _not_built("pulse detect")
+        from insights.runner import run_detect
+
+        report = run_detect(_settings(), once=once)
+        if once and report is not None:
+            err.print(
+                f"detect: {len(report.changed)} insight(s) changed, {len(report.active)} open"
+            )
+
+
+@detect_app.command("backtest")
+def detect_backtest(
+    rate: Annotated[float, typer.Option(help="simulated mean events per second")] = 1000.0,
+    days: Annotated[int, typer.Option(help="simulated days (7 of history first)")] = 12,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 7,
+    workers: Annotated[int, typer.Option(help="processes")] = 2,
+    output: Annotated[Path | None, typer.Option(help="also write the table here")] = None,
+) -> None:
+    """Replay simulated history with incidents; report detection per incident type."""
+    from insights.backtest import BacktestConfig, format_table, run_backtest
+
+    report = run_backtest(
+        BacktestConfig(rate=rate, days=days, seed=seed, workers=workers), progress=err.print
+    )
+    table = format_table(report)
+    print(table)
+    if output is not None:
+        output.write_text(table + "\n")
 
 
 @detect_app.command("score")

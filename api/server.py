@@ -17,7 +17,6 @@ from ingest.settings import Settings
 from warehouse.client import redact_dsn
 
 __all__ = [
-    "DEMO_INCIDENT",
     "run_api_only",
     "run_demo",
     "run_stack",
@@ -25,7 +24,6 @@ __all__ = [
     "start_banner",
 ]
 
-DEMO_INCIDENT = "conversion_drop:device=mobile,at=+3m,for=20m,depth=0.7"
 
 _console = Console(stderr=True)
 
@@ -88,7 +86,7 @@ def run_stack(settings: Settings) -> None:
     embedded = settings.embedded_broker
     with (
         contextlib.suppress(KeyboardInterrupt),
-        open_stack(settings, start_broker=embedded, run_flow=True) as stack,
+        open_stack(settings, start_broker=embedded, run_flow=True, run_detector=True) as stack,
     ):
         _serve(stack)
     _console.print("Pulse stopped.")
@@ -103,41 +101,41 @@ def run_api_only(settings: Settings) -> None:
 
 
 def run_demo(settings: Settings) -> None:
-    """``pulse demo``: the whole stack plus live simulated traffic with an incident."""
+    """``pulse demo``: the whole stack, a few hours of back-filled history (the detector
+    learns before it judges), then live simulated traffic with a conversion drop."""
     _stop_on_sigterm()
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
-    from ingest.simulator import SimConfig, parse_incident
     from ingest.simulator.publish import publish
+    from insights.demo import DEMO_INCIDENT, demo_simulations
 
-    config = SimConfig(
-        rate=150,
-        duration=timedelta(hours=8),
-        seed=int(datetime.now(UTC).timestamp()),
-        start=datetime.now(UTC).replace(microsecond=0),
-        incidents=(parse_incident(DEMO_INCIDENT),),
-    )
+    # The simulator sends nothing late: a short lateness lets buckets close quickly.
+    settings = settings.model_copy(update={"allowed_lateness": timedelta(seconds=30)})
+    past, live = demo_simulations()
     stop = threading.Event()
+
+    def feed(collector: Any, producer: Any) -> None:
+        publish(past, collector, producer, speed=None, stop=stop)
+        publish(live, collector, producer, speed=1.0, stop=stop)
+
     embedded = settings.embedded_broker
     with (
         contextlib.suppress(KeyboardInterrupt),
-        open_stack(settings, start_broker=embedded, run_flow=True) as stack,
+        open_stack(settings, start_broker=embedded, run_flow=True, run_detector=True) as stack,
     ):
-        assert stack.services.collector is not None
-        collector, producer = stack.services.collector, stack.producer
         feeder = threading.Thread(
-            target=publish,
-            args=(config, collector, producer),
-            kwargs={"speed": 1.0, "stop": stop},
+            target=feed,
+            args=(stack.services.collector, stack.producer),
             name="pulse-demo-traffic",
             daemon=True,
         )
         feeder.start()
         key = stack.services.keys.create("admin")
-        incident_at = config.start + timedelta(minutes=3)
+        incident_at = live.start + timedelta(minutes=1)
         _console.print(
-            f"Demo: simulated marketplace traffic (~{config.rate:.0f} events/s) with "
-            f"[bold]{DEMO_INCIDENT}[/bold] from {incident_at:%H:%M} UTC.",
+            f"Demo: {past.duration} of history back-filled, then live traffic "
+            f"(~{live.rate:.0f} events/s) with [bold]{DEMO_INCIDENT}[/bold] "
+            f"from {incident_at:%H:%M} UTC.",
             highlight=False,
         )
         _console.print(

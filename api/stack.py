@@ -88,7 +88,12 @@ def write_cli_key(settings: Settings, keys: KeyStore) -> Path:
 
 @contextlib.contextmanager
 def open_stack(
-    settings: Settings, *, start_broker: bool, use_warehouse: bool = True, run_flow: bool = False
+    settings: Settings,
+    *,
+    start_broker: bool,
+    use_warehouse: bool = True,
+    run_flow: bool = False,
+    run_detector: bool = False,
 ) -> Iterator[Stack]:
     """Broker (embedded when asked), topics, warehouse schema, flow, collector and API."""
     with contextlib.ExitStack() as stack:
@@ -127,4 +132,11 @@ def open_stack(
             flow.start()
             stack.callback(flow.stop)
             services.readiness["flow"] = flow.check
+        if run_detector and warehouse is not None:
+            from insights.runner import DetectorLoop, detect_config
+
+            loop = DetectorLoop(lambda: connect(settings.warehouse_dsn), detect_config(settings))
+            loop.start()
+            stack.callback(loop.stop)
+            services.readiness["detector"] = loop.check
         yield Stack(settings, bootstrap, topics, fx, warehouse, services, producer)

@@ -1,0 +1,39 @@
+"""The live summary (CONTRACT §7 ``GET /v1/realtime``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Services, get_services, get_warehouse, scoped
+from api.errors import ApiError
+from ingest.settings import parse_duration
+from insights.live import live_summary
+from warehouse.client import Client
+
+router = APIRouter(prefix="/v1", tags=["realtime"])
+
+
+@router.get("/realtime", **scoped("read"))
+async def realtime(
+    request: Request,
+    window: Annotated[str, Query(description="how far back, e.g. 15m, 1h, 24h")] = "1h",
+    services: Services = Depends(get_services),
+    client: Client = Depends(get_warehouse),
+) -> dict[str, Any]:
+    """Conversion, revenue per visitor, traffic sources, top products, engagement, open
+    anomalies and recommendations over the last ``window``."""
+    try:
+        span = parse_duration(window)
+    except ValueError as exc:
+        raise ApiError(422, f"window: {exc}") from None
+    if not span.total_seconds() > 0 or span.total_seconds() > 31 * 86400:
+        raise ApiError(422, "window: expected a duration between 1s and 31d")
+    doc = await run_in_threadpool(
+        lambda: live_summary(
+            client, span, services.allowed_lateness, base_url=str(request.base_url).rstrip("/")
+        )
+    )
+    return {"window": window, **doc}

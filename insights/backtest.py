@@ -1,0 +1,331 @@
+"""`pulse detect backtest`: replay simulated history with incidents and grade the insights.
+
+The simulator (`ingest.simulator`) generates days of marketplace traffic with incidents
+whose windows and slices are known exactly. `insights.simseries` turns it into the
+per-minute and per-hour series of the watched metrics (the numbers the warehouse would
+give for the same events, without running them through broker, flow and ClickHouse).
+Every series is scored by the production detector — the same `score_series`, one fresh
+detector per series, online, in parallel processes — and the business layer
+(`DetectionEngine`, `InsightBook`, `narrative`) turns scores into insights bucket by
+bucket, 1-hour buckets as they close.
+
+Grading, after ``warmup`` (the detector's learning time): an incident is *detected* by
+the first insight raised between its start and 30 minutes after its end (and not begun
+more than 30 minutes before it) whose members' slices are compatible with the incident's
+slice; *time to detect* is the end of the bucket that raised that insight minus the
+incident's start,
+in event time (live, add ``PULSE_ALLOWED_LATENESS`` before a bucket is complete and the
+detector's polling period). Every other insight is a *false insight*.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from ingest.simulator import DEFAULT_START, Incident, SimConfig, parse_incident
+from insights.detector import score_series
+from insights.engine import DetectionEngine, EngineConfig
+from insights.lifecycle import Insight, InsightBook
+from insights.narrative import describe, gather
+from insights.series import (
+    INTERVAL_SECONDS,
+    SeriesKey,
+    Slice,
+    parse_slice,
+    select_series,
+)
+from insights.simseries import SimCounts, simulate_counts
+
+__all__ = [
+    "DEFAULT_INCIDENTS",
+    "TARGET_KINDS",
+    "BacktestConfig",
+    "BacktestReport",
+    "IncidentResult",
+    "format_table",
+    "run_backtest",
+]
+
+TARGET_KINDS = ("conversion_drop", "checkout_failure", "traffic_drop", "tracking_loss",
+                "price_error")  # fmt: skip
+
+# A week of history first (the detector learns for about 170 buckets, its hourly series
+# for 100 hours, and the expectation of a Saturday is last Saturday), then one incident
+# every three hours (an incident's aftermath must not overlap the next one's start), then
+# clean days up to a Saturday, weekend switch included.
+DEFAULT_INCIDENTS: tuple[str, ...] = (
+    "conversion_drop:country=DE,at=+7d8h,for=45m,depth=0.3",
+    "traffic_drop:channel=paid,at=+7d11h,for=45m,depth=0.3",
+    "price_error:country=IT,at=+7d14h,for=45m,depth=0.3",
+    "checkout_failure:country=GB,at=+7d17h,for=45m,depth=0.5",
+    "conversion_drop:country=DE,device=mobile,at=+7d20h,for=45m,depth=0.6",
+    "tracking_loss:country=FR,at=+7d23h,for=45m,depth=1",
+    "conversion_drop:device=mobile,at=+8d2h,for=45m,depth=0.5",
+    "traffic_drop:country=ES,at=+8d5h,for=45m,depth=0.5",
+    "conversion_drop:at=+8d8h,for=45m,depth=0.3",
+    "tracking_loss:device=desktop,event=page_view,at=+8d11h,for=45m,depth=0.5",
+    "checkout_failure:channel=email,at=+8d14h,for=45m,depth=0.3",
+    "price_error:channel=organic,at=+8d17h,for=45m,factor=0.1",
+    "conversion_drop:country=SE,at=+8d20h,for=45m,depth=0.5",
+    "traffic_drop:at=+8d23h,for=45m,depth=0.3",
+    "tracking_loss:country=NL,event=add_to_cart,at=+9d2h,for=45m,depth=0.5",
+    "conversion_drop:country=PT,at=+9d5h,for=45m,depth=0.3",
+    "traffic_spike:channel=social,source=bots,at=+9d8h,for=45m,depth=1",
+    "duplicates:country=DE,at=+9d11h,for=45m,depth=0.2",
+)
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """One backtest: the simulated marketplace, its incidents and the grading window."""
+
+    rate: float = 1000.0
+    days: float = 12.0
+    seed: int = 7
+    start: datetime = DEFAULT_START
+    incidents: tuple[str, ...] = DEFAULT_INCIDENTS
+    warmup: timedelta = timedelta(days=7)
+    intervals: tuple[str, ...] = ("1m", "1h")
+    workers: int = 2
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    tz: str = "UTC"
+
+
+@dataclass(frozen=True)
+class IncidentResult:
+    """How one incident was found."""
+
+    spec: str
+    kind: str
+    slice: str
+    depth: float
+    start: datetime
+    sessions_per_minute: float
+    in_target: bool
+    detected: bool
+    time_to_detect: timedelta | None
+    insight: str
+
+    @property
+    def within_5m(self) -> bool:
+        return self.time_to_detect is not None and self.time_to_detect <= timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class BacktestReport:
+    """Results per incident and the false insights of the graded period."""
+
+    config: BacktestConfig
+    results: tuple[IncidentResult, ...]
+    false_insights: tuple[Insight, ...]
+    graded_days: float
+    series: int
+
+    @property
+    def false_per_day(self) -> float:
+        return len(self.false_insights) / self.graded_days if self.graded_days else math.nan
+
+
+def _score(job: tuple[list[datetime], list[float], list[float] | None]) -> list[float]:
+    ts, values, weights = job
+    return score_series(ts, values, weights=weights)
+
+
+def _scores(
+    counts: SimCounts, keys: list[SeriesKey], workers: int
+) -> dict[SeriesKey, np.ndarray[Any, Any]]:
+    """Every series scored by a fresh production detector (in parallel processes)."""
+    ts = [counts.bucket_start(i) for i in range(counts.buckets)]
+    jobs = []
+    for key in keys:
+        values, weights = counts.metric(key.metric, counts.slices.index(key.slice))
+        is_ratio = key.watched.kind == "ratio"
+        w = np.nan_to_num(weights).tolist() if is_ratio and weights is not None else None
+        jobs.append((ts, values.tolist(), w))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            scored = list(pool.map(_score, jobs, chunksize=4))
+    else:
+        scored = [_score(j) for j in jobs]
+    return {k: np.asarray(s) for k, s in zip(keys, scored, strict=True)}
+
+
+def _incident_slice(inc: Incident) -> Slice:
+    return tuple((d, "|".join(v)) for d, v in inc.slice_dims().items())
+
+
+def _slice_volume(counts: SimCounts, sl: Slice, start: int) -> float:
+    """Mean sessions per minute of a slice in the half hour before ``start`` (bucket)."""
+    sessions = counts.counts["sessions"][max(start - 30, 0) : max(start, 1)]
+
+    def col(s: Slice) -> float:
+        return float(sessions[:, counts.slices.index(s)].mean())
+
+    total = col(())
+    share = 1.0
+    for pair in sl:
+        if pair not in [p for s in counts.slices for p in s]:
+            values = pair[1].split("|")
+            sub = [(pair[0], v) for v in values if ((pair[0], v),) in counts.slices]
+            share *= sum(col((p,)) for p in sub) / total if total and sub else 0.0
+        else:
+            share *= col((pair,)) / total if total else 0.0
+    return total * share
+
+
+def run_backtest(
+    config: BacktestConfig | None = None, progress: Callable[[str], None] | None = None
+) -> BacktestReport:
+    """Simulate, detect and grade; see the module docstring. ``progress`` hears each
+    phase as it starts (simulate, score, detect, grade)."""
+    cfg = config or BacktestConfig()
+    say = progress or (lambda _: None)
+    incidents = tuple(parse_incident(s) for s in cfg.incidents)
+    sim = SimConfig(
+        rate=cfg.rate,
+        duration=timedelta(days=cfg.days),
+        seed=cfg.seed,
+        start=cfg.start,
+        incidents=incidents,
+    )
+    say(f"simulating {cfg.days:g} days at {cfg.rate:g} events/s")
+    counts = simulate_counts(sim, cfg.intervals)
+    keys = {i: select_series(counts[i].volumes(), i) for i in cfg.intervals}
+    say(f"scoring {sum(len(k) for k in keys.values())} series with the detector")
+    scores = {i: _scores(counts[i], keys[i], cfg.workers) for i in cfg.intervals}
+    say("grouping anomalies into insights")
+    insights = _detect(cfg, counts, keys, scores)
+    say("grading against the ground truth")
+    graded_from = sim.start + cfg.warmup
+    graded = [i for i in insights.values() if i.detected_at >= graded_from]
+    minute = counts[cfg.intervals[0]]
+    results = []
+    claimed: set[str] = set()
+    for inc in incidents:
+        begin = sim.start + (inc.at if isinstance(inc.at, timedelta) else inc.at - sim.start)
+        end = begin + inc.duration
+        sl = _incident_slice(inc)
+        matches = sorted(
+            (
+                i
+                for i in graded
+                if begin <= i.detected_at <= end + timedelta(minutes=30)
+                and i.started_at >= begin - timedelta(minutes=30)
+                and any(_compatible(parse_slice(m.slice), sl) for m in i.members)
+            ),
+            key=lambda i: i.detected_at,
+        )
+        claimed |= {i.id for i in matches}
+        first = matches[0] if matches else None
+        start_bucket = int((begin - minute.origin).total_seconds() // 60)
+        volume = _slice_volume(minute, sl, start_bucket)
+        results.append(
+            IncidentResult(
+                spec=inc.spec, kind=inc.kind, slice=inc.slice_label, depth=inc.depth,
+                start=begin, sessions_per_minute=volume,
+                in_target=inc.kind in TARGET_KINDS and inc.depth >= 0.3 and volume >= 50,
+                detected=first is not None,
+                time_to_detect=(first.detected_at - begin) if first else None,
+                insight=first.recommendation if first else "",
+            )
+        )  # fmt: skip
+    false = tuple(i for i in graded if i.id not in claimed)
+    graded_days = (sim.end - graded_from).total_seconds() / 86400
+    n_series = sum(len(k) for k in keys.values())
+    return BacktestReport(cfg, tuple(results), false, graded_days, n_series)
+
+
+def _compatible(member: Slice, incident: Slice) -> bool:
+    """Slices agree, reading ``A|B`` in an incident slice as either value."""
+    options = dict(incident)
+    return all(v in options.get(d, v).split("|") for d, v in member)
+
+
+def _detect(
+    cfg: BacktestConfig,
+    counts: dict[str, SimCounts],
+    keys: dict[str, list[SeriesKey]],
+    scores: dict[str, dict[SeriesKey, np.ndarray[Any, Any]]],
+) -> dict[str, Insight]:
+    """Run the business layer bucket by bucket; return every insight, last version."""
+    engine = DetectionEngine(cfg.engine)
+    book = InsightBook()
+    seen: dict[str, Insight] = {}
+    fine = cfg.intervals[0]
+    step = INTERVAL_SECONDS[fine]
+    minute = counts[fine]
+    coarse = [i for i in cfg.intervals[1:]]
+    streams = {i: counts[i].observations(keys[i]) for i in cfg.intervals}
+    next_coarse = {i: 0 for i in coarse}
+    for n in range(minute.buckets):
+        ts, obs = next(streams[fine])
+        row = {k: float(scores[fine][k][n]) for k in keys[fine]}
+        events = engine.step(ts, obs, row)
+        bucket_end = ts + timedelta(seconds=step)
+        for i in coarse:
+            c = counts[i]
+            while next_coarse[i] < c.buckets and c.bucket_start(next_coarse[i] + 1) <= bucket_end:
+                cts, cobs = next(streams[i])
+                crow = {k: float(scores[i][k][next_coarse[i]]) for k in keys[i]}
+                events += engine.step(cts, cobs, crow)
+                next_coarse[i] += 1
+        if not events:
+            continue
+        for insight in book.apply(events):
+            described = describe(insight, gather(engine, insight, bucket_end), cfg.tz)
+            if insight.active:
+                book.put(described)
+            seen[insight.id] = described
+    return seen
+
+
+def format_table(report: BacktestReport) -> str:
+    """The backtest as Markdown: one row per incident, then totals per kind."""
+    lines = [
+        "| incident | sessions/min in slice | target | detected | time to detect |",
+        "|---|---:|:-:|:-:|---:|",
+    ]
+    for r in report.results:
+        ttd = _fmt(r.time_to_detect) if r.time_to_detect is not None else "—"
+        ok = "yes" if r.detected else "no"
+        mark = "✅" if r.within_5m else ("⚠️" if r.detected else "❌")
+        lines.append(
+            f"| `{r.spec}` | {r.sessions_per_minute:,.0f} | {'yes' if r.in_target else 'no'} "
+            f"| {ok} | {ttd} {mark if r.in_target else ''} |"
+        )
+    lines += ["", "| kind | incidents | detected | within 5 min | median time to detect |",
+              "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for kind in dict.fromkeys(r.kind for r in report.results):
+        rows = [r for r in report.results if r.kind == kind]
+        ttds = sorted(r.time_to_detect for r in rows if r.time_to_detect is not None)
+        median = _fmt(ttds[len(ttds) // 2]) if ttds else "—"
+        lines.append(
+            f"| {kind} | {len(rows)} | {sum(r.detected for r in rows)} "
+            f"| {sum(r.within_5m for r in rows)} | {median} |"
+        )
+    target = [r for r in report.results if r.in_target]
+    lines += [
+        "",
+        f"Target incidents detected within 5 minutes: {sum(r.within_5m for r in target)} of "
+        f"{len(target)}; detected at all: {sum(r.detected for r in target)} of {len(target)}.",
+        f"False insights: {len(report.false_insights)} over {report.graded_days:.1f} graded "
+        f"days = {report.false_per_day:.2f} per day, across {report.series} series.",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(span: timedelta) -> str:
+    minutes, seconds = divmod(int(span.total_seconds()), 60)
+    return f"{minutes}m{seconds:02d}s" if seconds else f"{minutes}m"
+
+
+def describe_false(insights: Sequence[Insight]) -> list[str]:
+    """One line per false insight (for the bench's log)."""
+    return [f"{i.detected_at:%Y-%m-%d %H:%M} {i.summary}" for i in insights]

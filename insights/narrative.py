@@ -1,0 +1,370 @@
+"""What an insight says: headline, drill-down, impact, severity and a recommendation.
+
+`gather` collects the evidence for an insight from the engine's series (and, when given,
+a finer drill-down such as DE → device from the warehouse); `describe` turns it into the
+fields people read. Severity comes from impact: revenue lost (or mis-charged) per hour in
+the slice, as a share of the expected revenue per hour of the whole shop. Pure logic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from insights.drilldown import Contribution, Decomposition, SliceStats, decompose, explain
+from insights.engine import DetectionEngine
+from insights.lifecycle import Insight, Member, Severity
+from insights.series import (
+    INTERVAL_SECONDS,
+    METRIC_LABELS,
+    WATCHED_BY_NAME,
+    SeriesKey,
+    Slice,
+    parse_slice,
+    slice_label,
+    slice_text,
+)
+
+__all__ = ["Evidence", "Refiner", "describe", "gather", "headline", "severity"]
+
+# Which member speaks for the insight: the most specific slice, then this order.
+_PRIORITY = ("conversion_rate", "aov", "add_to_cart_rate", "sessions", "orders", "revenue",
+             "pageviews")  # fmt: skip
+_DIMS = ("country", "device", "channel")
+_COMPANIONS = ("sessions", "pageviews", "orders", "revenue", "conversion_rate",
+               "add_to_cart_rate", "aov")  # fmt: skip
+
+Refiner = Callable[[str, Slice, datetime, datetime], Mapping[str, Decomposition]]
+"""``(metric, slice, since, until) -> decomposition of the slice's change by each other
+dimension`` — e.g. from warehouse queries; used to name a two-dimension slice."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything `describe` needs, measured over ``[onset, until)``."""
+
+    metric: str
+    slice: Slice
+    interval: str
+    onset: datetime
+    until: datetime
+    observed: float
+    expected: float
+    change: float
+    companions: Mapping[str, float] = field(default_factory=dict)
+    contributors: tuple[Contribution, ...] = ()
+    explanation: str = ""
+    impact_eur_per_hour: float = 0.0
+    revenue_per_hour: float = 0.0
+    traffic_share: float = 0.0
+
+
+def headline(insight: Insight) -> Member:
+    """The member that speaks for the insight (still-open members first)."""
+    pool = insight.open_members or list(insight.members)
+    traffic = [m for m in pool if m.family == "traffic"]
+    # traffic and rates moving opposite ways in one slice (bots: more sessions, fewer
+    # add-to-carts; lost page tags: fewer sessions, higher conversion): traffic speaks
+    opposed = any(
+        (t.change > 0) != (r.change > 0)
+        for t in traffic
+        for r in pool
+        if r.slice == t.slice and r.metric in ("conversion_rate", "add_to_cart_rate")
+    )
+
+    def rank(m: Member) -> int:
+        if opposed and m.family == "traffic":
+            return -1
+        return _PRIORITY.index(m.metric) if m.metric in _PRIORITY else 99
+
+    return min(
+        pool,
+        key=lambda m: (-len(parse_slice(m.slice)), m.interval != "1m", rank(m), -abs(m.change)),
+    )
+
+
+def _stats(
+    engine: DetectionEngine, metric: str, dim: str, interval: str, since: datetime,
+    until: datetime,
+) -> list[SliceStats]:  # fmt: skip
+    """Per value of ``dim``: the metric's numerator/denominator, expected and observed."""
+    watched = WATCHED_BY_NAME[metric]
+    ratio = watched.kind == "ratio"
+    den_metric = watched.weight if ratio else ("sessions" if metric != "sessions" else None)
+    out = []
+    for key in engine.series_keys():
+        if key.metric != metric or key.interval != interval or len(key.slice) != 1:
+            continue
+        if key.slice[0][0] != dim:
+            continue
+        num = engine.change(key, since, until)
+        if num is None:
+            continue
+        den = (
+            engine.change(SeriesKey(den_metric, key.slice, interval), since, until)
+            if den_metric
+            else None
+        )
+        if ratio:
+            w = den.observed if den else 1.0
+            wb = den.expected if den else w
+            out.append(SliceStats(key.slice[0][1], num.expected * wb, wb, num.observed * w, w))
+        else:
+            d_obs, d_exp = (den.observed, den.expected) if den else (0.0, 0.0)
+            out.append(SliceStats(key.slice[0][1], num.expected, d_exp, num.observed, d_obs))
+    return out
+
+
+def gather(
+    engine: DetectionEngine,
+    insight: Insight,
+    until: datetime,
+    refine: Refiner | None = None,
+) -> Evidence:
+    """The evidence for ``insight`` from the engine's series up to ``until``."""
+    top = headline(insight)
+    sl, interval, metric = parse_slice(top.slice), top.interval, top.metric
+    since = top.onset
+    ratio = WATCHED_BY_NAME[metric].kind == "ratio"
+    by_dim: dict[str, Decomposition] = {}
+    for dim in _DIMS:
+        stats = _stats(engine, metric, dim, interval, since, until)
+        if len(stats) >= 2:
+            by_dim[dim] = decompose(dim, stats, ratio)
+    named = explain(by_dim)
+    # the drill-down decides which member speaks: the slice that explains the change,
+    # or the aggregate when the change is everywhere (no slice stands out)
+    target: Slice | None = ((named[0].dim, named[0].value),) if named else None
+    if target is None and any(m.slice == "all" for m in insight.members) and len(sl) == 1:
+        target = ()
+    pick = [m for m in insight.members if target is not None and parse_slice(m.slice) == target]
+    if pick and parse_slice(top.slice) != target:
+        top = headline(replace(insight, members=tuple(pick)))
+        sl, metric, since = parse_slice(top.slice), top.metric, top.onset
+        ratio = WATCHED_BY_NAME[metric].kind == "ratio"
+    observed, expected, change = top.observed, top.expected, top.change
+    explanation = ""
+    if sl == () and named and named[0].share >= 0.6:
+        first = named[0]
+        sl = ((first.dim, first.value),)
+        explanation = first.effect
+        own = engine.change(SeriesKey(metric, sl, interval), since, until)
+        if own is not None:
+            observed, expected, change = own.observed, own.expected, own.change
+    elif len(sl) == 1:
+        dim = sl[0][0]
+        mine = [c for c in named if c.dim == dim and c.value == sl[0][1]]
+        others = [c for c in named if c not in mine and c.dim != dim]
+        named = mine + others
+        if dim in by_dim:
+            own_part = [c for c in by_dim[dim].contributions if c.value == sl[0][1]]
+            explanation = own_part[0].effect if own_part else ""
+    if refine is not None and len(sl) == 1:
+        finer = explain(refine(metric, sl, since, until), cover=0.7, max_slices=1)
+        if finer and finer[0].share >= 0.7:
+            best = finer[0]
+            sl = tuple(sorted((*sl, (best.dim, best.value)), key=lambda p: _DIMS.index(p[0])))
+            change = best.change
+            named = [best, *named]
+            explanation = best.effect if best.effect != "volume" else explanation
+    companions = {}
+    for m in _COMPANIONS:
+        for candidate in (sl, sl[:1], ()):
+            w = engine.change(SeriesKey(m, candidate, interval), since, until)
+            if w is not None:
+                if candidate == sl or m == metric:
+                    companions[m] = w.change
+                break
+    per_hour = 3600.0 / INTERVAL_SECONDS[interval]
+    impact = 0.0
+    for candidate in (sl, sl[:1], ()):
+        rev = engine.change(SeriesKey("revenue", candidate, interval), since, until)
+        if rev is not None:
+            impact = (rev.observed - rev.expected) * per_hour
+            break
+    total = engine.change(SeriesKey("revenue", (), interval), since, until)
+    sess_all = engine.change(SeriesKey("sessions", (), interval), since, until)
+    sess_sl = engine.change(SeriesKey("sessions", sl[:1], interval), since, until)
+    share = (
+        sess_sl.expected / sess_all.expected
+        if sess_sl and sess_all and sess_all.expected > 0
+        else 1.0
+    )
+    return Evidence(
+        metric=metric, slice=sl, interval=interval, onset=since, until=until,
+        observed=observed, expected=expected, change=change, companions=companions,
+        contributors=tuple(named[:4]), explanation=explanation,
+        impact_eur_per_hour=impact,
+        revenue_per_hour=(total.expected * per_hour) if total else 0.0,
+        traffic_share=share,
+    )  # fmt: skip
+
+
+def severity(ev: Evidence) -> Severity:
+    """critical: ≥ 5% of the shop's revenue per hour at stake; warning: ≥ 1%, or a
+    halving (or doubling) of a slice holding ≥ 5% of the traffic; info otherwise."""
+    share = abs(ev.impact_eur_per_hour) / ev.revenue_per_hour if ev.revenue_per_hour > 0 else 0.0
+    if share >= 0.05:
+        return "critical"
+    if share >= 0.01 or (abs(ev.change) >= 0.5 and ev.traffic_share >= 0.05):
+        return "warning"
+    return "info"
+
+
+def _moved(change: float) -> str:
+    if change <= -0.95:
+        return "stopped (−100%)" if change <= -0.995 else f"nearly stopped ({change:+.0%})"
+    if change >= 1.0:
+        return f"rose to {1 + change:.1f}× the usual"
+    return f"{'rose' if change > 0 else 'fell'} {abs(change):.0%}"
+
+
+def _normal(change: float | None) -> bool:
+    return change is None or abs(change) < 0.1
+
+
+def _for(sl: Slice) -> str:
+    label = " ".join(v for _, v in sl)
+    return f" for {label}" if label else ""
+
+
+def _advice(ev: Evidence) -> str:
+    m, c, comp = ev.metric, ev.change, ev.companions
+    where = _for(ev.slice)
+    carts = comp.get("add_to_cart_rate")
+    sessions = comp.get("sessions")
+    orders = comp.get("orders")
+    rates_up = max(comp.get("conversion_rate") or 0.0, carts or 0.0)
+    rates_down = min(comp.get("conversion_rate") or 0.0, carts or 0.0)
+    if m in ("sessions", "pageviews"):
+        if c < 0 and rates_up > 0.1:
+            return (
+                f"conversion rose at the same time, so visits are not being counted: "
+                f"check the page tracking tag{where}"
+            )
+        if c > 0 and rates_down < -0.1:
+            return f"the new visitors do not shop: check for bot traffic{where}"
+        if c < 0:
+            if m == "pageviews" and _normal(sessions):
+                return f"page tracking fell while sessions are normal: check the page tag{where}"
+            channel = dict(ev.slice).get("channel")
+            if channel:
+                return f"check the {channel} campaigns, their budgets and landing pages"
+            return f"check site availability, the CDN, campaigns and the tracking tag{where}"
+        return f"check for bot traffic or an unannounced campaign, and capacity{where}"
+    if m in ("aov",) or (m == "revenue" and _normal(orders)):
+        what = "product prices, discounts and currency conversion"
+        return f"orders are normal: check {what}{where}"
+    if m == "add_to_cart_rate":
+        if c < 0:
+            return f"check product pages, stock, search and the add-to-cart button{where}"
+        return f"check for a promotion or bots adding to carts{where}"
+    if c < 0:  # conversion, orders, revenue falling with normal prices
+        if c <= -0.9 and _normal(sessions):
+            return (
+                f"purchases stopped while traffic is normal: check the payment provider, "
+                f"checkout and the purchase tracking tag{where}"
+            )
+        if _normal(carts):
+            return f"add-to-cart is normal: check payment and checkout{where}"
+        if carts is not None and carts < 0:
+            return f"add-to-cart fell too: check product pages, search and the cart{where}"
+        if sessions is not None and sessions < -0.1:
+            return f"traffic fell too: check campaigns and site availability{where}"
+        return f"check payment and checkout{where}"
+    return f"check for a promotion, a pricing error or duplicated orders{where}"
+
+
+def describe(
+    insight: Insight, ev: Evidence, tz: str = "UTC", *, now: datetime | None = None
+) -> Insight:
+    """The insight with headline numbers, severity and texts filled from ``ev``."""
+    zone = ZoneInfo(tz)
+    since = ev.onset.astimezone(zone)
+    stamp = (
+        since.strftime("%H:%M")
+        if now is None or now - ev.onset < timedelta(hours=20)
+        else (since.strftime("%Y-%m-%d %H:%M"))
+    )
+    name = METRIC_LABELS.get(ev.metric, ev.metric)
+    where = slice_text(ev.slice)
+    headline_text = f"{name} {where} {_moved(ev.change)} since {stamp}"
+    advice = _advice(ev)
+    recommendation = (
+        f"{headline_text} while {advice}"
+        if advice.startswith(
+            ("add-to-cart is normal", "orders are normal", "page tracking", "purchases stopped")
+        )
+        else f"{headline_text}: {advice}"
+    )
+    if advice.startswith(("add-to-cart is normal", "orders are normal")):
+        first, _, rest = advice.partition(": ")
+        recommendation = f"{headline_text} while {first}: {rest}"
+    elif advice.startswith(("page tracking fell", "purchases stopped")):
+        recommendation = f"{headline_text}; {advice}"
+    recommendation = recommendation[0].upper() + recommendation[1:] + "."
+    sev = severity(ev)
+    impact = ev.impact_eur_per_hour
+    summary = (
+        f"{headline_text} ({_money(impact)} per hour)."
+        if abs(impact) >= 1
+        else (f"{headline_text}.")
+    )
+    unit = {"1m": "/min", "1h": "/h"}.get(ev.interval, "")
+    kind = WATCHED_BY_NAME[ev.metric].kind if ev.metric in WATCHED_BY_NAME else "count"
+    obs, exp = _value(ev.observed, kind, ev.interval), _value(ev.expected, kind, ev.interval)
+    suffix = "" if kind == "ratio" else unit
+    parts = [
+        f"{name} {where}: {obs}{suffix} observed vs {exp}{suffix} expected "
+        f"({ev.change:+.0%}) since {since.strftime('%Y-%m-%d %H:%M')} {tz}."
+    ]
+    if ev.contributors:
+        named = ", ".join(
+            f"{c.label} ({c.share:.0%} of the change, {c.effect})" for c in ev.contributors
+        )
+        parts.append(f"Top contributing slices: {named}.")
+    if ev.explanation:
+        kinds = {"rate": "a rate change inside the slice", "mix": "a mix shift between slices",
+                 "volume": "a traffic volume change"}  # fmt: skip
+        parts.append(f"It is {kinds.get(ev.explanation, ev.explanation)}.")
+    moved = [
+        f"{METRIC_LABELS.get(m, m).lower()} {v:+.0%}"
+        for m, v in ev.companions.items()
+        if m != ev.metric and math.isfinite(v)
+    ]
+    if moved:
+        parts.append(f"Meanwhile {', '.join(moved)}.")
+    if abs(impact) >= 1:
+        verb = "at stake" if impact < 0 else "above normal"
+        parts.append(f"Revenue {verb}: {_money(impact)} per hour.")
+    return replace(
+        insight,
+        metric=ev.metric,
+        slice=slice_label(ev.slice),
+        direction="up" if ev.change > 0 else "down",
+        change=ev.change,
+        observed=ev.observed,
+        expected=ev.expected,
+        severity=sev,
+        impact_eur_per_hour=impact,
+        explanation=ev.explanation,
+        contributors=ev.contributors,
+        summary=summary,
+        description=" ".join(parts),
+        recommendation=recommendation,
+    )
+
+
+def _money(eur: float) -> str:
+    return f"EUR {abs(eur):,.0f}"
+
+
+def _value(v: float, kind: str, interval: str) -> str:
+    if kind == "ratio" and abs(v) < 1.5:
+        return f"{v:.2%}"
+    if kind == "money" or kind == "ratio":
+        return f"EUR {v:,.2f}" if kind == "money" else f"{v:,.2f}"
+    return f"{v:,.1f}"

@@ -1,0 +1,108 @@
+"""The business layer around the detector, on synthetic series (real detector, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from insights.engine import AnomalyEvent, DetectionEngine
+from insights.series import Obs, SeriesKey
+
+T0 = datetime(2025, 1, 6, tzinfo=UTC)
+ORDERS = SeriesKey("orders", (("country", "DE"),), "1m")
+CONV = SeriesKey("conversion_rate", (("country", "DE"),), "1m")
+N = 2100  # a day and a half of minutes: the detector is warm, the daily baseline known
+DAY_ONE = T0 + timedelta(days=1)  # before that, the expectation is only the recent level
+
+
+def level(i: int) -> float:
+    """A daily rhythm: 30 orders a minute at night, 90 in the evening."""
+    return 60.0 + 30.0 * math.sin(2 * math.pi * (i / 1440.0 - 0.25))
+
+
+def counts(factor: Callable[[int], float], seed: int = 1, n: int = N) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(rng.poisson(level(i) * factor(i))) for i in range(n)]
+
+
+def run(values: list[float], key: SeriesKey = ORDERS, weights: list[float] | None = None,
+        engine: DetectionEngine | None = None) -> list[AnomalyEvent]:  # fmt: skip
+    engine = engine or DetectionEngine()
+    events: list[AnomalyEvent] = []
+    for i, v in enumerate(values):
+        w = weights[i] if weights else None
+        events += engine.step(T0 + timedelta(minutes=i), {key: Obs(v, w)})
+    return events
+
+
+def opened(events: list[AnomalyEvent]) -> list[AnomalyEvent]:
+    return [e for e in events if e.kind == "opened"]
+
+
+def test_a_drop_opens_fast_with_its_onset_and_recovers() -> None:
+    values = counts(lambda i: 0.4 if 1800 <= i < 1830 else 1.0)
+    events = [e for e in run(values) if e.at > DAY_ONE]
+    [first] = opened(events)
+    a = first.anomaly
+    start = T0 + timedelta(minutes=1800)
+    assert first.at - start <= timedelta(minutes=5)
+    assert abs((a.onset - start).total_seconds()) <= 120
+    assert -0.75 < a.change < -0.45 and a.direction == "down"
+    recovered = [e for e in events if e.kind == "recovered"]
+    assert len(recovered) == 1 and recovered[0].at > start + timedelta(minutes=30)
+
+
+def test_one_odd_bucket_is_an_outlier_not_an_incident() -> None:
+    values = counts(lambda i: 1.0)
+    values[1800] *= 6
+    assert [e for e in opened(run(values)) if e.at > DAY_ONE] == []
+
+
+def test_a_level_shift_stays_open_and_quiet() -> None:
+    events = [e for e in run(counts(lambda i: 0.3 if i >= 1800 else 1.0)) if e.at > DAY_ONE]
+    assert len(opened(events)) == 1
+    assert [e for e in events if e.kind == "recovered"] == []
+
+
+def test_a_rate_dip_on_few_sessions_is_not_raised() -> None:
+    rng = np.random.default_rng(3)
+    sessions = [20.0] * N
+    buyers = [float(rng.binomial(20, 0.05 if i < 1800 else 0.025)) for i in range(N)]
+    events = run([b / s for b, s in zip(buyers, sessions, strict=True)], CONV, sessions)
+    assert opened(events) == []
+
+
+def test_a_rate_drop_on_enough_sessions_is_raised() -> None:
+    rng = np.random.default_rng(4)
+    sessions = [float(rng.poisson(3000)) for _ in range(N)]
+    buyers = [float(rng.binomial(int(s), 0.05 if not 1800 <= i < 1840 else 0.02))
+              for i, s in enumerate(sessions)]  # fmt: skip
+    events = run([b / s for b, s in zip(buyers, sessions, strict=True)], CONV, sessions)
+    [first] = [e for e in opened(events) if e.at > DAY_ONE]
+    assert first.at - (T0 + timedelta(minutes=1800)) <= timedelta(minutes=5)
+    assert first.anomaly.change < -0.4
+
+
+def test_a_second_incident_inside_the_detectors_event_is_found() -> None:
+    # the detector damps alarms less than 144 buckets after its last one (one alert per
+    # event); the engine reads through that, so a new incident there is not lost
+    def factor(i: int) -> float:
+        return 0.3 if 1800 <= i < 1820 else (1.8 if 1900 <= i < 1920 else 1.0)
+
+    found = [e.anomaly for e in opened(run(counts(factor, seed=5))) if e.at > DAY_ONE]
+    assert [a.direction for a in found] == ["down", "up"]
+    assert abs((found[1].onset - (T0 + timedelta(minutes=1900))).total_seconds()) <= 180
+
+
+def test_feeding_a_bucket_twice_is_harmless() -> None:
+    engine = DetectionEngine()
+    values = counts(lambda i: 1.0, n=300)
+    for i, v in enumerate(values):
+        engine.step(T0 + timedelta(minutes=i), {ORDERS: Obs(v)})
+    before = engine.buckets(ORDERS)
+    assert engine.step(T0 + timedelta(minutes=299), {ORDERS: Obs(1e6)}) == []
+    assert engine.buckets(ORDERS) == before
+    assert engine.last_ts("1m") == T0 + timedelta(minutes=299)

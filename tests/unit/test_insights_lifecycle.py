@@ -1,0 +1,150 @@
+"""Grouping anomalies into insights, their life, feedback mutes, and what they say."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from insights.drilldown import Contribution
+from insights.engine import Anomaly, AnomalyEvent
+from insights.lifecycle import (
+    InsightBook,
+    InvalidTransition,
+    Mute,
+    mutes_from,
+    transition,
+    with_feedback,
+)
+from insights.narrative import Evidence, describe, severity
+from insights.series import SeriesKey, Slice
+
+T = datetime(2025, 1, 8, 13, 5, tzinfo=UTC)
+DE: Slice = (("country", "DE"),)
+
+
+def anomaly(metric: str, sl: Slice, minutes: int = 0, change: float = -0.5,
+            interval: str = "1m") -> Anomaly:  # fmt: skip
+    onset = T + timedelta(minutes=minutes)
+    return Anomaly(SeriesKey(metric, sl, interval), onset, onset + timedelta(minutes=3), 0.6,
+                   10.0 * (1 + change), 10.0, change)  # fmt: skip
+
+
+def opened(a: Anomaly) -> AnomalyEvent:
+    return AnomalyEvent("opened", a, a.detected)
+
+
+def recovered(a: Anomaly, minutes: int) -> AnomalyEvent:
+    return AnomalyEvent("recovered", a, a.detected + timedelta(minutes=minutes))
+
+
+def test_one_cause_becomes_one_insight() -> None:
+    book = InsightBook()
+    parts = [anomaly("orders", DE), anomaly("revenue", DE, 1), anomaly("orders", (), 2),
+             anomaly("conversion_rate", (("country", "DE"), ("device", "mobile")), 4),
+             anomaly("orders", DE, 90, interval="1h")]  # fmt: skip
+    changed = book.apply([opened(a) for a in parts])
+    assert len(changed) == 1 and len(book.active()) == 1
+    assert len(book.active()[0].members) == 5
+
+
+def test_unrelated_anomalies_stay_apart() -> None:
+    book = InsightBook()
+    first = anomaly("orders", DE)
+    book.apply([opened(first)])
+    book.apply([opened(anomaly("orders", (("country", "FR"),), 1))])  # another country
+    book.apply([opened(anomaly("sessions", (("channel", "paid"),), 2))])  # traffic elsewhere
+    book.apply([recovered(first, 10)])  # DE is over...
+    book.apply([opened(anomaly("revenue", DE, 60))])  # ... a new DE problem an hour later
+    assert len(book.active()) == 3 and len(book.apply([])) == 0
+    assert sorted(i.slice for i in book.active()) == ["channel=paid", "country=DE", "country=FR"]
+
+
+def test_an_insight_resolves_itself_when_every_member_recovered() -> None:
+    book = InsightBook()
+    a, b = anomaly("orders", DE), anomaly("revenue", DE, 1)
+    assert len(book.apply([opened(a), opened(b)])) == 1
+    [still] = book.apply([recovered(a, 20)])
+    assert still.status == "open"
+    [done] = book.apply([recovered(b, 22)])
+    assert done.status == "resolved" and done.resolved_by == "auto"
+    assert done.resolved_at == b.detected + timedelta(minutes=22)
+    assert book.active() == []
+
+
+def test_people_acknowledge_resolve_and_label() -> None:
+    [insight] = InsightBook().apply([opened(anomaly("orders", DE))])
+    acked = transition(insight, "ack", T)
+    assert acked.status == "acknowledged" and acked.acknowledged_at == T
+    assert transition(acked, "ack", T) is acked
+    done = transition(acked, "resolve", T)
+    assert (done.status, done.resolved_by) == ("resolved", "user")
+    with pytest.raises(InvalidTransition):
+        transition(done, "ack", T)
+    with pytest.raises(InvalidTransition):
+        transition(insight, "close", T)
+    labelled = with_feedback(done, "false_positive", "a test", T)
+    assert labelled.feedback == "false_positive" and labelled.status == "resolved"
+    with pytest.raises(InvalidTransition):
+        with_feedback(done, "maybe", "", T)
+
+
+def test_a_false_positive_label_mutes_its_like_for_a_week() -> None:
+    [insight] = InsightBook().apply([opened(anomaly("orders", DE, change=-0.3))])
+    mutes = mutes_from([with_feedback(insight, "false_positive", "", T)])
+    assert mutes == [Mute("orders", "country=DE", "1m", 0.3, T + timedelta(days=7))]
+    assert mutes_from([with_feedback(insight, "true_positive", "", T)]) == []
+    book = InsightBook(mutes=mutes)
+    assert book.apply([opened(anomaly("orders", DE, 600, change=-0.4))]) == []
+    assert book.muted == 1
+    assert len(book.apply([opened(anomaly("orders", DE, 700, change=-0.9))])) == 1  # bigger
+    late = anomaly("orders", DE, 8 * 24 * 60, change=-0.4)
+    assert len(InsightBook(mutes=mutes).apply([opened(late)])) == 1  # the week is over
+
+
+def evidence(**kw: object) -> Evidence:
+    base = dict(
+        metric="conversion_rate", slice=(("country", "DE"), ("device", "mobile")),
+        interval="1m", onset=T, until=T + timedelta(minutes=10), observed=0.022,
+        expected=0.04, change=-0.45,
+        companions={"add_to_cart_rate": 0.02, "sessions": -0.01, "orders": -0.44},
+        contributors=(Contribution("country", "DE", 0.9, "rate", -0.4),),
+        explanation="rate", impact_eur_per_hour=-2400.0, revenue_per_hour=30000.0,
+        traffic_share=0.1,
+    )  # fmt: skip
+    base.update(kw)
+    return Evidence(**base)  # type: ignore[arg-type]
+
+
+def test_the_recommendation_names_slice_time_and_what_to_check() -> None:
+    [insight] = InsightBook().apply([opened(anomaly("conversion_rate", DE))])
+    said = describe(insight, evidence(), "Europe/Berlin")
+    assert said.recommendation == (
+        "Conversion in DE on mobile fell 45% since 14:05 while add-to-cart is normal: "
+        "check payment and checkout for DE mobile."
+    )
+    assert said.slice == "country=DE,device=mobile" and said.severity == "critical"
+    assert said.summary.startswith("Conversion in DE on mobile fell 45% since 14:05")
+    assert "2.20% observed vs 4.00% expected" in said.description
+    assert "country=DE (90% of the change, rate)" in said.description
+    assert "a rate change inside the slice" in said.description
+    carts = describe(insight, evidence(companions={"add_to_cart_rate": -0.3}), "UTC")
+    assert "add-to-cart fell too" in carts.recommendation
+    price = describe(insight, evidence(metric="aov", change=2.5, slice=DE,
+                                       companions={"orders": 0.01}), "UTC")  # fmt: skip
+    assert price.recommendation.startswith("Average order value in DE rose to 3.5×")
+    assert "check product prices" in price.recommendation
+    bots = describe(insight, evidence(metric="sessions", change=0.8, slice=(("channel", "social"),),
+                                      companions={"add_to_cart_rate": -0.4}), "UTC")  # fmt: skip
+    assert "bot traffic" in bots.recommendation
+
+
+def test_severity_comes_from_the_revenue_at_stake() -> None:
+    assert severity(evidence(impact_eur_per_hour=-2000.0)) == "critical"  # 6.7% of revenue
+    assert severity(evidence(impact_eur_per_hour=-600.0)) == "warning"  # 2%
+    assert severity(evidence(impact_eur_per_hour=-60.0, change=-0.2)) == "info"
+    assert severity(evidence(impact_eur_per_hour=0.0, change=-0.6)) == "warning"  # a halving
+    tiny = evidence(impact_eur_per_hour=0.0, change=-0.6, traffic_share=0.01)
+    assert severity(tiny) == "info"
+    assert replace(evidence(), impact_eur_per_hour=1.0).impact_eur_per_hour == 1.0
