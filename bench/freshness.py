@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import socket
 import statistics
 import subprocess
@@ -96,6 +97,15 @@ def producer_main(
     producer.close()
 
 
+def _cpu_s(pid: int | str) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(xs: list[float], q: float) -> float:
     if len(xs) < 2:
         return xs[0] if xs else float("nan")
@@ -165,6 +175,10 @@ def main() -> None:
         ).start()
         time.sleep(3.0)  # let the flow build its partitions and consumers
         print(f"load before: {subprocess.getoutput('uptime').strip()}", flush=True)
+        pids = {"flow process": "self", "broker": broker._process.pid}  # type: ignore[union-attr]
+        if args.producer == "process":
+            pids["producer"] = worker.pid
+        cpu0 = {k: _cpu_s(p) for k, p in pids.items()}
         ours.send("go")
         t0 = time.time()
         pending: dict[str, tuple[int, float]] = {}  # event_id -> (ts_ms, sent_at)
@@ -183,6 +197,8 @@ def main() -> None:
                         pending[eid] = (ts_ms, at)
                 else:
                     done = msg
+                    cpu1 = {k: _cpu_s(p) for k, p in pids.items()}
+                    cpu_wall = time.time() - t0
             now = time.time()
             if now >= next_lag:
                 lag_trace.append((now - t0, sent, written()))
@@ -243,6 +259,10 @@ def main() -> None:
         f" slope {slope:+,.0f} events/s "
         f"({'keeps up' if slope < 0.05 * args.rate else 'FALLS BEHIND'}); "
         f"drained {f'{drain_s - send_s:.1f} s after the last send' if drain_s else 'n/a'}"
+    )
+    print(
+        "  CPU while sending (cores busy on average): "
+        + ", ".join(f"{k} {(cpu1[k] - cpu0[k]) / cpu_wall:.2f}" for k in pids)
     )
     n_writes, n_rows, write_s = writes
     print(
