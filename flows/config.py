@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from flows.logic import FlowRules
@@ -27,6 +28,8 @@ class FlowConfig:
     idle_stop_s: float | None = None
     stop: threading.Event | None = None  # set it to end the flow cleanly
     batch_size: int = 5000
+    allowed_lateness: timedelta = timedelta(minutes=10)  # rollups wait this long for a minute
+    rollup_every_s: float = 5.0
 
     @property
     def sink_partitions(self) -> int:
@@ -44,5 +47,6 @@ def flow_config(settings: Settings, fx: FxRates, **overrides: Any) -> FlowConfig
         database=None,
         fx=fx,
         rules=rules,
+        allowed_lateness=settings.allowed_lateness,
     )
     return replace(base, **overrides)

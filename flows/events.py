@@ -33,6 +33,8 @@ from ingest.events import decode_event
 from ingest.fx import FxRates
 from warehouse.client import connect
 from warehouse.migrate import migrate
+from warehouse.queries import complete_until
+from warehouse.rollups import MINUTE_MS, minutes_of, refresh
 from warehouse.writer import WarehouseWriter
 
 __all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
@@ -79,20 +81,44 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WarehousePartition:
         client = connect(self._config.warehouse_dsn, self._config.database)
         migrate(client)  # whichever runner started the flow, the schema is there
-        return _WarehousePartition(WarehouseWriter(client))
+        return _WarehousePartition(WarehouseWriter(client), _Rollups(client, self._config))
+
+
+class _Rollups:
+    """Keeps the rollups current: every few seconds, recompute the dirty minutes that are
+    complete (older than the watermark minus the allowed lateness)."""
+
+    def __init__(self, client: Any, config: FlowConfig) -> None:
+        self._client = client
+        self._lateness = config.allowed_lateness
+        self._every_s = config.rollup_every_s
+        self._last = time.monotonic()
+
+    def maybe_refresh(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last < self._every_s:
+            return
+        self._last = time.monotonic()
+        until = complete_until(self._client, self._lateness)
+        if until is not None:
+            refresh(self._client, until)
 
 
 class _WarehousePartition(StatefulSinkPartition[Any, None]):
-    def __init__(self, writer: WarehouseWriter) -> None:
+    def __init__(self, writer: WarehouseWriter, rollups: _Rollups) -> None:
         self._writer = writer
+        self._rollups = rollups
 
     def snapshot(self) -> None:
         return None  # every write is idempotent: nothing to remember
+
+    def close(self) -> None:
+        self._rollups.maybe_refresh(force=True)
 
     def write_batch(self, items: list[tuple[_Read, StepOutput | None]]) -> None:
         events: dict[str, tuple[int, list[object]]] = {}
         sessions: dict[str, tuple[int, list[object]]] = {}
         dups, seen = [], []
+        spans: list[tuple[int, int]] = []
         for read, out in items:
             ev = read.event.event
             seen.append((ev.ts_ms, read.at))
@@ -109,18 +135,29 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
                     sessions[agg.key] = (agg.rev, session_row(agg))
             for gone, rev in out.tombstones:
                 sessions[gone] = (rev, tombstone_row(gone))
+            spans.extend(out.reattributed)
         FLOW_DUPLICATES.inc(len(dups))
         FLOW_EVENTS.inc(len(items) - len(dups))
         if seen:
             FLOW_NEWEST.set(max(ts for ts, _ in seen) / 1000)
+        event_rows = [row for _, row in events.values()]
+        session_rows = [row for _, row in sessions.values()]
+        # Minutes whose rollups change: those of the events written, the start of every
+        # session written, and all of a session whose attributes may have changed.
+        minutes = minutes_of(row[0] for row in event_rows)  # type: ignore[misc]
+        minutes |= minutes_of(row[2] for row in session_rows if not row[10])  # type: ignore[misc]
+        for first, last in spans:
+            minutes.update(range(first - first % MINUTE_MS, last + 1, MINUTE_MS))
         self._writer.write(
             {
-                "events": [row for _, row in events.values()],
-                "sessions": [row for _, row in sessions.values()],
+                "events": event_rows,
+                "sessions": session_rows,
                 "duplicates": dups,
                 "flow_progress": progress_rows(seen, time.time_ns() // 1_000_000),
-            }
+            },
+            minutes,
         )
+        self._rollups.maybe_refresh()
 
 
 class _UserLogic(StatefulBatchLogic[_Read, tuple[_Read, Any], bytes]):

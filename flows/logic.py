@@ -115,6 +115,9 @@ class StepOutput:
     events: list[Placed] = field(default_factory=list)
     sessions: list[SessionAgg] = field(default_factory=list)
     tombstones: list[tuple[str, int]] = field(default_factory=list)  # (session key, rev)
+    # (first, last) ms of a session whose attributes may have changed (a new first event or
+    # a merge): every minute it spans needs its rollups recomputed.
+    reattributed: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -206,7 +209,12 @@ def step(
         session = SessionAgg(placed.session_key, ev.user_id, ts, ts, state.arrivals,
                              ev.country, e.device, ev.channel)  # fmt: skip
         state.sessions[placed.session_key] = session
-    session.add(e, ts, state.arrivals)
+        session.add(e, ts, state.arrivals)
+    else:
+        first = session.first_ms, session.first_arrival
+        session.add(e, ts, state.arrivals)
+        if out.tombstones or (session.first_ms, session.first_arrival) != first:
+            out.reattributed.append((session.first_ms, session.last_ms))
     out.events.append(placed)
     # The state object itself: it may have moved on by the time the sink writes it, and
     # then the sink writes a newer truth, which is what the table keeps anyway.

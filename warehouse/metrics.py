@@ -32,6 +32,11 @@ class Metric:
     by_category_sql: str | None = None  # the same metric over order items, if sliceable
     forced_by: str | None = None
 
+    @property
+    def rollup_sql(self) -> str:
+        """The aggregate over rollup rows (``rollup_1m``/``rollup_1h``) giving the metric."""
+        return ROLLUP_SQL[self.name]
+
     def accepts(self, dim: str) -> bool:
         """Whether the metric can be sliced by ``dim``."""
         if dim == "category":
@@ -70,3 +75,23 @@ _LIST = [
     ),
 ]  # fmt: skip
 METRICS: dict[str, Metric] = {m.name: m for m in _LIST}
+
+_R_REVENUE, _R_VISITORS = "sum(revenue)", "uniqExactMerge(visitors)"
+_R_SESSIONS = "uniqExactMerge(sessions)"
+ROLLUP_SQL = {
+    "events": "sum(events)",
+    "pageviews": "sum(pageviews)",
+    "visitors": _R_VISITORS,
+    "sessions": _R_SESSIONS,
+    "traffic_sources": _R_SESSIONS,
+    "bounce_rate": _ratio("sum(bounces)", "sum(started)"),
+    "pages_per_session": _ratio("sum(start_pageviews)", "sum(started)"),
+    "avg_session_duration_s": _ratio("sum(start_duration_s)", "sum(started)"),
+    "orders": "sum(orders)",
+    "revenue": _R_REVENUE,
+    "aov": _ratio(_R_REVENUE, "sum(orders)"),
+    "conversion_rate": _ratio("uniqExactMerge(purchase_sessions)", _R_SESSIONS),
+    "add_to_cart_rate": _ratio("uniqExactMerge(cart_sessions)", _R_SESSIONS),
+    "revenue_per_visitor": _ratio(_R_REVENUE, _R_VISITORS),
+    "units": "sum(units)",
+}

@@ -13,8 +13,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from warehouse.buckets import Grid, bucket_sql, make_grid
+from warehouse.buckets import bucket_sql, make_grid
 from warehouse.metrics import DIMENSIONS, METRICS, Metric
+from warehouse.rollups import LEVELS, first_dirty
 
 __all__ = [
     "FUNNEL_STEPS",
@@ -101,11 +102,11 @@ def _needs_sessions(q: MetricQuery) -> bool:
     return bool(dims & set(_SESSION_ATTRS))
 
 
-def _series_sql(q: MetricQuery, grid: Grid, params: dict[str, Any]) -> str:
+def _series_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> str:
     metric = q.definition
     dim = q.breakdown
     uses_items = "category" in q.where or dim == "category"
-    params.update(lo=_ms(grid.starts[0]), hi=_ms(grid.end), tz=q.tz)
+    params.update(lo=_ms(lo), hi=_ms(hi), tz=q.tz)
     if metric.source == "sessions":
         sess = _SESS.format(where=_STARTS_IN_RANGE)
         conds = _filters(q.where, params, "")
@@ -158,6 +159,32 @@ def _dim_values_sql(q: MetricQuery, params: dict[str, Any]) -> str:
     return f"SELECT DISTINCT {dim_col} FROM {source} WHERE {' AND '.join(conds)}"
 
 
+def _uses_rollups(q: MetricQuery) -> bool:
+    return q.breakdown != "category" and "category" not in q.where
+
+
+def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> tuple[str, str]:
+    """Series and breakdown-values SQL over the rollups for whole buckets in ``[lo, hi)``."""
+    hourly = q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0
+    table = "rollup_1h" if hourly else "rollup_1m"
+    dim = q.breakdown
+    dims = frozenset({*q.where, *([dim] if dim else [])})
+    params.update(rlo=_ms(lo), rhi=_ms(hi), tz=q.tz, level=LEVELS.get(dims, 0))
+    conds = ["level = {level:UInt8}", "t >= {rlo:DateTime}", "t < {rhi:DateTime}"]
+    for i, (name, value) in enumerate(sorted(q.where.items())):
+        params[f"r{i}"] = value
+        conds.append(f"{name} = {{r{i}:String}}")
+    where = " AND ".join(conds)
+    select_dim = f", {dim} AS dim" if dim else ""
+    series = (
+        f"SELECT {bucket_sql('t', q.interval)} AS b{select_dim}, "
+        f"{q.definition.rollup_sql} AS v FROM {table} FINAL WHERE {where} "
+        f"GROUP BY b{', dim' if dim else ''}"
+    )
+    values = f"SELECT DISTINCT {dim} FROM {table} FINAL WHERE {where} AND events > 0"
+    return series, values
+
+
 def _empty(kind: str) -> Any:
     return {"count": 0, "money": 0.0, "ratio": None}[kind]
 
@@ -173,25 +200,45 @@ def _clean(value: Any, kind: str) -> Any:
     return round(value, 2) if kind == "money" else value
 
 
-def metric_series(client: Client, q: MetricQuery) -> list[dict[str, Any]]:
-    """``[{"ts", "value", <dim>?}]`` for every bucket (and breakdown value) of the range."""
+def metric_series(client: Client, q: MetricQuery, *, rollups: bool = True) -> list[dict[str, Any]]:
+    """``[{"ts", "value", <dim>?}]`` for every bucket (and breakdown value) of the range.
+
+    Buckets made only of minutes whose rollups are current are read from the rollups;
+    from the first bucket holding a dirty minute on, from the raw events (all of them
+    with ``rollups=False``).
+    """
     grid = make_grid(q.start, q.end, q.interval, q.tz)
-    params: dict[str, Any] = {}
-    sql = _series_sql(q, grid, params)
+    bounds = [*grid.starts, grid.end]
+    cut = 0  # buckets before this index come from the rollups
+    if rollups and _uses_rollups(q):
+        cut = len(grid.starts)
+        dirty = first_dirty(client, _ms(grid.starts[0]), _ms(grid.end))
+        if dirty is not None:
+            cut = sum(1 for end in bounds[1:] if end <= dirty.timestamp())
+    parts: list[tuple[str, str | None, dict[str, Any]]] = []
+    if cut:
+        params: dict[str, Any] = {}
+        series_sql, values_sql = _rollup_sql(q, bounds[0], bounds[cut], params)
+        parts.append((series_sql, values_sql, params))
+    if cut < len(grid.starts):
+        params = {}
+        series_sql = _series_sql(q, bounds[cut], grid.end, params)
+        parts.append((series_sql, _dim_values_sql(q, params) if q.breakdown else None, params))
     kind = q.definition.kind
     dim = q.breakdown
     found: dict[tuple[int, Any], Any] = {}
-    for row in client.query(sql, parameters=params).result_rows:
-        key = (int(row[0]), (row[1] or None) if dim else None)
-        found[key] = row[-1]
+    values: set[str | None] = set()
+    for part_sql, part_values_sql, part_params in parts:
+        for row in client.query(part_sql, parameters=part_params).result_rows:
+            key = (int(row[0]), (row[1] or None) if dim else None)
+            found[key] = row[-1]
+        if dim and part_values_sql:
+            rows = client.query(part_values_sql, parameters=part_params).result_rows
+            values |= {r[0] or None for r in rows}
     if not dim:
         return [
             {"ts": grid.label(b), "value": _clean(found.get((b, None)), kind)} for b in grid.starts
         ]
-    values = {
-        r[0] or None
-        for r in client.query(_dim_values_sql(q, params), parameters=params).result_rows
-    }
     values |= {v for _, v in found}
     ordered = sorted(values, key=lambda v: (v is None, v or ""))
     return [
@@ -364,9 +411,11 @@ def complete_until(client: Client, allowed_lateness: timedelta) -> datetime | No
     return watermark - allowed_lateness
 
 
-def metric_document(client: Client, q: MetricQuery, allowed_lateness: timedelta) -> dict[str, Any]:
+def metric_document(
+    client: Client, q: MetricQuery, allowed_lateness: timedelta, *, rollups: bool = True
+) -> dict[str, Any]:
     """The API/CLI document: series plus ``complete_until``; later buckets are partial."""
-    series = metric_series(client, q)
+    series = metric_series(client, q, rollups=rollups)
     done = complete_until(client, allowed_lateness)
     grid = make_grid(q.start, q.end, q.interval, q.tz)
     ends = dict(zip(map(grid.label, grid.starts), [*grid.starts[1:], grid.end], strict=True))

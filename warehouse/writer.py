@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from clickhouse_connect.driver.client import Client
+
+from warehouse.rollups import mark_dirty
 
 __all__ = ["COLUMNS", "WarehouseWriter"]
 
@@ -48,8 +50,9 @@ class WarehouseWriter:
         cls._last_version = max(cls._last_version + 1, time.time_ns())
         return cls._last_version
 
-    def write(self, batch: dict[str, Rows]) -> None:
-        """Insert the rows of one batch, by table (columns as in :data:`COLUMNS`)."""
+    def write(self, batch: dict[str, Rows], minutes: Iterable[int] = ()) -> None:
+        """Insert the rows of one batch, by table (columns as in :data:`COLUMNS`), then
+        mark ``minutes`` (epoch-ms minute starts the batch changed) for the rollups."""
         with self._lock:
             version = self._next_version()
             for table, columns in COLUMNS.items():
@@ -61,3 +64,4 @@ class WarehouseWriter:
                     for row in rows:
                         row[at] = version
                 self._client.insert(table, rows, column_names=columns)
+            mark_dirty(self._client, minutes, version)

@@ -70,6 +70,15 @@ def test_session_attributes_come_from_the_first_event_even_when_it_arrives_late(
     agg = out.sessions[0]
     assert (agg.country, agg.device, agg.channel, agg.events) == ("DE", "mobile", None, 2)
     assert agg.rev > first_rev
+    # every minute of the session must have its rollups recomputed: its events' slices moved
+    assert out.reattributed == [(T0, T0 + MIN)]
+
+
+def test_only_attribute_changes_and_merges_ask_for_a_whole_session_recompute() -> None:
+    _, outs = run([ev("a", T0), ev("b", T0 + MIN), ev("c", T0 + 50 * MIN), ev("d", T0 + 25 * MIN)])
+    assert [o.reattributed if o else None for o in outs] == [
+        [], [], [], [(T0, T0 + 50 * MIN)],  # the bridge merged two sessions
+    ]  # fmt: skip
 
 
 def test_money_is_converted_at_the_events_dated_rate() -> None:

@@ -1,0 +1,219 @@
+"""Per-minute and per-hour rollups: kept current from the raw tables, read by queries.
+
+The flow marks the minutes each batch touched (:func:`mark_dirty`); :func:`refresh`
+recomputes dirty minutes from ``events`` and ``sessions`` and then the hours holding them,
+so a rollup row is always a function of the de-duplicated raw data: replays, late events
+and session merges only make minutes dirty again. Queries answer buckets made only of
+clean minutes from the rollups and the rest from raw events (:func:`first_dirty`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.client import Client
+
+__all__ = [
+    "LEVELS",
+    "first_dirty",
+    "mark_dirty",
+    "minutes_of",
+    "rebuild",
+    "refresh",
+]
+
+MINUTE_MS = 60_000
+
+# Grouping levels of rollup rows (see 004_rollups.sql).
+LEVELS: dict[frozenset[str], int] = {
+    frozenset({"country", "device", "channel"}): 0,
+    frozenset(): 1,
+    frozenset({"country"}): 2,
+    frozenset({"device"}): 3,
+    frozenset({"channel"}): 4,
+}
+
+_MEASURES = """
+    sum(events) AS events, sum(pageviews) AS pageviews, sum(orders) AS orders,
+    sum(revenue) AS revenue, sum(units) AS units,
+    uniqExactMergeState(visitors) AS visitors, uniqExactMergeState(sessions) AS sessions,
+    uniqExactMergeState(purchase_sessions) AS purchase_sessions,
+    uniqExactMergeState(cart_sessions) AS cart_sessions,
+    sum(started) AS started, sum(bounces) AS bounces, sum(start_pageviews) AS start_pageviews,
+    sum(start_duration_s) AS start_duration_s"""
+
+_EMPTY_SETS = """
+    uniqExactStateIf(toUInt64(0), false) AS visitors,
+    uniqExactStateIf(toUInt64(0), false) AS sessions,
+    uniqExactStateIf(toUInt64(0), false) AS purchase_sessions,
+    uniqExactStateIf(toUInt64(0), false) AS cart_sessions"""
+
+# One source row fans out to every level it belongs to.
+_FAN_OUT = """ARRAY JOIN [
+    (0, c, d, ch), (1, '', '', ''), (2, c, '', ''), (3, '', d, ''), (4, '', '', ch)
+] AS lv"""
+
+_IN_MINUTES = (
+    "{col} >= {{lo:DateTime64(3)}} AND {col} < {{hi:DateTime64(3)}}"
+    " AND toStartOfMinute({col}) IN {{mins:Array(DateTime)}}"
+)
+
+# Recompute the given minutes of rollup_1m from the raw tables. Combinations a minute no
+# longer has (a session's attributes changed) are rewritten as zero rows.
+_REFRESH_MINUTES = f"""
+INSERT INTO rollup_1m
+WITH keys AS (
+    SELECT DISTINCT session_key FROM events FINAL WHERE {_IN_MINUTES.format(col="ts")}
+),
+attrs AS (
+    SELECT session_key, country AS c, device AS d, channel AS ch
+    FROM sessions FINAL WHERE deleted = 0 AND session_key IN keys
+)
+SELECT level, t, country, device, channel, {_MEASURES}, {{v:UInt64}} AS version
+FROM (
+    SELECT lv.1 AS level, toStartOfMinute(ts) AS t, lv.2 AS country, lv.3 AS device,
+           lv.4 AS channel,
+           count() AS events, countIf(type IN ('page_view', 'product_view')) AS pageviews,
+           countIf(is_order = 1) AS orders,
+           sumIf(coalesce(revenue_eur, 0), is_order = 1) AS revenue,
+           sumIf(arraySum(items.quantity), is_order = 1) AS units,
+           uniqExactState(cityHash64(user_id)) AS visitors,
+           uniqExactState(cityHash64(session_key)) AS sessions,
+           uniqExactStateIf(cityHash64(session_key), type = 'purchase') AS purchase_sessions,
+           uniqExactStateIf(cityHash64(session_key), type = 'add_to_cart') AS cart_sessions,
+           toUInt64(0) AS started, toUInt64(0) AS bounces, toUInt64(0) AS start_pageviews,
+           toFloat64(0) AS start_duration_s
+    FROM (
+        SELECT ts, type, is_order, revenue_eur, items.quantity, user_id, session_key, c, d, ch
+        FROM events FINAL ANY LEFT JOIN attrs USING (session_key)
+        WHERE {_IN_MINUTES.format(col="ts")}
+    ) {_FAN_OUT}
+    GROUP BY level, t, country, device, channel
+    UNION ALL
+    SELECT lv.1 AS level, toStartOfMinute(start) AS t, lv.2 AS country, lv.3 AS device,
+           lv.4 AS channel,
+           0, 0, 0, 0, 0, {_EMPTY_SETS},
+           count(), countIf(n_events = 1), sum(n_pageviews),
+           sum((toUnixTimestamp64Milli(end) - toUnixTimestamp64Milli(start)) / 1000)
+    FROM (
+        SELECT start, end, n_events, n_pageviews, country AS c, device AS d, channel AS ch
+        FROM sessions FINAL
+        WHERE deleted = 0 AND session_key IN keys AND {_IN_MINUTES.format(col="start")}
+    ) {_FAN_OUT}
+    GROUP BY level, t, country, device, channel
+    UNION ALL
+    SELECT level, t, country, device, channel, 0, 0, 0, 0, 0, {_EMPTY_SETS}, 0, 0, 0, 0
+    FROM rollup_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
+    GROUP BY level, t, country, device, channel
+)
+GROUP BY level, t, country, device, channel
+"""
+
+_REFRESH_HOURS = f"""
+INSERT INTO rollup_1h
+SELECT level, toStartOfHour(t) AS h, country, device, channel, {_MEASURES},
+       {{v:UInt64}} AS version
+FROM rollup_1m FINAL
+WHERE t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
+  AND toStartOfHour(t) IN {{hours:Array(DateTime)}}
+GROUP BY level, h, country, device, channel
+"""
+
+_DIRTY = """
+SELECT minute, max(dirty) AS d FROM rollup_marks {where}
+GROUP BY minute HAVING d > max(clean) ORDER BY minute
+"""
+
+
+def _version() -> int:
+    return time.time_ns()
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def minutes_of(ts_ms: Iterable[int]) -> set[int]:
+    """The minute starts (epoch ms) of some event times."""
+    return {t - t % MINUTE_MS for t in ts_ms}
+
+
+def mark_dirty(client: Client, minutes: Iterable[int], version: int) -> None:
+    """Record that ``minutes`` (epoch ms starts) got data written at ``version``."""
+    rows = [[_dt(m), version, 0] for m in sorted(set(minutes))]
+    if rows:
+        client.insert("rollup_marks", rows, column_names=["minute", "dirty", "clean"])
+
+
+def _chunks(minutes: list[int], size: int) -> Iterable[list[int]]:
+    """Sorted minutes in groups of at most ``size`` spanning at most ``size`` minutes."""
+    group: list[int] = []
+    for m in minutes:
+        if group and (len(group) >= size or m - group[0] >= size * MINUTE_MS):
+            yield group
+            group = []
+        group.append(m)
+    if group:
+        yield group
+
+
+def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) -> int:
+    """Recompute every dirty minute that ends at or before ``until`` (all if None).
+
+    Returns how many minutes were recomputed. Safe to run concurrently with writes and
+    with another refresh: a minute written again meanwhile stays dirty.
+    """
+    params: dict[str, object] = {}
+    where = ""
+    if until is not None:
+        where = "WHERE minute <= {until:DateTime} - INTERVAL 1 MINUTE"
+        params["until"] = until
+    dirty = [
+        (int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v))
+        for m, v in client.query(_DIRTY.format(where=where), parameters=params).result_rows
+    ]
+    for group in _chunks([m for m, _ in dirty], chunk):
+        _recompute(client, group)
+    if dirty:
+        client.insert(
+            "rollup_marks",
+            [[_dt(m), 0, v] for m, v in dirty],
+            column_names=["minute", "dirty", "clean"],
+        )
+    return len(dirty)
+
+
+def _recompute(client: Client, minutes: list[int]) -> None:
+    lo, hi = _dt(minutes[0]), _dt(minutes[-1] + MINUTE_MS)
+    mins = [_dt(m) for m in minutes]
+    client.command(_REFRESH_MINUTES, parameters={"lo": lo, "hi": hi, "mins": mins, "v": _version()})
+    hours = sorted({m - m % 3_600_000 for m in minutes})
+    client.command(
+        _REFRESH_HOURS,
+        parameters={
+            "lo": _dt(hours[0]),
+            "hi": _dt(hours[-1] + 3_600_000),
+            "hours": [_dt(h) for h in hours],
+            "v": _version(),
+        },
+    )
+
+
+def rebuild(client: Client, *, chunk: int = 1440) -> int:
+    """Mark every minute holding events dirty and recompute them all (backfills)."""
+    rows = client.query(
+        "SELECT DISTINCT toUnixTimestamp(toStartOfMinute(ts)) * 1000 FROM events"
+    ).result_rows
+    mark_dirty(client, (int(r[0]) for r in rows), _version())
+    return refresh(client, chunk=chunk)
+
+
+def first_dirty(client: Client, lo: datetime, hi: datetime) -> datetime | None:
+    """The earliest minute in ``[lo, hi)`` whose rollup is not current, if any."""
+    sql = _DIRTY.format(where="WHERE minute >= {lo:DateTime} AND minute < {hi:DateTime}").replace(
+        "ORDER BY minute", "ORDER BY minute LIMIT 1"
+    )
+    rows = client.query(sql, parameters={"lo": lo, "hi": hi}).result_rows
+    return rows[0][0].replace(tzinfo=UTC) if rows else None

@@ -1,0 +1,50 @@
+-- Per-minute and per-hour rollups: what every METRICS.md metric needs, pre-aggregated so a
+-- 30-day question reads thousands of rows instead of millions of events.
+--
+-- Rows are recomputed from `events` and `sessions` (never incremented), so they are exact
+-- and replay-safe: a minute is rewritten whole with a newer `version`. `level` says which
+-- attributes a row is grouped by (the others are ''): 0 country+device+channel, 1 none (the
+-- total), 2 country, 3 device, 4 channel. Attributes are the session's (its first event).
+-- Distinct counts keep exact sets of 64-bit hashes of user_id / session key.
+--
+-- Event measures count the events of the minute; `started`, `bounces`, `start_pageviews`
+-- and `start_duration_s` are over the sessions that start in the minute.
+CREATE TABLE IF NOT EXISTS rollup_1m (
+    level UInt8,
+    t DateTime('UTC'),
+    country LowCardinality(String),
+    device LowCardinality(String),
+    channel LowCardinality(String),
+    events UInt64,
+    pageviews UInt64,
+    orders UInt64,
+    revenue Float64,
+    units UInt64,
+    visitors AggregateFunction(uniqExact, UInt64),
+    sessions AggregateFunction(uniqExact, UInt64),
+    purchase_sessions AggregateFunction(uniqExact, UInt64),
+    cart_sessions AggregateFunction(uniqExact, UInt64),
+    started UInt64,
+    bounces UInt64,
+    start_pageviews UInt64,
+    start_duration_s Float64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(t)
+ORDER BY (level, t, country, device, channel);
+
+CREATE TABLE IF NOT EXISTS rollup_1h AS rollup_1m;
+
+-- Which minutes have new data since their rollup was computed: the flow raises `dirty` to
+-- its write version after each batch; a refresh raises `clean` to the dirty version it
+-- read before recomputing. A minute is current in the rollups when clean >= dirty.
+CREATE TABLE IF NOT EXISTS rollup_marks (
+    minute DateTime('UTC'),
+    dirty SimpleAggregateFunction(max, UInt64),
+    clean SimpleAggregateFunction(max, UInt64)
+) ENGINE = AggregatingMergeTree
+ORDER BY minute;
+
+-- Events written before the rollups existed: every minute holding one starts dirty.
+INSERT INTO rollup_marks (minute, dirty, clean)
+SELECT DISTINCT toStartOfMinute(ts), 1, 0 FROM events
