@@ -5,13 +5,14 @@
 Generates simulator traffic (all event types, no incidents), publishes it through the
 collector to a fresh embedded broker, then times `flows.run.run_flow` from start until the
 topics are drained (the idle wait at the end is subtracted), writing into a fresh chDB.
-Prints one result line and the resident memory peak.
+Prints one result line, the resident memory peak and the flow's CPU time per event.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import resource
 import socket
@@ -72,18 +73,25 @@ def main() -> None:
         flow = FlowConfig(broker.bootstrap, topics, dsn, None, fx, idle_stop_s=idle)
         profiler = cProfile.Profile() if args.profile else None
         start = time.perf_counter()
+        cpu0 = time.process_time()
         if profiler:
             profiler.enable()
         run_flow(flow, workers=args.workers, recovery_dir=Path(tmp) / "recovery")
         if profiler:
             profiler.disable()
         elapsed = time.perf_counter() - start - idle
+        cpu = time.process_time() - cpu0
         stored = client.query("SELECT count() FROM events FINAL").result_rows[0][0]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"flow: {result.accepted:,} events drained in {elapsed:.2f} s = "
         f"{result.accepted / elapsed:,.0f} events/s ({args.workers} worker(s)); "
         f"{stored:,} rows in events; peak RSS {peak_mb:,.0f} MB"
+    )
+    print(
+        f"flow CPU: {cpu:.2f} s = {cpu / result.accepted * 1e6:.1f} µs/event "
+        f"(user + system of this process; less sensitive to other load than the rate); "
+        f"load {os.getloadavg()[0]:.1f}"
     )
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)

@@ -387,7 +387,8 @@ def main() -> None:
             print(f"fill: events {took['events']:.1f} s, sessions {took['sessions']:.1f} s")
         elif have != args.events:
             raise SystemExit(f"{where} holds {have:,} events, not {args.events:,}")
-        if first_dirty(client, START, START + timedelta(days=DAYS)) is not None:
+        rolled = client.query("SELECT count() FROM rollup_1m").result_rows[0][0]
+        if not rolled or first_dirty(client, START, START + timedelta(days=DAYS)) is not None:
             t = time.perf_counter()
             minutes = rebuild(client)
             print(f"rollups: {minutes:,} minutes in {time.perf_counter() - t:.1f} s")

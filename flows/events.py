@@ -19,7 +19,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter, Gauge
 
 from flows.config import FlowConfig
-from flows.kafka_source import StoppableKafkaSource
+from flows.kafka_source import DecodingKafkaSource
 from flows.logic import Enriched, FlowRules, StepOutput, UserState, enrich, step
 from flows.rows import (
     Coordinates,
@@ -55,17 +55,21 @@ FLOW_NEWEST = Gauge("pulse_flow_newest_event_seconds", "Event time of the newest
 _log = logging.getLogger(__name__)
 
 
-def _decode(msg: Any, fx: FxRates) -> _Read | None:
-    """A Kafka record as an enriched event (None, counted and logged, if it is not one)."""
-    try:
-        event = decode_event(msg.value)
-    except msgspec.MsgspecError as exc:
-        # Only a producer bypassing the edge can put these here: count and log each one.
-        UNDECODABLE.labels(msg.topic).inc()
-        _log.warning("skipping record %s/%s@%s: %s", msg.topic, msg.partition, msg.offset, exc)
-        return None
-    at = Coordinates(msg.topic or "", msg.partition or 0, msg.offset or 0)
-    return _Read(enrich(event, fx), at)
+def _decoder(fx: FxRates) -> Any:
+    """A Kafka record -> ``(user_id, _Read)``: the key the flow folds on and the enriched
+    event (None, counted and logged, for a record that is not a Pulse event)."""
+
+    def decode(value: bytes, topic: str, partition: int, offset: int) -> Any:
+        try:
+            event = decode_event(value)
+        except msgspec.MsgspecError as exc:
+            # Only a producer bypassing the edge can put these here: count and log each one.
+            UNDECODABLE.labels(topic).inc()
+            _log.warning("skipping record %s/%s@%s: %s", topic, partition, offset, exc)
+            return None
+        return event.user_id, _Read(enrich(event, fx), Coordinates(topic, partition, offset))
+
+    return decode
 
 
 class _WarehouseSink(FixedPartitionedSink[Any, None]):
@@ -160,16 +164,28 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         self._rollups.maybe_refresh()
 
 
+_STATE_ENCODER = msgspec.msgpack.Encoder()
+_STATE_DECODER = msgspec.msgpack.Decoder(UserState)
+
+
+def _load_state(snapshot: bytes) -> UserState:
+    if snapshot[:1] == b"\x80":  # written by a version that pickled its snapshots
+        state: UserState = pickle.loads(snapshot)
+        return state
+    return _STATE_DECODER.decode(snapshot)
+
+
 class _UserLogic(StatefulBatchLogic[_Read, tuple[_Read, Any], bytes]):
     """One user's state behind Bytewax's stateful operator.
 
-    Snapshots are pickled bytes: much cheaper than the deep copy ``stateful_map`` makes of
-    every touched key at every epoch (measured: it dominated the flow's profile).
+    Snapshots are bytes, not the deep copy ``stateful_map`` makes of every touched key at
+    every epoch (which dominated the flow's profile), and MessagePack from msgspec rather
+    than pickle: ~20x faster to write on this state, ~4x to read.
     """
 
     def __init__(self, rules: FlowRules, resume: bytes | None) -> None:
         self._rules = rules
-        self._state: UserState | None = pickle.loads(resume) if resume is not None else None
+        self._state = _load_state(resume) if resume is not None else None
 
     def on_batch(self, values: list[_Read]) -> tuple[list[tuple[_Read, Any]], bool]:
         out = []
@@ -179,7 +195,7 @@ class _UserLogic(StatefulBatchLogic[_Read, tuple[_Read, Any], bytes]):
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self._state, protocol=pickle.HIGHEST_PROTOCOL)
+        return _STATE_ENCODER.encode(self._state)
 
 
 def build_flow(config: FlowConfig) -> Dataflow:
@@ -189,17 +205,15 @@ def build_flow(config: FlowConfig) -> Dataflow:
     fx = config.fx
 
     flow = Dataflow("pulse_events")
-    source = StoppableKafkaSource(
+    source = DecodingKafkaSource(
         [config.bootstrap],
-        list(config.topics.events),
-        tail=True,
+        config.topics.events,
+        _decoder(fx),
         batch_size=config.batch_size,
         idle_s=config.idle_stop_s,
         stop=config.stop,
     )
-    messages = op.input("kafka_in", flow, source)
-    reads = op.filter_map("decode", messages, lambda m: _decode(m, fx))
-    by_user = op.key_on("by_user", reads, lambda r: r.event.event.user_id)
+    by_user = op.input("kafka_in", flow, source)  # (user_id, enriched event), decoded
     folded = op.stateful_batch(
         "dedup_sessionise", by_user, lambda resume: _UserLogic(rules, resume)
     )

@@ -6,6 +6,7 @@ plain dicts in the shapes of CONTRACT §7 (``ts`` labels are RFC 3339 in the que
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -163,10 +164,21 @@ def _uses_rollups(q: MetricQuery) -> bool:
     return q.breakdown != "category" and "category" not in q.where
 
 
+_GRAIN = {"rollup_1m": "1m", "rollup_1h": "1h", "rollup_1d": "1d"}
+
+
+def _rollup_table(q: MetricQuery, lo: int, hi: int) -> str:
+    """The coarsest rollup whose rows tile the buckets: UTC days, whole hours, or minutes."""
+    if q.interval == "1d" and q.tz == "UTC":
+        return "rollup_1d"
+    if q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0:
+        return "rollup_1h"
+    return "rollup_1m"
+
+
 def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> tuple[str, str]:
     """Series and breakdown-values SQL over the rollups for whole buckets in ``[lo, hi)``."""
-    hourly = q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0
-    table = "rollup_1h" if hourly else "rollup_1m"
+    table = _rollup_table(q, lo, hi)
     dim = q.breakdown
     dims = frozenset({*q.where, *([dim] if dim else [])})
     params.update(rlo=_ms(lo), rhi=_ms(hi), tz=q.tz, level=LEVELS.get(dims, 0))
@@ -175,11 +187,14 @@ def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> tup
         params[f"r{i}"] = value
         conds.append(f"{name} = {{r{i}:String}}")
     where = " AND ".join(conds)
+    agg = q.definition.rollup_sql
+    if dims in LEVELS and _GRAIN[table] == q.interval:
+        # one row per bucket (and breakdown value): its final distinct counts are the answer
+        agg = re.sub(r"uniqExactMerge\((\w+)\)", r"sum(n_\1)", agg)
     select_dim = f", {dim} AS dim" if dim else ""
     series = (
-        f"SELECT {bucket_sql('t', q.interval)} AS b{select_dim}, "
-        f"{q.definition.rollup_sql} AS v FROM {table} FINAL WHERE {where} "
-        f"GROUP BY b{', dim' if dim else ''}"
+        f"SELECT {bucket_sql('t', q.interval)} AS b{select_dim}, {agg} AS v "
+        f"FROM {table} FINAL WHERE {where} GROUP BY b{', dim' if dim else ''}"
     )
     values = f"SELECT DISTINCT {dim} FROM {table} FINAL WHERE {where} AND events > 0"
     return series, values

@@ -1,7 +1,8 @@
 """Per-minute and per-hour rollups: kept current from the raw tables, read by queries.
 
 The flow marks the minutes each batch touched (:func:`mark_dirty`); :func:`refresh`
-recomputes dirty minutes from ``events`` and ``sessions`` and then the hours holding them,
+recomputes dirty minutes from ``events`` and ``sessions``, then the hours and UTC days
+holding them,
 so a rollup row is always a function of the de-duplicated raw data: replays, late events
 and session merges only make minutes dirty again. Queries answer buckets made only of
 clean minutes from the rollups and the rest from raw events (:func:`first_dirty`).
@@ -35,12 +36,17 @@ LEVELS: dict[frozenset[str], int] = {
     frozenset({"channel"}): 4,
 }
 
+# Inserted by position: the order is the tables' (aliases with _ keep the state columns
+# visible to the final counts).
 _MEASURES = """
     sum(events) AS events, sum(pageviews) AS pageviews, sum(orders) AS orders,
     sum(revenue) AS revenue, sum(units) AS units,
-    uniqExactMergeState(visitors) AS visitors, uniqExactMergeState(sessions) AS sessions,
-    uniqExactMergeState(purchase_sessions) AS purchase_sessions,
-    uniqExactMergeState(cart_sessions) AS cart_sessions,
+    uniqExactMergeState(visitors) AS visitors_, uniqExactMergeState(sessions) AS sessions_,
+    uniqExactMergeState(purchase_sessions) AS purchase_sessions_,
+    uniqExactMergeState(cart_sessions) AS cart_sessions_,
+    uniqExactMerge(visitors) AS n_visitors, uniqExactMerge(sessions) AS n_sessions,
+    uniqExactMerge(purchase_sessions) AS n_purchase_sessions,
+    uniqExactMerge(cart_sessions) AS n_cart_sessions,
     sum(started) AS started, sum(bounces) AS bounces, sum(start_pageviews) AS start_pageviews,
     sum(start_duration_s) AS start_duration_s"""
 
@@ -111,15 +117,21 @@ FROM (
 GROUP BY level, t, country, device, channel
 """
 
-_REFRESH_HOURS = f"""
-INSERT INTO rollup_1h
-SELECT level, toStartOfHour(t) AS h, country, device, channel, {_MEASURES},
+# An hour (a UTC day) from the minutes (hours) below it.
+_REFRESH_COARSER = """
+INSERT INTO {into}
+SELECT level, {start}(t) AS tt, country, device, channel, {measures},
        {{v:UInt64}} AS version
-FROM rollup_1m FINAL
+FROM {source} FINAL
 WHERE t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
-  AND toStartOfHour(t) IN {{hours:Array(DateTime)}}
-GROUP BY level, h, country, device, channel
+  AND {start}(t) IN {{starts:Array(DateTime)}}
+GROUP BY level, tt, country, device, channel
 """
+_COARSER = [
+    # (table, its source, start-of function, length in ms)
+    ("rollup_1h", "rollup_1m", "toStartOfHour", 3_600_000),
+    ("rollup_1d", "rollup_1h", "toStartOfDay", 86_400_000),
+]
 
 _DIRTY = """
 SELECT minute, max(dirty) AS d FROM rollup_marks {where}
@@ -189,16 +201,16 @@ def _recompute(client: Client, minutes: list[int]) -> None:
     lo, hi = _dt(minutes[0]), _dt(minutes[-1] + MINUTE_MS)
     mins = [_dt(m) for m in minutes]
     client.command(_REFRESH_MINUTES, parameters={"lo": lo, "hi": hi, "mins": mins, "v": _version()})
-    hours = sorted({m - m % 3_600_000 for m in minutes})
-    client.command(
-        _REFRESH_HOURS,
-        parameters={
-            "lo": _dt(hours[0]),
-            "hi": _dt(hours[-1] + 3_600_000),
-            "hours": [_dt(h) for h in hours],
+    for table, source, start, length in _COARSER:
+        starts = sorted({m - m % length for m in minutes})
+        sql = _REFRESH_COARSER.format(into=table, source=source, start=start, measures=_MEASURES)
+        params = {
+            "lo": _dt(starts[0]),
+            "hi": _dt(starts[-1] + length),
+            "starts": [_dt(s) for s in starts],
             "v": _version(),
-        },
-    )
+        }
+        client.command(sql, parameters=params)
 
 
 def rebuild(client: Client, *, chunk: int = 1440) -> int:

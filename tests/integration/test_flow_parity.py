@@ -145,6 +145,11 @@ ROLLUP_CASES = [
     ("avg_session_duration_s", "1m", "UTC", "country", {}),
     ("revenue_per_visitor", "1h", "Asia/Kathmandu", None, {"country": "FR"}),
     ("units", "1d", "Europe/Amsterdam", "channel", {}),
+    # one rollup row per bucket: the stored final distinct counts answer
+    ("visitors", "1d", "UTC", "country", {}),
+    ("conversion_rate", "1h", "UTC", None, {}),
+    ("sessions", "1m", "UTC", None, {"country": "DE"}),
+    ("add_to_cart_rate", "1d", "UTC", "device", {"device": "mobile"}),
 ]
 
 

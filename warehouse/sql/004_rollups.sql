@@ -1,4 +1,4 @@
--- Per-minute and per-hour rollups: what every METRICS.md metric needs, pre-aggregated so a
+-- Per-minute, per-hour and per-day (UTC) rollups: what every METRICS.md metric needs, pre-aggregated so a
 -- 30-day question reads thousands of rows instead of millions of events.
 --
 -- Rows are recomputed from `events` and `sessions` (never incremented), so they are exact
@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS rollup_1m (
     sessions AggregateFunction(uniqExact, UInt64),
     purchase_sessions AggregateFunction(uniqExact, UInt64),
     cart_sessions AggregateFunction(uniqExact, UInt64),
+    n_visitors UInt64,                  -- the same distinct counts, final (one row = one answer)
+    n_sessions UInt64,
+    n_purchase_sessions UInt64,
+    n_cart_sessions UInt64,
     started UInt64,
     bounces UInt64,
     start_pageviews UInt64,
@@ -34,6 +38,8 @@ PARTITION BY toYYYYMM(t)
 ORDER BY (level, t, country, device, channel);
 
 CREATE TABLE IF NOT EXISTS rollup_1h AS rollup_1m;
+
+CREATE TABLE IF NOT EXISTS rollup_1d AS rollup_1m;
 
 -- Which minutes have new data since their rollup was computed: the flow raises `dirty` to
 -- its write version after each batch; a refresh raises `clean` to the dirty version it
