@@ -39,7 +39,10 @@ class FlowConfig:
 
 def flow_config(settings: Settings, fx: FxRates, **overrides: Any) -> FlowConfig:
     """The event flow's configuration from the settings."""
-    rules = FlowRules(session_timeout_ms=int(settings.session_timeout.total_seconds() * 1000))
+    rules = FlowRules(
+        session_timeout_ms=int(settings.session_timeout.total_seconds() * 1000),
+        retention_ms=int(settings.flow_retention.total_seconds() * 1000),
+    )
     base = FlowConfig(
         bootstrap=settings.bootstrap,
         topics=Topics(settings.topic_prefix),

@@ -9,6 +9,7 @@ import logging
 import pickle
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -55,6 +56,11 @@ FLOW_NEWEST = Gauge("pulse_flow_newest_event_seconds", "Event time of the newest
 _log = logging.getLogger(__name__)
 
 
+# The newest event time this process has read: a user idle for longer than the retention
+# behind it is forgotten (see _UserLogic.on_notify).
+_newest_ms = [0]
+
+
 def _decoder(fx: FxRates) -> Any:
     """A Kafka record -> ``(user_id, _Read)``: the key the flow folds on and the enriched
     event (None, counted and logged, for a record that is not a Pulse event)."""
@@ -67,6 +73,8 @@ def _decoder(fx: FxRates) -> Any:
             UNDECODABLE.labels(topic).inc()
             _log.warning("skipping record %s/%s@%s: %s", topic, partition, offset, exc)
             return None
+        if event.ts_ms > _newest_ms[0]:
+            _newest_ms[0] = event.ts_ms
         return event.user_id, _Read(enrich(event, fx), Coordinates(topic, partition, offset))
 
     return decode
@@ -164,6 +172,7 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         self._rollups.maybe_refresh()
 
 
+_CHECK = timedelta(minutes=10)  # how often an idle user's state is looked at
 _STATE_ENCODER = msgspec.msgpack.Encoder()
 _STATE_DECODER = msgspec.msgpack.Decoder(UserState)
 
@@ -186,6 +195,10 @@ class _UserLogic(StatefulBatchLogic[_Read, tuple[_Read, Any], bytes]):
     def __init__(self, rules: FlowRules, resume: bytes | None) -> None:
         self._rules = rules
         self._state = _load_state(resume) if resume is not None else None
+        self._wake = self._next_check()
+
+    def _next_check(self) -> datetime:
+        return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms), _CHECK)
 
     def on_batch(self, values: list[_Read]) -> tuple[list[tuple[_Read, Any]], bool]:
         out = []
@@ -193,6 +206,18 @@ class _UserLogic(StatefulBatchLogic[_Read, tuple[_Read, Any], bytes]):
             self._state, changes = step(self._state, read.event, self._rules)
             out.append((read, changes))
         return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime:
+        return self._wake
+
+    def on_notify(self) -> tuple[list[tuple[_Read, Any]], bool]:
+        """Forget a user whose newest event is older than the retention behind the newest
+        event read: the state stays bounded however many users come and go."""
+        state = self._state
+        if state is None or state.newest_ms < _newest_ms[0] - self._rules.retention_ms:
+            return [], StatefulBatchLogic.DISCARD
+        self._wake = self._next_check()
+        return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         return _STATE_ENCODER.encode(self._state)

@@ -53,11 +53,14 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     session_timeout: timedelta = timedelta(minutes=30)
     allowed_lateness: timedelta = timedelta(minutes=10)
+    flow_retention: timedelta = Field(
+        timedelta(hours=48), description="how long the flow remembers a user's ids and sessions"
+    )
     fx_rates: Path | None = Field(None, description="CSV date,currency,eur_per_unit")
     topic_partitions: int = Field(4, ge=1, le=1024)
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$", description="prepended to topics")
 
-    @field_validator("session_timeout", "allowed_lateness", mode="before")
+    @field_validator("session_timeout", "allowed_lateness", "flow_retention", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         if isinstance(value, str | int | float | timedelta):

@@ -96,3 +96,23 @@ def test_memory_is_bounded_by_the_retention() -> None:
     # pruned every 64 arrivals: at most the retention's worth plus 64 of each
     assert len(state.seen_events) < 300 and len(state.spans) <= 3 + 64
     assert len(state.sessions) < 20 + 64
+
+
+def test_an_idle_user_is_forgotten_once_the_retention_has_passed() -> None:
+    from flows import events as flow
+
+    logic = flow._UserLogic(FlowRules(retention_ms=60 * MIN), None)
+    read = flow._decoder(FX)(b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}'
+                             % T0, "t", 0, 0)[1]  # fmt: skip
+    logic.on_batch([read])
+    before = flow._newest_ms[0]
+    try:
+        flow._newest_ms[0] = T0 + 30 * MIN  # others still within the hour: kept
+        assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN
+        flow._newest_ms[0] = T0 + 61 * MIN
+        assert logic.on_notify()[1] is flow.StatefulBatchLogic.DISCARD
+    finally:
+        flow._newest_ms[0] = before
+    # and the snapshot of a kept state reads back equal
+    kept = flow._UserLogic(FlowRules(), logic.snapshot())
+    assert kept._state == logic._state
