@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 __all__ = ["INTERVALS", "Grid", "bucket_sql", "make_grid"]
@@ -29,7 +30,12 @@ class Grid:
 
     def label(self, start: int) -> str:
         """RFC 3339 label of a bucket start in the grid's timezone."""
-        return datetime.fromtimestamp(start, ZoneInfo(self.tz)).isoformat(timespec="seconds")
+        return _label(start, self.tz)
+
+
+@lru_cache(maxsize=65536)
+def _label(start: int, tz: str) -> str:
+    return datetime.fromtimestamp(start, ZoneInfo(tz)).isoformat(timespec="seconds")
 
 
 def _floor_local(ts: datetime, interval: str, zone: ZoneInfo) -> datetime:

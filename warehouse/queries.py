@@ -176,8 +176,9 @@ def _rollup_table(q: MetricQuery, lo: int, hi: int) -> str:
     return "rollup_1m"
 
 
-def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> tuple[str, str]:
-    """Series and breakdown-values SQL over the rollups for whole buckets in ``[lo, hi)``."""
+def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> str:
+    """Series SQL over the rollups for whole buckets in ``[lo, hi)``; every breakdown value
+    of the range appears in its rows."""
     table = _rollup_table(q, lo, hi)
     dim = q.breakdown
     dims = frozenset({*q.where, *([dim] if dim else [])})
@@ -192,12 +193,13 @@ def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> tup
         # one row per bucket (and breakdown value): its final distinct counts are the answer
         agg = re.sub(r"uniqExactMerge\((\w+)\)", r"sum(n_\1)", agg)
     select_dim = f", {dim} AS dim" if dim else ""
-    series = (
+    # Rows of combinations a minute no longer has are zeros: leave them out, so a breakdown
+    # value shows up exactly when an event of the range carries it (as on raw events).
+    return (
         f"SELECT {bucket_sql('t', q.interval)} AS b{select_dim}, {agg} AS v "
-        f"FROM {table} FINAL WHERE {where} GROUP BY b{', dim' if dim else ''}"
+        f"FROM {table} FINAL WHERE {where} GROUP BY b{', dim' if dim else ''} "
+        "HAVING sum(events) > 0"
     )
-    values = f"SELECT DISTINCT {dim} FROM {table} FINAL WHERE {where} AND events > 0"
-    return series, values
 
 
 def _empty(kind: str) -> Any:
@@ -233,8 +235,7 @@ def metric_series(client: Client, q: MetricQuery, *, rollups: bool = True) -> li
     parts: list[tuple[str, str | None, dict[str, Any]]] = []
     if cut:
         params: dict[str, Any] = {}
-        series_sql, values_sql = _rollup_sql(q, bounds[0], bounds[cut], params)
-        parts.append((series_sql, values_sql, params))
+        parts.append((_rollup_sql(q, bounds[0], bounds[cut], params), None, params))
     if cut < len(grid.starts):
         params = {}
         series_sql = _series_sql(q, bounds[cut], grid.end, params)

@@ -134,8 +134,7 @@ _COARSER = [
 ]
 
 _DIRTY = """
-SELECT minute, max(dirty) AS d FROM rollup_marks {where}
-GROUP BY minute HAVING d > max(clean) ORDER BY minute
+SELECT minute, dirty FROM rollup_marks FINAL WHERE dirty > clean {where} ORDER BY minute
 """
 
 
@@ -180,7 +179,7 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
     params: dict[str, object] = {}
     where = ""
     if until is not None:
-        where = "WHERE minute <= {until:DateTime} - INTERVAL 1 MINUTE"
+        where = "AND minute <= {until:DateTime} - INTERVAL 1 MINUTE"
         params["until"] = until
     dirty = [
         (int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v))
@@ -224,8 +223,7 @@ def rebuild(client: Client, *, chunk: int = 1440) -> int:
 
 def first_dirty(client: Client, lo: datetime, hi: datetime) -> datetime | None:
     """The earliest minute in ``[lo, hi)`` whose rollup is not current, if any."""
-    sql = _DIRTY.format(where="WHERE minute >= {lo:DateTime} AND minute < {hi:DateTime}").replace(
-        "ORDER BY minute", "ORDER BY minute LIMIT 1"
-    )
+    sql = _DIRTY.format(where="AND minute >= {lo:DateTime} AND minute < {hi:DateTime}")
+    sql += " LIMIT 1"
     rows = client.query(sql, parameters={"lo": lo, "hi": hi}).result_rows
     return rows[0][0].replace(tzinfo=UTC) if rows else None
