@@ -1,6 +1,6 @@
 """Soak: memory of the event flow over a long run at a steady rate.
 
-    .venv/bin/python bench/soak.py [--minutes 60] [--rate 3000] [--every 10]
+    .venv/bin/python bench/soak.py [--minutes 60] [--rate 3000] [--every 10] [--retention 48h]
 
 Starts the embedded broker on a free port and the event flow in this process
 (``flows.run.FlowThread`` with recovery, as ``pulse up`` runs it) writing to a fresh chDB.
@@ -169,14 +169,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=3000.0, help="events/s")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--retention", default="48h", help="the flow's PULSE_FLOW_RETENTION (e.g. 20m, 48h)"
+    )
     args = parser.parse_args()
 
     from prometheus_client import REGISTRY
 
     from flows.events import FlowConfig
+    from flows.logic import FlowRules
     from flows.run import FlowThread
     from ingest.broker import EmbeddedBroker
     from ingest.fx import load_fx_rates
+    from ingest.settings import parse_duration
     from ingest.topics import Topics, ensure_topics
     from warehouse.client import connect
     from warehouse.migrate import migrate
@@ -201,10 +206,13 @@ def main() -> None:
         dsn = f"chdb://{tmp}/wh"
         client = connect(dsn)
         migrate(client)
+        retention_ms = int(parse_duration(args.retention).total_seconds() * 1000)
+        rules = FlowRules(retention_ms=retention_ms)
         flow = FlowThread(
-            FlowConfig(broker.bootstrap, topics, dsn, None, load_fx_rates()),
+            FlowConfig(broker.bootstrap, topics, dsn, None, load_fx_rates(), rules=rules),
             recovery_dir=Path(tmp) / "rec",
         ).start()
+        print(f"flow retention {args.retention}, rate {args.rate:,.0f} events/s", flush=True)
         time.sleep(3.0)
         load_before = subprocess.getoutput("uptime").strip()
         print(f"load before: {load_before}", flush=True)
