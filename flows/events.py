@@ -21,7 +21,16 @@ from prometheus_client import Counter, Gauge
 
 from flows.config import FlowConfig
 from flows.kafka_source import DecodingKafkaSource
-from flows.logic import Enriched, FlowRules, StepOutput, UserState, enrich, step
+from flows.logic import (
+    Enriched,
+    FlowRules,
+    Placed,
+    SessionAgg,
+    StepOutput,
+    UserState,
+    enrich,
+    step,
+)
 from flows.rows import (
     Coordinates,
     duplicate_row,
@@ -127,33 +136,40 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         self._rollups.maybe_refresh(force=True)
 
     def write_batch(self, items: list[tuple[_Read, StepOutput | None]]) -> None:
-        events: dict[str, tuple[int, list[object]]] = {}
-        sessions: dict[str, tuple[int, list[object]]] = {}
+        # Within a batch only the newest version of a row matters: keep the newest of each
+        # and build rows once (a session changes with nearly every event).
+        events: dict[str, tuple[int, Placed, Coordinates]] = {}
+        sessions: dict[str, tuple[int, SessionAgg | None]] = {}  # None: a tombstone
         dups, seen = [], []
         spans: list[tuple[int, int]] = []
+        no_event = (-1, None, None)
+        no_session = (-1, None)
         for read, out in items:
             ev = read.event.event
             seen.append((ev.ts_ms, read.at))
             if out is None:
                 dups.append(duplicate_row(ev.ts_ms, ev.event_id, read.at))
                 continue
-            # Within a batch only the newest version of a row matters.
             for placed in out.events:
                 event_id = placed.enriched.event.event_id
-                if placed.rev >= events.get(event_id, (-1, []))[0]:
-                    events[event_id] = (placed.rev, event_row(placed, read.at))
+                if placed.rev >= events.get(event_id, no_event)[0]:
+                    events[event_id] = (placed.rev, placed, read.at)
             for agg in out.sessions:
-                if agg.rev >= sessions.get(agg.key, (-1, []))[0]:
-                    sessions[agg.key] = (agg.rev, session_row(agg))
+                if agg.rev >= sessions.get(agg.key, no_session)[0]:
+                    sessions[agg.key] = (agg.rev, agg)
             for gone, rev in out.tombstones:
-                sessions[gone] = (rev, tombstone_row(gone))
-            spans.extend(out.reattributed)
+                sessions[gone] = (rev, None)
+            if out.reattributed:
+                spans.extend(out.reattributed)
         FLOW_DUPLICATES.inc(len(dups))
         FLOW_EVENTS.inc(len(items) - len(dups))
         if seen:
             FLOW_NEWEST.set(max(ts for ts, _ in seen) / 1000)
-        event_rows = [row for _, row in events.values()]
-        session_rows = [row for _, row in sessions.values()]
+        event_rows = [event_row(placed, at) for _, placed, at in events.values()]
+        session_rows = [
+            session_row(agg) if agg is not None else tombstone_row(key)
+            for key, (_, agg) in sessions.items()
+        ]
         # Minutes whose rollups change: those of the events written, the start of every
         # session written, and all of a session whose attributes may have changed.
         minutes = minutes_of(row[0] for row in event_rows)  # type: ignore[misc]

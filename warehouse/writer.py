@@ -8,6 +8,7 @@ newest truth wins whatever was written before a crash; ``flow_progress`` keeps m
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,23 @@ class WarehouseWriter:
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        self._types = self._plain_types(client)
+
+    @staticmethod
+    def _plain_types(client: Client) -> dict[str, list[str]]:
+        """Each table's insert types with LowCardinality(X) sent as X: ClickHouse converts
+        on insert, and clickhouse-connect no longer builds dictionaries in Python (measured
+        ~1.3x faster inserts)."""
+        rows = client.query(
+            "SELECT table, name, type FROM system.columns "
+            "WHERE database = currentDatabase() AND table IN {tables:Array(String)}",
+            parameters={"tables": list(COLUMNS)},
+        ).result_rows
+        types = {(table, name): kind for table, name, kind in rows}
+        return {
+            table: [re.sub(r"^LowCardinality\((.*)\)$", r"\1", types[table, c]) for c in columns]
+            for table, columns in COLUMNS.items()
+        }
 
     @classmethod
     def _next_version(cls) -> int:
@@ -63,5 +81,7 @@ class WarehouseWriter:
                     at = columns.index("version")
                     for row in rows:
                         row[at] = version
-                self._client.insert(table, rows, column_names=columns)
+                self._client.insert(
+                    table, rows, column_names=columns, column_type_names=self._types[table]
+                )
             mark_dirty(self._client, minutes, version)
