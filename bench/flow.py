@@ -1,6 +1,6 @@
 """Throughput of the event flow draining pre-filled topics into the warehouse.
 
-    .venv/bin/python bench/flow.py [--events 1000000] [--workers 1] [--profile]
+    .venv/bin/python bench/flow.py [--events 1000000] [--workers 1 | --processes 2] [--profile]
 
 Generates simulator traffic (all event types, no incidents), publishes it through the
 collector to a fresh embedded broker, then times `flows.run.run_flow` from start until the
@@ -16,6 +16,8 @@ import os
 import pstats
 import resource
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,10 +30,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _run_processes(n: int, bootstrap: str, dsn: str, home: str, idle: float) -> tuple[float, float]:
+    """Drain with ``n`` Bytewax processes; wall seconds (idle wait subtracted) and CPU."""
+    env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": bootstrap, "PULSE_CLICKHOUSE_DSN": dsn,
+           "PULSE_HOME": home, "PULSE_FLOW_EXIT_WHEN_IDLE": str(idle)}  # fmt: skip
+    cluster = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(n))
+    runner = [sys.executable, "-m", "bytewax.run", "flows.app:get_flow()", "-a", cluster,
+              "-r", str(Path(home) / "recovery"), "-s", "5", "-b", "0"]  # fmt: skip
+    from bytewax.recovery import init_db_dir
+
+    (Path(home) / "recovery").mkdir()
+    init_db_dir(Path(home) / "recovery", n)
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    procs = [subprocess.Popen([*runner, "-i", str(i)], env=env) for i in range(n)]
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"flow process exited with {proc.returncode}")
+    elapsed = time.perf_counter() - start - idle
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return elapsed, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="run as N processes of Bytewax's runner (-i/-a) instead of in this process",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
@@ -70,6 +98,17 @@ def main() -> None:
         client = connect(dsn)
         migrate(client)
         idle = 2.0
+        if args.processes > 1:
+            client.close()  # chDB: the process holding the sink opens the warehouse
+            elapsed, cpu = _run_processes(args.processes, broker.bootstrap, dsn, tmp, idle)
+            stored = connect(dsn).query("SELECT count() FROM events FINAL").result_rows[0][0]
+            print(
+                f"flow: {result.accepted:,} events drained in {elapsed:.2f} s = "
+                f"{result.accepted / elapsed:,.0f} events/s ({args.processes} processes); "
+                f"{stored:,} rows in events; CPU {cpu / result.accepted * 1e6:.1f} µs/event "
+                f"(all processes); load {os.getloadavg()[0]:.1f}"
+            )
+            return
         flow = FlowConfig(broker.bootstrap, topics, dsn, None, fx, idle_stop_s=idle)
         profiler = cProfile.Profile() if args.profile else None
         start = time.perf_counter()

@@ -12,6 +12,7 @@ What a step emits is *current truth*, written idempotently downstream: an event 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ingest.events import Event
 from ingest.fx import FxRates
@@ -225,17 +226,20 @@ def step(
 
 def enrich(event: Event, fx: FxRates) -> Enriched:
     """Money to EUR at the event's dated rate; device from the user agent when absent."""
-    ts, cur = event.ts_ms, event.currency
-
-    def eur(amount: float | None) -> float | None:
-        return None if amount is None or cur is None else fx.to_eur(amount, cur, ts)
-
-    items = tuple(fx.to_eur(i.price, cur, ts) for i in event.items or ()) if cur else ()
+    device = event.device or _device(event.user_agent)
+    cur = event.currency
+    if cur is None:  # most events carry no money
+        return Enriched(event, device, None, None, None, ())
+    rate = fx.rate(cur, event.ts_ms)
+    price, cart, revenue = event.price, event.cart_value, event.revenue
     return Enriched(
         event=event,
-        device=event.device or device_from_user_agent(event.user_agent),
-        price_eur=eur(event.price),
-        cart_value_eur=eur(event.cart_value),
-        revenue_eur=eur(event.revenue),
-        items_eur=items,
+        device=device,
+        price_eur=None if price is None else price * rate,
+        cart_value_eur=None if cart is None else cart * rate,
+        revenue_eur=None if revenue is None else revenue * rate,
+        items_eur=tuple(i.price * rate for i in event.items or ()),
     )
+
+
+_device = lru_cache(maxsize=4096)(device_from_user_agent)  # user agents repeat a lot
