@@ -285,9 +285,9 @@ def _count_writes() -> tuple[list[int], list[int], list[float]]:
     calls, rows, spent = [0], [0], [0.0]
     orig = WarehouseWriter.write
 
-    def write(self: WarehouseWriter, batch: dict[str, Any]) -> None:
+    def write(self: WarehouseWriter, batch: dict[str, Any], minutes: Any = ()) -> None:
         t = time.perf_counter()
-        orig(self, batch)
+        orig(self, batch, minutes)
         spent[0] += time.perf_counter() - t
         calls[0] += 1
         rows[0] += len(batch.get("events", ()))
