@@ -1,8 +1,9 @@
 """Weight and time to first chart of the built-in pages, in headless Chromium on loopback.
 
 Fills a fresh embedded warehouse through the real pipeline (simulator traffic with an
-ongoing incident -> collector -> embedded broker -> Bytewax flow -> chDB), serves the real
-API with the dashboards router, and loads ``/`` N times with the browser cache disabled:
+ongoing incident -> collector -> embedded broker -> Bytewax flow -> chDB), saves the
+incident's insight in the warehouse's insights store, serves the real API (``api.app``)
+and loads ``/`` N times with the browser cache disabled:
 
     .venv/bin/python bench/pages.py [--loads 5] [--events-per-second 4]
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import statistics
 import sys
@@ -34,14 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from fastapi import APIRouter, FastAPI  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from api.deps import Services, scoped  # noqa: E402
-from api.errors import ApiError  # noqa: E402
+from api.deps import Services  # noqa: E402
 from api.keys import KeyStore  # noqa: E402
-from api.routes import dashboards as dashboards_route  # noqa: E402
 from api.server import serve_in_thread  # noqa: E402
+from insights.lifecycle import Insight, Member  # noqa: E402
+from insights.narrative import Evidence, describe  # noqa: E402
+from insights.series import Slice, parse_slice, slice_label  # noqa: E402
+from insights.store import InsightStore  # noqa: E402
+from warehouse.client import Client  # noqa: E402
+from warehouse.queries import MetricQuery, metric_series  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -93,83 +99,70 @@ def fill_demo(
     return Demo(database, start, end, ground_truth(config), len(raws))
 
 
-def incident_insights(truth: dict[str, Any]) -> list[dict[str, Any]]:
-    """Insights in the CONTRACT §7 shape for the simulator's incidents (ground truth)."""
+def _mean(client: Client, metric: str, sl: Slice, start: datetime, end: datetime) -> float:
+    """The mean 1-minute value of ``metric`` in slice ``sl`` over ``[start, end)``."""
+    q = MetricQuery(metric, start, end, "1m", where=dict(sl), tz="UTC")
+    values = [p["value"] for p in metric_series(client, q) if p["value"] is not None]
+    return statistics.fmean(values) if values else 0.0
+
+
+def _moves(
+    client: Client, sl: Slice, since: datetime, until: datetime
+) -> dict[str, tuple[float, float]]:
+    """(observed, expected) per minute of the watched metrics in ``sl`` since the onset,
+    expected being the same minutes a week earlier."""
+    week = timedelta(days=7)
+    return {
+        m: (_mean(client, m, sl, since, until), _mean(client, m, sl, since - week, until - week))
+        for m in ("conversion_rate", "orders", "revenue", "sessions", "add_to_cart_rate")
+    }
+
+
+def _change(observed: float, expected: float) -> float:
+    return observed / expected - 1 if expected else 0.0
+
+
+def incident_insights(client: Client, truth: dict[str, Any], now: datetime) -> list[Insight]:
+    """Insights for the simulator's incidents (its ground truth), saved in the warehouse's
+    insights store and returned.
+
+    Each is worded by the detector's narrative (`insights.narrative.describe`) from the
+    warehouse's numbers: the incident's slice since it began against the same minutes a
+    week earlier. The detector's scoring is not run here: at the few events per second
+    this fills (to stay quick) it does not raise a drop on one device at every hour of the
+    simulated day; ``tests/integration/test_insights_pipeline.py`` covers detection.
+    """
     out = []
     for entry in truth["incidents"]:
-        for n, move in enumerate(entry["metrics"][:2]):
-            out.append(
-                {
-                    "id": f"sim-{entry['index']}-{n}",
-                    "metric": move["metric"],
-                    "slice": entry["slice_label"],
-                    "severity": "critical" if n == 0 else "warning",
-                    "status": "open",
-                    "summary": (
-                        f"{move['metric'].replace('_', ' ')} is {move['direction']} for "
-                        f"{entry['slice_label']}: {entry['description']}"
-                    ),
-                    "started_at": entry["start"],
-                    "resolved_at": None,
-                }
-            )
-    return out
-
-
-def stand_in_insights(items: list[dict[str, Any]]) -> APIRouter:
-    """``/v1/insights`` (list, ack, resolve) over ``items`` in memory.
-
-    A stand-in for the insights API while it is being built elsewhere: it answers in the
-    CONTRACT §7 shape so the page (and its test) can exercise the insights list.
-    """
-    router = APIRouter()
-
-    @router.get("/v1/insights", **scoped("read"))
-    def list_insights(status: str | None = None, limit: int = 100) -> dict[str, Any]:
-        chosen = [i for i in items if status is None or i["status"] == status]
-        return {"insights": chosen[:limit]}
-
-    def change(insight_id: str, status: str) -> dict[str, Any]:
-        for item in items:
-            if item["id"] == insight_id:
-                item["status"] = status
-                if status == "resolved":
-                    item["resolved_at"] = datetime.now(UTC).isoformat()
-                return item
-        raise ApiError(404, f"no insight {insight_id!r}")
-
-    @router.post("/v1/insights/{insight_id}/ack", **scoped("admin"))
-    def ack(insight_id: str) -> dict[str, Any]:
-        return change(insight_id, "acknowledged")
-
-    @router.post("/v1/insights/{insight_id}/resolve", **scoped("admin"))
-    def resolve(insight_id: str) -> dict[str, Any]:
-        return change(insight_id, "resolved")
-
-    return router
-
-
-def has_route(app: FastAPI, path: str) -> bool:
-    """Whether ``app`` already serves ``path`` (the real router may be wired in by now)."""
-    return any(getattr(r, "path", None) == path for r in app.routes)
-
-
-def pages_app(services: Services, insights: list[dict[str, Any]] | None = None) -> FastAPI:
-    """The real API app; with ``insights``, the insights routes answer from that list.
-
-    The page is measured and tested against known insights: the stand-in routes are put
-    first, so they answer before the real (warehouse-backed) ones, over the same contract.
-    """
-    app = create_app(services)
-    if not has_route(app, "/v1/dashboards"):
-        app.include_router(dashboards_route.router)
-    if insights is not None:
-        before = len(app.router.routes)
-        app.include_router(stand_in_insights(insights))
-        added = app.router.routes[before:]
-        del app.router.routes[before:]
-        app.router.routes[:0] = added
-    return app
+        sl = parse_slice(entry["slice_label"])
+        onset = datetime.fromisoformat(entry["start"])
+        moves = _moves(client, sl, onset, now)
+        overall = _moves(client, (), onset, now)
+        label = slice_label(sl)
+        members = tuple(
+            Member(m, label, "1m", onset, now, 1.0, *moves[m], _change(*moves[m]))
+            for m in (move["metric"] for move in entry["metrics"])
+            if m in moves
+        )
+        head = members[0]
+        revenue, sessions = moves["revenue"], moves["sessions"]
+        evidence = Evidence(
+            metric=head.metric, slice=sl, interval="1m", onset=onset, until=now,
+            observed=head.observed, expected=head.expected, change=head.change,
+            companions={m: _change(*v) for m, v in moves.items()}, explanation="rate",
+            impact_eur_per_hour=(revenue[0] - revenue[1]) * 60,
+            revenue_per_hour=overall["revenue"][1] * 60,
+            traffic_share=sessions[1] / overall["sessions"][1] if overall["sessions"][1] else 1,
+        )  # fmt: skip
+        key = f"{entry['spec']}|{entry['start']}"
+        insight = Insight(
+            id=hashlib.sha256(key.encode()).hexdigest()[:16], status="open",
+            metric=head.metric, slice=head.slice, interval="1m", direction="down",
+            change=head.change, observed=head.observed, expected=head.expected,
+            started_at=onset, detected_at=now, updated_at=now, members=members,
+        )  # fmt: skip
+        out.append(describe(insight, evidence, "UTC", now=now))
+    return InsightStore(client).save(out)
 
 
 @dataclass
@@ -294,9 +287,9 @@ def main() -> None:
             print(f"filled {demo.events:,} events in {time.monotonic() - started:.1f} s",
                   file=sys.stderr)  # fmt: skip
             client = connect(dsn, database)
+            incident_insights(client, demo.truth, demo.end)
             services = Services(keys=KeyStore(tmp / "keys.json"), warehouse=client)
-            app = pages_app(services, incident_insights(demo.truth))
-            with serve(app, services.keys) as served:
+            with serve(create_app(services), services.keys) as served:
                 result = measure(f"{served.url}/#pulse-overview", served.keys["read"], args.loads)
     result["events"] = demo.events
     text = json.dumps(result, indent=2)

@@ -1,10 +1,11 @@
 """The built-in pages in headless Chromium, on data the real pipeline put in the warehouse.
 
-A person opens ``/``, types a read key, sees the Business overview's charts with data (an
-incident from the simulator is running), cannot acknowledge with a read key, switches to an
-admin key and acknowledges an insight. The key never shows up in a URL. A screenshot is
-saved to ``tests/artifacts/`` (and to ``docs/img/overview.png`` with
-``PULSE_UPDATE_SCREENSHOT=1``).
+The real API app serves the page; the simulator's incident (ongoing) is an insight in the
+warehouse's insights store. A person opens ``/``, types a read key, sees the Business
+overview's charts with data and the insight, cannot acknowledge it with a read key,
+switches to an admin key and acknowledges it: read back from ClickHouse, it is
+acknowledged. The key never shows up in a URL. A screenshot is saved to
+``tests/artifacts/`` (and to ``docs/img/overview.png`` with ``PULSE_UPDATE_SCREENSHOT=1``).
 """
 
 from __future__ import annotations
@@ -17,18 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from api.app import create_app
 from api.deps import Services
 from api.keys import KeyStore
-from bench.pages import (
-    browser,
-    enter_key,
-    fill_demo,
-    has_route,
-    incident_insights,
-    pages_app,
-    serve,
-    wait_first_chart,
-)
+from bench.pages import browser, enter_key, fill_demo, incident_insights, serve, wait_first_chart
+from insights.store import InsightStore
 from tests.conftest import require
 from warehouse.client import connect
 
@@ -47,11 +41,10 @@ def site(broker, warehouse_dsn, tmp_path_factory):
     database = f"pages_{uuid.uuid4().hex[:8]}"
     demo = fill_demo(broker.bootstrap, warehouse_dsn, database, tmp)
     client = connect(warehouse_dsn, database)
+    insights = incident_insights(client, demo.truth, demo.end)
     services = Services(keys=KeyStore(tmp / "keys.json"), warehouse=client)
-    insights = incident_insights(demo.truth)
-    app = pages_app(services, insights)
-    with serve(app, services.keys) as served:
-        yield served, insights, has_route(app, "/v1/insights")
+    with serve(create_app(services), services.keys) as served:
+        yield served, insights, InsightStore(client)
     client.command(f"DROP DATABASE `{database}`")
 
 
@@ -67,7 +60,7 @@ def test_overview_renders_and_an_insight_is_acknowledged(site) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
-    served, insights, _ = site
+    served, insights, store = site
     driver = browser(1280, 1180)
     try:
         driver.get(served.url + "/")
@@ -93,7 +86,8 @@ def test_overview_renders_and_an_insight_is_acknowledged(site) -> None:
         assert not [u for u in urls if key in u] and key not in driver.current_url
 
         # The incident is listed; a read key cannot acknowledge it.
-        first = insights[0]["id"]
+        first = insights[0].id
+        assert "mobile" in insights[0].summary and insights[0].direction == "down"
         button = f".insight[data-id='{first}'] button[data-act='ack']"
         WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, button))
         ARTIFACTS.mkdir(exist_ok=True)
@@ -105,6 +99,7 @@ def test_overview_renders_and_an_insight_is_acknowledged(site) -> None:
         WebDriverWait(driver, 10).until(
             lambda d: "admin scope" in d.find_element(By.ID, "status").text
         )
+        assert getattr(store.get(first), "status", None) == "open"  # nothing changed
 
         # With an admin key it is acknowledged and leaves the open list.
         driver.find_element(By.ID, "key-button").click()
@@ -114,10 +109,9 @@ def test_overview_renders_and_an_insight_is_acknowledged(site) -> None:
         WebDriverWait(driver, 10).until(
             lambda d: not d.find_elements(By.CSS_SELECTOR, f".insight[data-id='{first}']")
         )
-        assert next(i for i in insights if i["id"] == first)["status"] in (
-            "acknowledged",
-            "ack",
-        )
+        stored = store.get(first)  # read back from ClickHouse
+        assert stored is not None and stored.status == "acknowledged"
+        assert stored.acknowledged_at is not None
         driver.save_screenshot(str(ARTIFACTS / "overview-after-ack.png"))
     finally:
         driver.quit()
