@@ -41,8 +41,9 @@ test: install system-deps lint
 test-unit: install
 	TZ=UTC $(BIN)/python -m pytest -q tests/unit
 
+# Opens the Business overview in a browser when there is one; make demo DEMO_ARGS=--no-open
 demo: install
-	$(BIN)/pulse demo
+	$(BIN)/pulse demo $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/replay.py

@@ -61,11 +61,20 @@ def up() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    open_page: Annotated[
+        bool,
+        typer.Option(
+            "--open/--no-open",
+            help="open the Business overview in your web browser once the API is up "
+            "(when this machine has one; the URL and key are printed either way)",
+        ),
+    ] = True,
+) -> None:
     """[bold]up[/bold] plus the simulator with an injected conversion_drop incident."""
     from api.server import run_demo
 
-    run_demo(_settings())
+    run_demo(_settings(), open_page=open_page)
 
 
 @app.command()

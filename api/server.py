@@ -6,7 +6,8 @@ import contextlib
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from rich.console import Console
@@ -16,7 +17,13 @@ from api.stack import Stack, open_stack
 from ingest.settings import Settings
 from warehouse.client import redact_dsn
 
+if TYPE_CHECKING:
+    from ingest.simulator import SimConfig
+    from insights.runner import DetectorLoop
+
 __all__ = [
+    "dashboard_url",
+    "open_browser",
     "run_api_only",
     "run_demo",
     "run_stack",
@@ -26,6 +33,42 @@ __all__ = [
 
 
 _console = Console(stderr=True)
+# Text-mode browsers ``webbrowser`` may find: they would take over the demo's terminal.
+_TEXT_BROWSERS = frozenset({"www-browser", "links", "elinks", "lynx", "w3m"})
+
+
+def dashboard_url(settings: Settings, board: str = "pulse-overview") -> str:
+    """The URL of a built-in dashboard page, reachable from this machine."""
+    host = settings.api_host
+    if host in ("0.0.0.0", ""):  # listening everywhere: this machine is one of them
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}/#{board}"
+
+
+def open_browser(url: str) -> bool:
+    """Open ``url`` in the user's web browser when there is one; returns whether one was
+    asked. Never blocks and never raises: without a display (and no ``$BROWSER``) Python
+    finds no browser, and a text-mode browser is not started (it would take this terminal).
+    """
+    import webbrowser
+
+    try:
+        browser = webbrowser.get()
+    except webbrowser.Error:
+        return False
+    if getattr(browser, "name", "") in _TEXT_BROWSERS:
+        return False
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # a browser that fails to start is not fatal
+            browser.open(url, new=2)
+
+    threading.Thread(target=run, name="pulse-open-browser", daemon=True).start()
+    return True
 
 
 def start_banner(stack: Stack) -> str:
@@ -46,12 +89,33 @@ def start_banner(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-def _serve(stack: Stack) -> None:
+def _when_started(server: uvicorn.Server, callback: Callable[[], object]) -> None:
+    """Call ``callback`` from a background thread once ``server`` listens."""
+
+    def wait() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.05)
+        callback()
+
+    threading.Thread(target=wait, name="pulse-when-started", daemon=True).start()
+
+
+def _serve(
+    stack: Stack,
+    notes: Sequence[str] = (),
+    on_ready: Callable[[], object] | None = None,
+) -> None:
     s = stack.settings
     app = create_app(stack.services)
     config = uvicorn.Config(app, host=s.api_host, port=s.api_port, log_level="warning")
     server = uvicorn.Server(config)
     _console.print(start_banner(stack), highlight=False)
+    for line in notes:
+        _console.print(line, highlight=False, soft_wrap=True)
+    if on_ready is not None:
+        _when_started(server, on_ready)
     server.run()  # returns (or re-raises KeyboardInterrupt) after a graceful shutdown
 
 
@@ -100,50 +164,114 @@ def run_api_only(settings: Settings) -> None:
     _console.print("Pulse stopped.")
 
 
-def run_demo(settings: Settings) -> None:
+def _written(count: int, stop: threading.Event, timeout: float = 600.0) -> bool:
+    """Wait until this process's flow has written ``count`` events to the warehouse
+    (``pulse_flow_events_total``); False when stopped or after ``timeout`` seconds."""
+    from prometheus_client import REGISTRY
+
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        if (REGISTRY.get_sample_value("pulse_flow_events_total") or 0) >= count:
+            return True
+        stop.wait(0.5)
+    return False
+
+
+class _DemoTraffic:
+    """The demo's feeder: the history as fast as the broker takes it, then live traffic;
+    detection starts once the history is in the warehouse.
+
+    While the flow catches up on a back-fill, its topics progress unevenly: the event-time
+    watermark can pass minutes whose page views are not written yet, and the detector
+    would learn those gaps and report them ("page views nearly stopped"), with its
+    series in anomalies that then hide the live incident."""
+
+    def __init__(self, stack: Stack, past: SimConfig, live: SimConfig) -> None:
+        self.stack, self.past, self.live = stack, past, live
+        self.stop = threading.Event()
+        self.detector: DetectorLoop | None = None
+        self._lock = threading.Lock()
+        self._feeder = threading.Thread(target=self._feed, name="pulse-demo-traffic", daemon=True)
+
+    def _feed(self) -> None:
+        from ingest.simulator.publish import publish
+
+        collector, producer = self.stack.services.collector, self.stack.producer
+        assert collector is not None  # open_stack always builds one
+        sent = publish(self.past, collector, producer, speed=None, stop=self.stop)
+        threading.Thread(
+            target=self._detect_when_written, args=(sent.accepted,), name="pulse-demo-detect",
+            daemon=True,
+        ).start()  # fmt: skip
+        publish(self.live, collector, producer, speed=1.0, stop=self.stop)
+
+    def _detect_when_written(self, history: int) -> None:
+        from insights.runner import DetectorLoop, detect_config
+        from warehouse.client import connect
+
+        _written(history, self.stop)  # after the timeout, detect anyway
+        settings = self.stack.settings
+        with self._lock:
+            if self.stop.is_set():
+                return
+            # a pass every 5 s (not 20): the live incident is raised soon after its
+            # buckets are complete; each pass reads only the buckets completed since
+            config = detect_config(settings, poll_every_s=5.0)
+            self.detector = DetectorLoop(lambda: connect(settings.warehouse_dsn), config).start()
+            self.stack.services.readiness["detector"] = self.detector.check
+
+    def start(self) -> None:
+        self._feeder.start()
+
+    def close(self) -> None:
+        with self._lock:
+            self.stop.set()
+        self._feeder.join(10)
+        if self.detector is not None:
+            self.detector.stop()
+
+
+def run_demo(settings: Settings, *, open_page: bool = True) -> None:
     """``pulse demo``: the whole stack, a few hours of back-filled history (the detector
-    learns before it judges), then live simulated traffic with a conversion drop."""
+    learns before it judges), then live simulated traffic with a conversion drop. With
+    ``open_page``, the Business overview opens in the browser once the API is up (when
+    this machine has one)."""
     _stop_on_sigterm()
     from datetime import timedelta
 
-    from ingest.simulator.publish import publish
     from insights.demo import DEMO_INCIDENT, demo_simulations
 
     # The simulator sends nothing late: a short lateness lets buckets close quickly.
     settings = settings.model_copy(update={"allowed_lateness": timedelta(seconds=30)})
     past, live = demo_simulations()
-    stop = threading.Event()
-
-    def feed(collector: Any, producer: Any) -> None:
-        publish(past, collector, producer, speed=None, stop=stop)
-        publish(live, collector, producer, speed=1.0, stop=stop)
-
     embedded = settings.embedded_broker
     with (
         contextlib.suppress(KeyboardInterrupt),
-        open_stack(settings, start_broker=embedded, run_flow=True, run_detector=True) as stack,
+        open_stack(settings, start_broker=embedded, run_flow=True) as stack,
     ):
-        feeder = threading.Thread(
-            target=feed,
-            args=(stack.services.collector, stack.producer),
-            name="pulse-demo-traffic",
-            daemon=True,
-        )
-        feeder.start()
+        traffic = _DemoTraffic(stack, past, live)
+        traffic.start()
         key = stack.services.keys.create("admin")
+        url = dashboard_url(settings)
         incident_at = live.start + timedelta(minutes=1)
-        _console.print(
+        notes = [
             f"Demo: {past.duration} of history back-filled, then live traffic "
             f"(~{live.rate:.0f} events/s) with [bold]{DEMO_INCIDENT}[/bold] "
-            f"from {incident_at:%H:%M} UTC.",
-            highlight=False,
-        )
-        _console.print(
-            f"Admin key for the dashboards (shown once): [bold]{key}[/bold]", highlight=False
-        )
+            f"from {incident_at:%H:%M} UTC; it becomes an open insight within minutes.",
+            f"  Business overview: [bold]{url}[/bold]",
+            f"  When the page asks for a key, paste: [bold]{key}[/bold]",
+            "  (an admin key, shown once: it reads and can acknowledge or resolve insights)",
+        ]
+        if settings.warehouse_dsn.startswith("chdb://"):
+            read_key = settings.home / "cli-read.key"
+            notes.append(f"  A read key for curl and `pulse query` is in {read_key}")
+
+        def opened() -> None:
+            if open_page and open_browser(url):
+                _console.print(f"Opened {url} in your browser.", highlight=False)
+
         try:
-            _serve(stack)
+            _serve(stack, notes, opened)
         finally:
-            stop.set()
-            feeder.join(10)
+            traffic.close()
     _console.print("Pulse stopped.")
