@@ -5,7 +5,9 @@ test serves. Pulse's notifier writes each notification to the ClickHouse outbox 
 delivers it: while Alertmanager is down nothing is lost (the row waits), once it is up the
 firing alert arrives with its labels and annotations, is re-sent while open, and after
 the insight resolves the resolved notification arrives. The plain webhook gets the same
-events and is retried until it answers 2xx.
+events and is retried until it answers 2xx. Resolving by hand through the API
+(``POST /v1/insights/{id}/resolve``) ends the alert: the detector loop's next pass takes
+the resolution in and its notifier sends the alert with ``endsAt``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from typing import Any
 import httpx
 import pytest
 
+from api.app import create_app
+from api.deps import Services
+from api.keys import KeyStore
+from api.server import serve_in_thread
 from insights.alerts import AlertConfig, Notifier
 from insights.lifecycle import Insight, Member
+from insights.runner import DetectConfig, DetectorLoop
 from insights.store import InsightStore
 from tests.conftest import free_port, require
+from warehouse.client import connect
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +244,55 @@ def test_alert_survives_an_outage_fires_and_resolves(
     assert plain.wait_for(lambda b: b["event"] == "resolved")["insight"]["status"] == "resolved"
     # a resolved insight is not re-sent
     assert notifier.deliver([], resolved_at + timedelta(minutes=5)).sent == {}
+
+
+def test_resolving_through_the_api_ends_the_alert(
+    warehouse: Any,
+    warehouse_dsn: str,
+    alertmanager: Alertmanager,
+    receivers: tuple[Receiver, Receiver],
+    tmp_path: Path,
+) -> None:
+    am_hook, _ = receivers
+    alertmanager.start()
+    now = datetime.now(UTC).replace(microsecond=0)
+    insight = InsightStore(warehouse).save([_insight(now)])[0]
+
+    # the detector loop, as `pulse up` runs it: its notifier keeps the open insight firing
+    config = DetectConfig(
+        poll_every_s=0.5,
+        alerts=AlertConfig(alertmanager_url=alertmanager.url,
+                           public_url="http://pulse.example:8000",
+                           resend_every=timedelta(seconds=1)),
+    )  # fmt: skip
+    database = warehouse.database
+    loop = DetectorLoop(lambda: connect(warehouse_dsn, database), config).start()
+    keys = KeyStore(tmp_path / "keys.json")
+    admin = {"Authorization": f"Bearer {keys.create('admin')}"}
+    port = free_port()
+    server, thread = serve_in_thread(create_app(Services(keys=keys, warehouse=warehouse)), port)
+    try:
+        firing = am_hook.wait_for(lambda b: _alerts(b, "firing"))
+        assert _alerts(firing, "firing")[0]["labels"]["insight_id"] == insight.id
+
+        # a person resolves it through the API
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/insights/{insight.id}/resolve", headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "resolved" and r.json()["resolved_by"] == "user"
+
+        # the alert ends: Alertmanager sends the resolved notification, endsAt set
+        gone = am_hook.wait_for(lambda b: _alerts(b, "resolved"))
+        ended = _alerts(gone, "resolved")[0]
+        assert ended["labels"]["insight_id"] == insight.id
+        ends_at = datetime.fromisoformat(ended["endsAt"].replace("Z", "+00:00"))
+        assert now <= ends_at <= datetime.now(UTC)
+        assert loop.error is None and loop.passes >= 2
+        # later passes do not make it fire again
+        time.sleep(1.5)
+        shown = httpx.get(f"{alertmanager.url}/api/v2/alerts", timeout=5).json()
+        mine = [a for a in shown if a["labels"].get("insight_id") == insight.id]
+        assert not [a for a in mine if a["status"]["state"] == "active"], mine
+    finally:
+        loop.stop()
+        server.should_exit = True
+        thread.join(10)
