@@ -216,7 +216,7 @@ def table_stats(client: Any) -> str:
     rows = client.query(
         "SELECT table, sum(rows), count(), formatReadableSize(sum(bytes_on_disk)) "
         "FROM system.parts WHERE active AND database = currentDatabase() "
-        "AND table IN ('events', 'sessions', 'rollup_1m', 'rollup_1h') "
+        "AND table IN ('events', 'sessions', 'rollup_1m', 'rollup_1h', 'starts_1m') "
         "GROUP BY table ORDER BY table"
     ).result_rows
     return "; ".join(f"{t}: {r:,} rows in {p} parts, {s}" for t, r, p, s in rows)
@@ -388,7 +388,7 @@ def main() -> None:
         elif have != args.events:
             raise SystemExit(f"{where} holds {have:,} events, not {args.events:,}")
         rolled = client.query("SELECT count() FROM rollup_1m").result_rows[0][0]
-        if not rolled or first_dirty(client, START, START + timedelta(days=DAYS)) is not None:
+        if not rolled or first_dirty(client, 0, START, START + timedelta(days=DAYS)) is not None:
             t = time.perf_counter()
             minutes = rebuild(client)
             print(f"rollups: {minutes:,} minutes in {time.perf_counter() - t:.1f} s")

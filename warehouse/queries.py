@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 
 from warehouse.buckets import bucket_sql, make_grid
 from warehouse.metrics import DIMENSIONS, METRICS, Metric
-from warehouse.rollups import LEVELS, first_dirty
+from warehouse.rollups import EVENTS, LEVELS, STARTS, first_dirty
 
 __all__ = [
     "FUNNEL_STEPS",
@@ -164,22 +164,23 @@ def _uses_rollups(q: MetricQuery) -> bool:
     return q.breakdown != "category" and "category" not in q.where
 
 
-_GRAIN = {"rollup_1m": "1m", "rollup_1h": "1h", "rollup_1d": "1d"}
+def _family(q: MetricQuery) -> int:
+    return STARTS if q.definition.source == "sessions" else EVENTS
 
 
-def _rollup_table(q: MetricQuery, lo: int, hi: int) -> str:
-    """The coarsest rollup whose rows tile the buckets: UTC days, whole hours, or minutes."""
+def _grain(q: MetricQuery, lo: int, hi: int) -> str:
+    """The coarsest rollup grain whose rows tile the buckets: UTC days, whole hours, minutes."""
     if q.interval == "1d" and q.tz == "UTC":
-        return "rollup_1d"
+        return "1d"
     if q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0:
-        return "rollup_1h"
-    return "rollup_1m"
+        return "1h"
+    return "1m"
 
 
-def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> str:
-    """Series SQL over the rollups for whole buckets in ``[lo, hi)``; every breakdown value
-    of the range appears in its rows."""
-    table = _rollup_table(q, lo, hi)
+def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> tuple[str, str]:
+    """Series SQL over the rollups for whole buckets in ``[lo, hi)``, and the SQL of the
+    breakdown values of the range (those an event of the range carries, as on raw events)."""
+    grain = _grain(q, lo, hi)
     dim = q.breakdown
     dims = frozenset({*q.where, *([dim] if dim else [])})
     params.update(rlo=_ms(lo), rhi=_ms(hi), tz=q.tz, level=LEVELS.get(dims, 0))
@@ -189,17 +190,20 @@ def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> str
         conds.append(f"{name} = {{r{i}:String}}")
     where = " AND ".join(conds)
     agg = q.definition.rollup_sql
-    if dims in LEVELS and _GRAIN[table] == q.interval:
+    if dims in LEVELS and grain == q.interval:
         # one row per bucket (and breakdown value): its final distinct counts are the answer
         agg = re.sub(r"uniqExactMerge\((\w+)\)", r"sum(n_\1)", agg)
+    starts = _family(q) == STARTS
+    table = f"{'starts' if starts else 'rollup'}_{grain}"
     select_dim = f", {dim} AS dim" if dim else ""
-    # Rows of combinations a minute no longer has are zeros: leave them out, so a breakdown
-    # value shows up exactly when an event of the range carries it (as on raw events).
-    return (
+    # Rows of combinations a minute no longer has are zeros: leave them out.
+    series = (
         f"SELECT {bucket_sql('t', q.interval)} AS b{select_dim}, {agg} AS v "
         f"FROM {table} FINAL WHERE {where} GROUP BY b{', dim' if dim else ''} "
-        "HAVING sum(events) > 0"
+        f"HAVING sum({'started' if starts else 'events'}) > 0"
     )
+    values = f"SELECT DISTINCT {dim} FROM rollup_{grain} FINAL WHERE {where} AND events > 0"
+    return series, values
 
 
 def _empty(kind: str) -> Any:
@@ -229,13 +233,19 @@ def metric_series(client: Client, q: MetricQuery, *, rollups: bool = True) -> li
     cut = 0  # buckets before this index come from the rollups
     if rollups and _uses_rollups(q):
         cut = len(grid.starts)
-        dirty = first_dirty(client, _ms(grid.starts[0]), _ms(grid.end))
-        if dirty is not None:
-            cut = sum(1 for end in bounds[1:] if end <= dirty.timestamp())
+        # breakdown values of session-start metrics come from the event rollups
+        kinds = {_family(q), *([EVENTS] if q.breakdown else [])}
+        for family in kinds:
+            dirty = first_dirty(client, family, _ms(grid.starts[0]), _ms(grid.end))
+            if dirty is not None:
+                cut = min(cut, sum(1 for end in bounds[1:] if end <= dirty.timestamp()))
     parts: list[tuple[str, str | None, dict[str, Any]]] = []
     if cut:
         params: dict[str, Any] = {}
-        parts.append((_rollup_sql(q, bounds[0], bounds[cut], params), None, params))
+        series_sql, values_sql = _rollup_sql(q, bounds[0], bounds[cut], params)
+        # an event rollup's series rows already name every breakdown value
+        needs_values = q.breakdown and _family(q) == STARTS
+        parts.append((series_sql, values_sql if needs_values else None, params))
     if cut < len(grid.starts):
         params = {}
         series_sql = _series_sql(q, bounds[cut], grid.end, params)

@@ -1,23 +1,28 @@
-"""Per-minute and per-hour rollups: kept current from the raw tables, read by queries.
+"""Per-minute, per-hour and per-day rollups: kept current from the raw tables, read by
+queries.
 
-The flow marks the minutes each batch touched (:func:`mark_dirty`); :func:`refresh`
-recomputes dirty minutes from ``events`` and ``sessions``, then the hours and UTC days
-holding them,
-so a rollup row is always a function of the de-duplicated raw data: replays, late events
-and session merges only make minutes dirty again. Queries answer buckets made only of
+The flow marks the minutes each batch changed (:func:`mark_dirty`), per family: event
+measures (``rollup_*``: the minutes of the events written) and session-start measures
+(``starts_*``: the start minutes of the sessions written, which keep changing while those
+sessions go on). :func:`refresh` recomputes dirty minutes from ``events`` and ``sessions``,
+then the hours and UTC days holding them, so a row is always a function of the
+de-duplicated raw data: replays, late events and session merges only make minutes dirty
+again. Queries answer buckets made only of
 clean minutes from the rollups and the rest from raw events (:func:`first_dirty`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
 __all__ = [
+    "EVENTS",
     "LEVELS",
+    "STARTS",
     "first_dirty",
     "mark_dirty",
     "minutes_of",
@@ -36,9 +41,11 @@ LEVELS: dict[frozenset[str], int] = {
     frozenset({"channel"}): 4,
 }
 
+EVENTS, STARTS = 0, 1  # rollup families (``kind`` in rollup_marks)
+
 # Inserted by position: the order is the tables' (aliases with _ keep the state columns
 # visible to the final counts).
-_MEASURES = """
+_EVENT_MEASURES = """
     sum(events) AS events, sum(pageviews) AS pageviews, sum(orders) AS orders,
     sum(revenue) AS revenue, sum(units) AS units,
     uniqExactMergeState(visitors) AS visitors_, uniqExactMergeState(sessions) AS sessions_,
@@ -46,7 +53,9 @@ _MEASURES = """
     uniqExactMergeState(cart_sessions) AS cart_sessions_,
     uniqExactMerge(visitors) AS n_visitors, uniqExactMerge(sessions) AS n_sessions,
     uniqExactMerge(purchase_sessions) AS n_purchase_sessions,
-    uniqExactMerge(cart_sessions) AS n_cart_sessions,
+    uniqExactMerge(cart_sessions) AS n_cart_sessions"""
+
+_START_MEASURES = """
     sum(started) AS started, sum(bounces) AS bounces, sum(start_pageviews) AS start_pageviews,
     sum(start_duration_s) AS start_duration_s"""
 
@@ -66,18 +75,20 @@ _IN_MINUTES = (
     " AND toStartOfMinute({col}) IN {{mins:Array(DateTime)}}"
 )
 
-# Recompute the given minutes of rollup_1m from the raw tables. Combinations a minute no
-# longer has (a session's attributes changed) are rewritten as zero rows.
-_REFRESH_MINUTES = f"""
-INSERT INTO rollup_1m
-WITH keys AS (
+_KEYS = f"""keys AS (
     SELECT DISTINCT session_key FROM events FINAL WHERE {_IN_MINUTES.format(col="ts")}
-),
+)"""
+
+# Recompute minutes from the raw tables. Combinations a minute no longer has (a session's
+# attributes changed) are rewritten as zero rows.
+_REFRESH_EVENTS = f"""
+INSERT INTO rollup_1m
+WITH {_KEYS},
 attrs AS (
     SELECT session_key, country AS c, device AS d, channel AS ch
     FROM sessions FINAL WHERE deleted = 0 AND session_key IN keys
 )
-SELECT level, t, country, device, channel, {_MEASURES}, {{v:UInt64}} AS version
+SELECT level, t, country, device, channel, {_EVENT_MEASURES}, {{v:UInt64}} AS version
 FROM (
     SELECT lv.1 AS level, toStartOfMinute(ts) AS t, lv.2 AS country, lv.3 AS device,
            lv.4 AS channel,
@@ -88,9 +99,7 @@ FROM (
            uniqExactState(cityHash64(user_id)) AS visitors,
            uniqExactState(cityHash64(session_key)) AS sessions,
            uniqExactStateIf(cityHash64(session_key), type = 'purchase') AS purchase_sessions,
-           uniqExactStateIf(cityHash64(session_key), type = 'add_to_cart') AS cart_sessions,
-           toUInt64(0) AS started, toUInt64(0) AS bounces, toUInt64(0) AS start_pageviews,
-           toFloat64(0) AS start_duration_s
+           uniqExactStateIf(cityHash64(session_key), type = 'add_to_cart') AS cart_sessions
     FROM (
         SELECT ts, type, is_order, revenue_eur, items.quantity, user_id, session_key, c, d, ch
         FROM events FINAL ANY LEFT JOIN attrs USING (session_key)
@@ -98,11 +107,25 @@ FROM (
     ) {_FAN_OUT}
     GROUP BY level, t, country, device, channel
     UNION ALL
+    SELECT level, t, country, device, channel, 0, 0, 0, 0, 0, {_EMPTY_SETS}
+    FROM rollup_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
+    GROUP BY level, t, country, device, channel
+)
+GROUP BY level, t, country, device, channel
+"""
+
+# Sessions that start in the minutes and whose key an event of them carries (a key that
+# only existed before a crash has none: see 002_events.sql).
+_REFRESH_STARTS = f"""
+INSERT INTO starts_1m
+WITH {_KEYS}
+SELECT level, t, country, device, channel, {_START_MEASURES}, {{v:UInt64}} AS version
+FROM (
     SELECT lv.1 AS level, toStartOfMinute(start) AS t, lv.2 AS country, lv.3 AS device,
-           lv.4 AS channel,
-           0, 0, 0, 0, 0, {_EMPTY_SETS},
-           count(), countIf(n_events = 1), sum(n_pageviews),
+           lv.4 AS channel, count() AS started, countIf(n_events = 1) AS bounces,
+           sum(n_pageviews) AS start_pageviews,
            sum((toUnixTimestamp64Milli(end) - toUnixTimestamp64Milli(start)) / 1000)
+               AS start_duration_s
     FROM (
         SELECT start, end, n_events, n_pageviews, country AS c, device AS d, channel AS ch
         FROM sessions FINAL
@@ -110,9 +133,8 @@ FROM (
     ) {_FAN_OUT}
     GROUP BY level, t, country, device, channel
     UNION ALL
-    SELECT level, t, country, device, channel, 0, 0, 0, 0, 0, {_EMPTY_SETS}, 0, 0, 0, 0
-    FROM rollup_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
-    GROUP BY level, t, country, device, channel
+    SELECT level, t, country, device, channel, 0, 0, 0, 0
+    FROM starts_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
 )
 GROUP BY level, t, country, device, channel
 """
@@ -128,13 +150,18 @@ WHERE t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
 GROUP BY level, tt, country, device, channel
 """
 _COARSER = [
-    # (table, its source, start-of function, length in ms)
-    ("rollup_1h", "rollup_1m", "toStartOfHour", 3_600_000),
-    ("rollup_1d", "rollup_1h", "toStartOfDay", 86_400_000),
+    # (grain, its source grain, start-of function, length in ms)
+    ("1h", "1m", "toStartOfHour", 3_600_000),
+    ("1d", "1h", "toStartOfDay", 86_400_000),
 ]
+_FAMILIES = {
+    EVENTS: ("rollup", _REFRESH_EVENTS, _EVENT_MEASURES),
+    STARTS: ("starts", _REFRESH_STARTS, _START_MEASURES),
+}
 
 _DIRTY = """
-SELECT minute, dirty FROM rollup_marks FINAL WHERE dirty > clean {where} ORDER BY minute
+SELECT minute, dirty FROM rollup_marks FINAL
+WHERE kind = {{kind:UInt8}} AND dirty > clean {where} ORDER BY minute
 """
 
 
@@ -151,11 +178,11 @@ def minutes_of(ts_ms: Iterable[int]) -> set[int]:
     return {t - t % MINUTE_MS for t in ts_ms}
 
 
-def mark_dirty(client: Client, minutes: Iterable[int], version: int) -> None:
-    """Record that ``minutes`` (epoch ms starts) got data written at ``version``."""
-    rows = [[_dt(m), version, 0] for m in sorted(set(minutes))]
+def mark_dirty(client: Client, minutes: Mapping[int, Iterable[int]], version: int) -> None:
+    """Record that minutes (epoch-ms starts, per family) got data written at ``version``."""
+    rows = [[kind, _dt(m), version, 0] for kind, ms in minutes.items() for m in sorted(set(ms))]
     if rows:
-        client.insert("rollup_marks", rows, column_names=["minute", "dirty", "clean"])
+        client.insert("rollup_marks", rows, column_names=["kind", "minute", "dirty", "clean"])
 
 
 def _chunks(minutes: list[int], size: int) -> Iterable[list[int]]:
@@ -176,33 +203,40 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
     Returns how many minutes were recomputed. Safe to run concurrently with writes and
     with another refresh: a minute written again meanwhile stays dirty.
     """
-    params: dict[str, object] = {}
-    where = ""
-    if until is not None:
-        where = "AND minute <= {until:DateTime} - INTERVAL 1 MINUTE"
-        params["until"] = until
-    dirty = [
-        (int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v))
-        for m, v in client.query(_DIRTY.format(where=where), parameters=params).result_rows
-    ]
-    for group in _chunks([m for m, _ in dirty], chunk):
-        _recompute(client, group)
-    if dirty:
-        client.insert(
-            "rollup_marks",
-            [[_dt(m), 0, v] for m, v in dirty],
-            column_names=["minute", "dirty", "clean"],
-        )
-    return len(dirty)
+    done = 0
+    for kind in _FAMILIES:
+        params: dict[str, object] = {"kind": kind}
+        where = ""
+        if until is not None:
+            where = "AND minute <= {until:DateTime} - INTERVAL 1 MINUTE"
+            params["until"] = until
+        sql = _DIRTY.format(where=where)
+        dirty = [
+            (int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v))
+            for m, v in client.query(sql, parameters=params).result_rows
+        ]
+        for group in _chunks([m for m, _ in dirty], chunk):
+            _recompute(client, kind, group)
+        if dirty:
+            client.insert(
+                "rollup_marks",
+                [[kind, _dt(m), 0, v] for m, v in dirty],
+                column_names=["kind", "minute", "dirty", "clean"],
+            )
+        done += len(dirty)
+    return done
 
 
-def _recompute(client: Client, minutes: list[int]) -> None:
+def _recompute(client: Client, kind: int, minutes: list[int]) -> None:
+    prefix, minute_sql, measures = _FAMILIES[kind]
     lo, hi = _dt(minutes[0]), _dt(minutes[-1] + MINUTE_MS)
     mins = [_dt(m) for m in minutes]
-    client.command(_REFRESH_MINUTES, parameters={"lo": lo, "hi": hi, "mins": mins, "v": _version()})
-    for table, source, start, length in _COARSER:
+    client.command(minute_sql, parameters={"lo": lo, "hi": hi, "mins": mins, "v": _version()})
+    for grain, source, start, length in _COARSER:
         starts = sorted({m - m % length for m in minutes})
-        sql = _REFRESH_COARSER.format(into=table, source=source, start=start, measures=_MEASURES)
+        sql = _REFRESH_COARSER.format(
+            into=f"{prefix}_{grain}", source=f"{prefix}_{source}", start=start, measures=measures
+        )
         params = {
             "lo": _dt(starts[0]),
             "hi": _dt(starts[-1] + length),
@@ -217,13 +251,13 @@ def rebuild(client: Client, *, chunk: int = 1440) -> int:
     rows = client.query(
         "SELECT DISTINCT toUnixTimestamp(toStartOfMinute(ts)) * 1000 FROM events"
     ).result_rows
-    mark_dirty(client, (int(r[0]) for r in rows), _version())
+    minutes = [int(r[0]) for r in rows]
+    mark_dirty(client, {EVENTS: minutes, STARTS: minutes}, _version())
     return refresh(client, chunk=chunk)
 
 
-def first_dirty(client: Client, lo: datetime, hi: datetime) -> datetime | None:
-    """The earliest minute in ``[lo, hi)`` whose rollup is not current, if any."""
+def first_dirty(client: Client, kind: int, lo: datetime, hi: datetime) -> datetime | None:
+    """The earliest minute in ``[lo, hi)`` whose rows of family ``kind`` are not current."""
     sql = _DIRTY.format(where="AND minute >= {lo:DateTime} AND minute < {hi:DateTime}")
-    sql += " LIMIT 1"
-    rows = client.query(sql, parameters={"lo": lo, "hi": hi}).result_rows
-    return rows[0][0].replace(tzinfo=UTC) if rows else None
+    rows = client.query(sql + " LIMIT 1", parameters={"kind": kind, "lo": lo, "hi": hi})
+    return rows.result_rows[0][0].replace(tzinfo=UTC) if rows.result_rows else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from clickhouse_connect.driver.client import Client
 
@@ -68,9 +68,11 @@ class WarehouseWriter:
         cls._last_version = max(cls._last_version + 1, time.time_ns())
         return cls._last_version
 
-    def write(self, batch: dict[str, Rows], minutes: Iterable[int] = ()) -> None:
+    def write(
+        self, batch: dict[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
+    ) -> None:
         """Insert the rows of one batch, by table (columns as in :data:`COLUMNS`), then
-        mark ``minutes`` (epoch-ms minute starts the batch changed) for the rollups."""
+        mark ``minutes`` (epoch-ms minute starts the batch changed, per rollup family)."""
         with self._lock:
             version = self._next_version()
             for table, columns in COLUMNS.items():
@@ -84,4 +86,5 @@ class WarehouseWriter:
                 self._client.insert(
                     table, rows, column_names=columns, column_type_names=self._types[table]
                 )
-            mark_dirty(self._client, minutes, version)
+            if minutes:
+                mark_dirty(self._client, minutes, version)

@@ -23,7 +23,7 @@ from warehouse.queries import (
     metric_series,
     top_products,
 )
-from warehouse.rollups import first_dirty
+from warehouse.rollups import EVENTS, first_dirty
 
 pytestmark = pytest.mark.integration
 
@@ -127,11 +127,13 @@ def test_rollups_cover_complete_minutes(pipeline) -> None:
     allowed lateness): only the minutes after it are still answered from raw events."""
     client, _ = pipeline
     until = complete_until(client, timedelta(minutes=10))
-    dirty = first_dirty(client, START, END + timedelta(days=1))
+    dirty = first_dirty(client, EVENTS, START, END + timedelta(days=1))
     assert until is not None and dirty is not None
     assert dirty >= until - timedelta(minutes=1), (dirty, until)
     clean = client.query("SELECT count() FROM rollup_1m FINAL WHERE events > 0").result_rows
     assert clean[0][0] > 100
+    starts = client.query("SELECT sum(started) FROM starts_1d FINAL WHERE level = 1").result_rows
+    assert starts[0][0] > 100
 
 
 ROLLUP_CASES = [
