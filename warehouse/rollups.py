@@ -114,11 +114,19 @@ FROM (
 GROUP BY level, t, country, device, channel
 """
 
-# Sessions that start in the minutes and whose key an event of them carries (a key that
-# only existed before a crash has none: see 002_events.sql).
+# Sessions that start in the minutes and whose first event carries their key (a key that
+# only existed before a crash has none: see 002_events.sql). Only events at a session's
+# start time are looked at: the minutes of long sessions are many and large.
 _REFRESH_STARTS = f"""
 INSERT INTO starts_1m
-WITH {_KEYS}
+WITH starting AS (
+    SELECT session_key, start, end, n_events, n_pageviews, country, device, channel
+    FROM sessions FINAL WHERE deleted = 0 AND {_IN_MINUTES.format(col="start")}
+),
+keys AS (
+    SELECT DISTINCT session_key FROM events FINAL
+    WHERE {_IN_MINUTES.format(col="ts")} AND ts IN (SELECT start FROM starting)
+)
 SELECT level, t, country, device, channel, {_START_MEASURES}, {{v:UInt64}} AS version
 FROM (
     SELECT lv.1 AS level, toStartOfMinute(start) AS t, lv.2 AS country, lv.3 AS device,
@@ -128,8 +136,7 @@ FROM (
                AS start_duration_s
     FROM (
         SELECT start, end, n_events, n_pageviews, country AS c, device AS d, channel AS ch
-        FROM sessions FINAL
-        WHERE deleted = 0 AND session_key IN keys AND {_IN_MINUTES.format(col="start")}
+        FROM starting WHERE session_key IN keys
     ) {_FAN_OUT}
     GROUP BY level, t, country, device, channel
     UNION ALL
