@@ -41,12 +41,15 @@ INTERVAL_SECONDS = {"1m": 60, "1h": 3600}
 
 @dataclass(frozen=True)
 class Watched:
-    """A metric the detector watches; ``weight`` names the metric counting its trials."""
+    """A metric the detector watches; ``weight`` names the metric counting its trials,
+    and ``share`` says the rate is a share of them (0..1: sessions that bought), so its
+    noise is binomial."""
 
     metric: str
     kind: Literal["count", "money", "ratio"]
     family: Family
     weight: str | None = None
+    share: bool = False
 
 
 WATCHED: tuple[Watched, ...] = (
@@ -54,8 +57,8 @@ WATCHED: tuple[Watched, ...] = (
     Watched("pageviews", "count", "traffic"),
     Watched("orders", "count", "orders"),
     Watched("revenue", "money", "orders"),
-    Watched("conversion_rate", "ratio", "orders", weight="sessions"),
-    Watched("add_to_cart_rate", "ratio", "funnel", weight="sessions"),
+    Watched("conversion_rate", "ratio", "orders", weight="sessions", share=True),
+    Watched("add_to_cart_rate", "ratio", "funnel", weight="sessions", share=True),
     Watched("aov", "ratio", "price", weight="orders"),
 )
 WATCHED_BY_NAME = {w.metric: w for w in WATCHED}

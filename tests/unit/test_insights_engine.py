@@ -7,8 +7,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
-from insights.engine import AnomalyEvent, DetectionEngine
+from insights.engine import AnomalyEvent, DetectionEngine, _inflations, signed_deviance
 from insights.series import Obs, SeriesKey
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
@@ -106,3 +107,93 @@ def test_feeding_a_bucket_twice_is_harmless() -> None:
     assert engine.step(T0 + timedelta(minutes=299), {ORDERS: Obs(1e6)}) == []
     assert engine.buckets(ORDERS) == before
     assert engine.last_ts("1m") == T0 + timedelta(minutes=299)
+
+
+# -- the fast path: counts and shares judged on the counts behind them ------------------
+
+SESSIONS = SeriesKey("sessions", (("country", "PT"),), "1m")
+HISTORY = 3 * 1440  # three days: a seasonal expectation and a learnt noise
+
+
+def rhythm(i: int, mean: float) -> float:
+    """A daily rhythm around ``mean`` per minute (0.6x at night to 1.4x in the evening)."""
+    return mean * (1.0 + 0.4 * math.sin(2 * math.pi * (i / 1440.0 - 0.25)))
+
+
+def fast_only(values: list[float], key: SeriesKey, weights: list[float] | None = None
+              ) -> list[AnomalyEvent]:  # fmt: skip
+    """Run the engine with the detector silent (score 0): only the fast path can arm."""
+    engine = DetectionEngine()
+    events: list[AnomalyEvent] = []
+    for i, v in enumerate(values):
+        obs = Obs(v, weights[i] if weights else None)
+        events += engine.step(T0 + timedelta(minutes=i), {key: obs}, {key: 0.0})
+    return [e for e in events if e.kind == "opened" and e.at > T0 + timedelta(days=1)]
+
+
+def poisson_series(mean: float, factor: Callable[[int], float], seed: int, n: int
+                   ) -> list[float]:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    return [float(rng.poisson(rhythm(i, mean) * factor(i))) for i in range(n)]
+
+
+def test_fast_path_finds_a_40_percent_drop_on_100_sessions_a_minute_within_5_minutes() -> None:
+    start = HISTORY + 600  # 10:00 on the fourth day: about 110 sessions a minute
+    values = poisson_series(100, lambda i: 0.6 if start <= i < start + 30 else 1.0, 1,
+                            start + 60)  # fmt: skip
+    [first] = fast_only(values, SESSIONS)
+    begin = T0 + timedelta(minutes=start)
+    assert first.at - begin <= timedelta(minutes=5)
+    assert abs((first.anomaly.onset - begin).total_seconds()) <= 120
+    assert first.anomaly.direction == "down" and -0.55 < first.anomaly.change < -0.25
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fast_path_is_quiet_on_the_same_noise_without_a_drop(seed: int) -> None:
+    values = poisson_series(100, lambda i: 1.0, seed, HISTORY + 1440)
+    assert fast_only(values, SESSIONS) == []
+
+
+@pytest.mark.parametrize(("sessions", "found"), [(2000.0, True), (100.0, False)])
+def test_fast_path_reads_a_conversion_drop_from_the_sessions_behind_it(
+    sessions: float, found: bool
+) -> None:
+    # 5% of the sessions buy; 40% of them stop buying for half an hour. On 2,000 sessions
+    # a minute (100 buyers) that is clear in minutes; on 100 (5 buyers) it is noise
+    rng = np.random.default_rng(7)
+    start = HISTORY + 600
+    n = start + 60
+    weights = [float(rng.poisson(rhythm(i, sessions))) for i in range(n)]
+    rate = [0.05 * (0.6 if start <= i < start + 30 else 1.0) for i in range(n)]
+    buyers = [float(rng.binomial(int(w), p)) for w, p in zip(weights, rate, strict=True)]
+    values = [b / w for b, w in zip(buyers, weights, strict=True)]
+    opened_ = fast_only(values, CONV, weights)
+    if found:
+        [first] = opened_
+        assert first.at - (T0 + timedelta(minutes=start)) <= timedelta(minutes=5)
+        assert first.anomaly.change < -0.25
+    else:
+        assert opened_ == []
+
+
+def test_signed_deviance_is_a_z_that_holds_for_a_handful_of_events() -> None:
+    assert signed_deviance(50, 50) == 0.0
+    assert signed_deviance(40, 50) < 0 < signed_deviance(60, 50)
+    # 10 orders where 2.5 were expected: p ≈ 2e-4, z ≈ 3.5 (the Pearson 4.7 is too much)
+    assert 3.3 < signed_deviance(10, 2.5) < 3.8 < (10 - 2.5) / math.sqrt(2.5)
+    # nothing where 50 were expected: unmistakable
+    assert signed_deviance(0, 50) < -9.9
+    # a rare share out of many trials is Poisson; a common one is narrower
+    assert abs(signed_deviance(30, 50, 100_000) - signed_deviance(30, 50)) < 0.01
+    assert signed_deviance(400, 500, 1000) < signed_deviance(400, 500) < -4
+
+
+def test_inflation_grows_for_minutes_that_move_together() -> None:
+    rng = np.random.default_rng(2)
+    independent = rng.normal(size=1440)
+    together = np.empty(1440)
+    together[0] = 0.0
+    for i in range(1, 1440):  # AR(1), rho 0.6: a window of 10 varies ~1.8x more
+        together[i] = 0.6 * together[i - 1] + rng.normal()
+    assert _inflations(independent)[10] < 1.2
+    assert 1.5 < _inflations(together)[10] < 2.3
