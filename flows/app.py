@@ -5,7 +5,9 @@
         -r /var/lib/pulse/recovery                                     # process 0 of 2
 
 Settings come from the ``PULSE_*`` environment as for every other entry point.
-``PULSE_FLOW_EXIT_WHEN_IDLE`` (seconds) makes every process stop once drained.
+``PULSE_FLOW_EXIT_WHEN_IDLE`` (seconds) makes every process stop once drained. The shards
+save their users' states between snapshots under ``$PULSE_HOME/flow-state``: with ``-r``
+on several hosts, that directory must be shared like the recovery directory.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def get_flow() -> Dataflow:
     tune_gc()
     return build_flow(
         flow_config(
-            settings, load_fx_rates(settings.fx_rates), idle_stop_s=float(idle) if idle else None
+            settings,
+            load_fx_rates(settings.fx_rates),
+            idle_stop_s=float(idle) if idle else None,
+            state_dir=settings.home / "flow-state",
         )
     )

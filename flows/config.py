@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from flows.logic import FlowRules
@@ -30,6 +31,9 @@ class FlowConfig:
     batch_size: int = 5000
     allowed_lateness: timedelta = timedelta(minutes=10)  # rollups wait this long for a minute
     rollup_every_s: float = 5.0
+    # Where the shards save their users' states between snapshots (beside Bytewax's
+    # recovery store); None keeps them in memory only, for a flow run without recovery.
+    state_dir: Path | None = None
 
     @property
     def sink_partitions(self) -> int:

@@ -6,10 +6,10 @@ Thin Bytewax wiring around :mod:`flows.logic`; see ``docs/architecture.md``.
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -27,9 +27,7 @@ from flows.logic import (
     Placed,
     SessionAgg,
     StepOutput,
-    UserState,
     enrich,
-    step,
 )
 from flows.rows import (
     Coordinates,
@@ -39,6 +37,8 @@ from flows.rows import (
     session_row,
     tombstone_row,
 )
+from flows.shard import Shard, shard_of
+from flows.state_store import ShardStore
 from ingest.events import decode_event
 from ingest.fx import FxRates
 from warehouse.client import connect
@@ -71,7 +71,7 @@ _newest_ms = [0]
 
 
 def _decoder(fx: FxRates) -> Any:
-    """A Kafka record -> ``(user_id, _Read)``: the key the flow folds on and the enriched
+    """A Kafka record -> ``(shard, _Read)``: the key the flow folds on and the enriched
     event (None, counted and logged, for a record that is not a Pulse event)."""
 
     def decode(value: bytes, topic: str, partition: int, offset: int) -> Any:
@@ -84,7 +84,8 @@ def _decoder(fx: FxRates) -> Any:
             return None
         if event.ts_ms > _newest_ms[0]:
             _newest_ms[0] = event.ts_ms
-        return event.user_id, _Read(enrich(event, fx), Coordinates(topic, partition, offset))
+        read = _Read(enrich(event, fx), Coordinates(topic, partition, offset))
+        return shard_of(event.user_id), read
 
     return decode
 
@@ -139,7 +140,7 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
     def close(self) -> None:
         self._rollups.maybe_refresh(force=True)
 
-    def write_batch(self, items: list[tuple[_Read, StepOutput | None]]) -> None:
+    def write_batch(self, batches: list[list[tuple[_Read, StepOutput | None]]]) -> None:
         # Within a batch only the newest version of a row matters: keep the newest of each
         # and build rows once (a session changes with nearly every event).
         events: dict[str, tuple[int, Placed, Coordinates]] = {}
@@ -148,6 +149,7 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         spans: list[tuple[int, int]] = []
         no_event = (-1, None, None)
         no_session = (-1, None)
+        items = [pair for batch in batches for pair in batch]
         for read, out in items:
             ev = read.event.event
             seen.append((ev.ts_ms, read.at))
@@ -195,55 +197,54 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         self._rollups.maybe_refresh()
 
 
-_CHECK = timedelta(minutes=10)  # how often an idle user's state is looked at
-_STATE_ENCODER = msgspec.msgpack.Encoder()
-_STATE_DECODER = msgspec.msgpack.Decoder(UserState)
+_CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
 
 
-def _load_state(snapshot: bytes) -> UserState:
-    if snapshot[:1] == b"\x80":  # written by a version that pickled its snapshots
-        state: UserState = pickle.loads(snapshot)
-        return state
-    return _STATE_DECODER.decode(snapshot)
+class _ShardLogic(StatefulBatchLogic[list[_Read], list[tuple[_Read, Any]], tuple[str, int]]):
+    """One :class:`~flows.shard.Shard` behind Bytewax's stateful operator.
 
-
-class _UserLogic(StatefulBatchLogic[_Read, tuple[_Read, Any], bytes]):
-    """One user's state behind Bytewax's stateful operator.
-
-    Snapshots are bytes, not the deep copy ``stateful_map`` makes of every touched key at
-    every epoch (which dominated the flow's profile), and MessagePack from msgspec rather
-    than pickle: ~20x faster to write on this state, ~4x to read.
+    Bytewax's snapshot is only the shard's key and generation; the users changed since the
+    last one are saved in the shard's store (``flows.state_store``), so a snapshot costs
+    what changed, not the shard's whole state, and Bytewax's per-key work is per batch.
     """
 
-    def __init__(self, rules: FlowRules, resume: bytes | None) -> None:
+    def __init__(self, rules: FlowRules, state_dir: Path | None, resume: tuple[str, int] | None):
         self._rules = rules
-        self._state = _load_state(resume) if resume is not None else None
+        self._state_dir = state_dir
+        self._shard: Shard | None = None
+        self._key = ""
+        if resume is not None:  # a fresh shard learns its key from its first event
+            self._open(*resume)
         self._wake = self._next_check()
+
+    def _open(self, key: str, resume_gen: int | None) -> Shard:
+        path = None if self._state_dir is None else self._state_dir / f"shard-{key}.sqlite3"
+        self._key = key
+        self._shard = Shard(self._rules, ShardStore(path, resume_gen), resume_gen or 0)
+        return self._shard
 
     def _next_check(self) -> datetime:
         return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms), _CHECK)
 
-    def on_batch(self, values: list[_Read]) -> tuple[list[tuple[_Read, Any]], bool]:
-        out = []
-        for read in values:
-            self._state, changes = step(self._state, read.event, self._rules)
-            out.append((read, changes))
-        return out, StatefulBatchLogic.RETAIN
+    def on_batch(self, values: list[list[_Read]]) -> tuple[list[list[tuple[_Read, Any]]], bool]:
+        reads = values[0] if len(values) == 1 else [r for batch in values for r in batch]
+        shard = self._shard or self._open(shard_of(reads[0].event.event.user_id), None)
+        changes = shard.fold([read.event for read in reads])
+        return [list(zip(reads, changes, strict=True))], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime:
         return self._wake
 
-    def on_notify(self) -> tuple[list[tuple[_Read, Any]], bool]:
-        """Forget a user whose newest event is older than the retention behind the newest
+    def on_notify(self) -> tuple[list[list[tuple[_Read, Any]]], bool]:
+        """Forget users whose newest event is older than the retention behind the newest
         event read: the state stays bounded however many users come and go."""
-        state = self._state
-        if state is None or state.newest_ms < _newest_ms[0] - self._rules.retention_ms:
-            return [], StatefulBatchLogic.DISCARD
+        if self._shard is not None:
+            self._shard.forget(_newest_ms[0] - self._rules.retention_ms)
         self._wake = self._next_check()
         return [], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
-        return _STATE_ENCODER.encode(self._state)
+    def snapshot(self) -> tuple[str, int]:
+        return self._key, 0 if self._shard is None else self._shard.snapshot()
 
 
 def build_flow(config: FlowConfig) -> Dataflow:
@@ -261,9 +262,10 @@ def build_flow(config: FlowConfig) -> Dataflow:
         idle_s=config.idle_stop_s,
         stop=config.stop,
     )
-    by_user = op.input("kafka_in", flow, source)  # (user_id, enriched event), decoded
+    # (shard, [reads]) per shard and fetch: decoded, enriched, in arrival order
+    by_shard = op.input("kafka_shards", flow, source)
     folded = op.stateful_batch(
-        "dedup_sessionise", by_user, lambda resume: _UserLogic(rules, resume)
+        "fold_shards", by_shard, lambda resume: _ShardLogic(rules, config.state_dir, resume)
     )
     op.output("warehouse", folded, _WarehouseSink(config))
     return flow

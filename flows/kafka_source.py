@@ -21,8 +21,8 @@ from confluent_kafka.admin import AdminClient
 
 __all__ = ["DecodingKafkaSource"]
 
-# (value, topic, partition, offset) -> an item for the flow, or None to skip the record
-Decode = Callable[[bytes, str, int, int], Any]
+# (value, topic, partition, offset) -> (key, value) for the flow, or None to skip the record
+Decode = Callable[[bytes, str, int, int], tuple[str, Any] | None]
 
 
 class _Partition(StatefulSourcePartition[Any, int]):
@@ -60,16 +60,21 @@ class _Partition(StatefulSourcePartition[Any, int]):
             return []
         self._last_read = now
         decode, topic, partition = src.decode, self._topic, self._partition
-        out = []
+        by_key: dict[str, list[Any]] = {}
         for msg in msgs:
             error = msg.error()
             if error is not None:
                 raise RuntimeError(f"error reading Kafka topic {topic!r}: {error}")
             item = decode(msg.value() or b"", topic, partition, msg.offset() or 0)
             if item is not None:
-                out.append(item)
+                key, value = item
+                values = by_key.get(key)
+                if values is None:
+                    by_key[key] = [value]
+                else:
+                    values.append(value)
         self._offset = (msgs[-1].offset() or 0) + 1  # resume after the last record read
-        return out
+        return list(by_key.items())
 
     def snapshot(self) -> int:
         return self._offset

@@ -46,6 +46,8 @@ def run_flow(
     """Run the event flow until it stops (idle stop) or is interrupted."""
     tune_gc()
     recovery = recovery_config(recovery_dir) if recovery_dir else None
+    if recovery_dir is not None and config.state_dir is None:
+        config = dataclasses.replace(config, state_dir=recovery_dir / "state")
     cli_main(
         build_flow(config),
         workers_per_process=workers,

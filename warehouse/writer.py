@@ -4,15 +4,19 @@ A batch written again after a crash is harmless: ``events``, ``sessions`` and
 ``duplicates`` are ReplacingMergeTree tables keyed by the row's identity, and the writer
 stamps ``events`` and ``sessions`` rows with a strictly increasing write version, so the
 newest truth wins whatever was written before a crash; ``flow_progress`` keeps maxima.
+
+Rows are sent as ``JSONCompactEachRow`` encoded by msgspec and parsed by ClickHouse:
+~1.7x less CPU per row than clickhouse-connect's Native encoding, which walks every value
+in Python (measured on chDB, 50K event rows: 2.8 vs 5.0 µs per row).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+import msgspec
 from clickhouse_connect.driver.client import Client
 
 from warehouse.rollups import mark_dirty
@@ -34,6 +38,15 @@ COLUMNS = {
     "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
 }  # fmt: skip
 
+# DateTime64 columns: rows carry epoch milliseconds, sent as seconds with a fraction (an
+# integer would be read as seconds). msgspec writes the shortest exact decimal of ms/1000.
+_TIMES = {
+    table: [i for i, c in enumerate(columns) if c in {"ts", "start", "end", "max_ts",
+                                                      "updated_at"}]
+    for table, columns in COLUMNS.items()
+}  # fmt: skip
+_encode_lines = msgspec.json.Encoder().encode_lines
+
 Rows = Sequence[list[object]]
 
 
@@ -45,23 +58,6 @@ class WarehouseWriter:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._types = self._plain_types(client)
-
-    @staticmethod
-    def _plain_types(client: Client) -> dict[str, list[str]]:
-        """Each table's insert types with LowCardinality(X) sent as X: ClickHouse converts
-        on insert, and clickhouse-connect no longer builds dictionaries in Python (measured
-        ~1.3x faster inserts)."""
-        rows = client.query(
-            "SELECT table, name, type FROM system.columns "
-            "WHERE database = currentDatabase() AND table IN {tables:Array(String)}",
-            parameters={"tables": list(COLUMNS)},
-        ).result_rows
-        types = {(table, name): kind for table, name, kind in rows}
-        return {
-            table: [re.sub(r"^LowCardinality\((.*)\)$", r"\1", types[table, c]) for c in columns]
-            for table, columns in COLUMNS.items()
-        }
 
     @classmethod
     def _next_version(cls) -> int:
@@ -79,12 +75,15 @@ class WarehouseWriter:
                 rows = batch.get(table)
                 if not rows:
                     continue
-                if "version" in columns:
-                    at = columns.index("version")
-                    for row in rows:
-                        row[at] = version
-                self._client.insert(
-                    table, rows, column_names=columns, column_type_names=self._types[table]
+                stamp = columns.index("version") if "version" in columns else None
+                times = _TIMES[table]
+                for row in rows:
+                    if stamp is not None:
+                        row[stamp] = version
+                    for at in times:
+                        row[at] = row[at] / 1000  # type: ignore[operator]
+                self._client.raw_insert(
+                    table, columns, _encode_lines(rows), fmt="JSONCompactEachRow"
                 )
             if minutes:
                 mark_dirty(self._client, minutes, version)

@@ -98,21 +98,25 @@ def test_memory_is_bounded_by_the_retention() -> None:
     assert len(state.sessions) < 20 + 64
 
 
-def test_an_idle_user_is_forgotten_once_the_retention_has_passed() -> None:
+def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> None:
     from flows import events as flow
 
-    logic = flow._UserLogic(FlowRules(retention_ms=60 * MIN), None)
-    read = flow._decoder(FX)(b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}'
-                             % T0, "t", 0, 0)[1]  # fmt: skip
-    logic.on_batch([read])
+    logic = flow._ShardLogic(FlowRules(retention_ms=60 * MIN), tmp_path, None)
+    key, read = flow._decoder(FX)(b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}'
+                                  % T0, "t", 0, 0)  # fmt: skip
+    assert logic.on_batch([[read]])[0][0][0][1] is not None
+    assert logic.snapshot() == (key, 1)
     before = flow._newest_ms[0]
     try:
         flow._newest_ms[0] = T0 + 30 * MIN  # others still within the hour: kept
         assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN
+        assert logic.on_batch([[read]])[0][0][0][1] is None  # still a repeat
         flow._newest_ms[0] = T0 + 61 * MIN
-        assert logic.on_notify()[1] is flow.StatefulBatchLogic.DISCARD
+        assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN  # the shard stays
     finally:
         flow._newest_ms[0] = before
-    # and the snapshot of a kept state reads back equal
-    kept = flow._UserLogic(FlowRules(), logic.snapshot())
-    assert kept._state == logic._state
+    assert logic.snapshot() == (key, 2)
+    # forgotten, also for a shard resumed from that snapshot: the event is new again
+    assert logic.on_batch([[read]])[0][0][0][1] is not None
+    resumed = flow._ShardLogic(FlowRules(), tmp_path, (key, 2))
+    assert resumed.on_batch([[read]])[0][0][0][1] is not None

@@ -1,0 +1,120 @@
+"""A shard's users: folded like one user at a time, saved incrementally by generation,
+rolled back on resume to the generation Bytewax committed, forgotten when idle."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from flows.logic import Enriched, FlowRules, enrich
+from flows.shard import SHARDS, Shard, shard_of
+from flows.state_store import ShardStore
+from ingest.events import Event
+from ingest.fx import load_fx_rates
+
+FX = load_fx_rates()
+RULES = FlowRules(session_timeout_ms=30 * 60 * 1000, retention_ms=3600 * 1000)
+MIN = 60 * 1000
+T0 = 1_795_176_000_000
+
+
+def ev(event_id: str, user: str, ts: int) -> Enriched:
+    return enrich(Event(event_id=event_id, type="page_view", ts=ts, user_id=user), FX)
+
+
+def fresh(path: Path | None) -> Shard:
+    return Shard(RULES, ShardStore(path, None))
+
+
+def resumed(path: Path, gen: int) -> Shard:
+    return Shard(RULES, ShardStore(path, gen), gen)
+
+
+def test_shard_keys_are_stable_and_spread() -> None:
+    keys = {shard_of(f"user-{i}") for i in range(5000)}
+    assert len(keys) == SHARDS
+    assert shard_of("u1") == f"{zlib.crc32(b'u1') % SHARDS:02d}"
+
+
+def test_a_repeat_is_a_duplicate_across_users_batches_and_a_resume(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    outs = shard.fold([ev("a", "u1", T0), ev("b", "u2", T0), ev("a", "u1", T0 + MIN)])
+    assert [o is None for o in outs] == [False, False, True]
+    assert shard.snapshot() == 1
+    again = resumed(path, 1)
+    outs = again.fold([ev("a", "u1", T0 + 2 * MIN), ev("b", "u2", T0), ev("c", "u1", T0)])
+    assert [o is None for o in outs] == [True, True, False]
+
+
+def test_resume_rolls_back_what_came_after_the_committed_generation(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    shard.fold([ev("a", "u1", T0)])
+    assert shard.snapshot() == 1
+    shard.fold([ev("b", "u1", T0 + MIN), ev("c", "u3", T0)])
+    assert shard.snapshot() == 2  # written, but Bytewax committed only generation 1
+    again = resumed(path, 1)
+    outs = again.fold([ev("b", "u1", T0 + MIN), ev("c", "u3", T0), ev("a", "u1", T0)])
+    assert [o is None for o in outs] == [False, False, True]
+
+
+def test_a_snapshot_without_changes_keeps_its_generation(tmp_path: Path) -> None:
+    shard = fresh(tmp_path / "s.sqlite3")
+    assert shard.snapshot() == 0
+    shard.fold([ev("a", "u1", T0)])
+    assert shard.snapshot() == shard.snapshot() == 1
+
+
+def test_a_fresh_start_ignores_what_an_earlier_run_saved(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    shard.fold([ev("a", "u1", T0)])
+    shard.snapshot()
+    assert fresh(path).fold([ev("a", "u1", T0)]) != [None]
+
+
+def test_idle_users_are_forgotten_in_memory_and_in_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    shard.fold([ev("a", "old", T0), ev("b", "busy", T0 + 2 * 3600 * 1000)])
+    shard.snapshot()
+    assert shard.forget(T0 + 3600 * 1000) == 1 and len(shard) == 1
+    shard.snapshot()
+    again = resumed(path, 2)  # "old" is gone from the store too: its event is new again
+    assert again.fold([ev("a", "old", T0)]) != [None]
+    assert again.fold([ev("b", "busy", T0)]) == [None]
+
+
+def test_saved_users_not_loaded_since_a_resume_are_forgotten_too(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    shard.fold([ev("a", "old", T0)])
+    shard.snapshot()
+    again = resumed(path, 1)
+    assert again.forget(T0 + MIN) == 1  # never loaded, found idle in the store
+    assert again.snapshot() == 2
+    assert resumed(path, 2).fold([ev("a", "old", T0)]) != [None]
+    assert resumed(path, 1).fold([ev("a", "old", T0)]) == [None]  # before the forgetting
+
+
+def test_old_versions_are_compacted_but_recent_generations_stay(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    for i in range(20):
+        shard.fold([ev(f"e{i}", "u1", T0 + i * MIN)])
+        shard.snapshot()
+    store = ShardStore(path, 20)
+    assert store._db is not None
+    gens = [g for (g,) in store._db.execute("SELECT gen FROM state ORDER BY gen")]
+    assert gens == list(range(12, 21))  # the last KEEP_GENERATIONS + 1 versions
+    # A resume to any of them finds that generation's state.
+    outs = resumed(path, 13).fold([ev("e12", "u1", T0), ev("e13", "u1", T0)])
+    assert outs[0] is None and outs[1] is not None
+
+
+def test_without_a_store_nothing_is_tracked() -> None:
+    shard = fresh(None)
+    shard.fold([ev("a", "u1", T0)])
+    assert shard.snapshot() == 0
+    assert shard.fold([ev("a", "u1", T0)]) == [None]
