@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,7 @@ from warehouse.writer import WarehouseWriter
 __all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
 
 
-@dataclass(frozen=True, slots=True)
-class _Read:
+class _Read(msgspec.Struct, frozen=True, gc=False):
     event: Enriched
     at: Coordinates
 

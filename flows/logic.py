@@ -11,8 +11,9 @@ What a step emits is *current truth*, written idempotently downstream: an event 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
+
+import msgspec
 
 from ingest.events import Event
 from ingest.fx import FxRates
@@ -32,16 +33,18 @@ __all__ = [
 _PAGEVIEW_TYPES = frozenset({"page_view", "product_view"})
 
 
-@dataclass(frozen=True, slots=True)
-class FlowRules:
+class FlowRules(msgspec.Struct, frozen=True):
     """The knobs of the flow, from the settings."""
 
     session_timeout_ms: int = 30 * 60 * 1000
     retention_ms: int = 48 * 3600 * 1000  # how long ids and sessions are remembered
 
 
-@dataclass(frozen=True, slots=True)
-class Enriched:
+# msgspec Structs rather than dataclasses: built in C (the flow makes several per event),
+# and snapshotted as compact arrays. gc=False where nothing can refer back to the object.
+
+
+class Enriched(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """An event with money in EUR and its device resolved."""
 
     event: Event
@@ -52,8 +55,7 @@ class Enriched:
     items_eur: tuple[float, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
+class Placed(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """An accepted event placed in its session (``rev`` grows when it is moved)."""
 
     enriched: Enriched
@@ -62,8 +64,7 @@ class Placed:
     rev: int = 0
 
 
-@dataclass(slots=True)
-class SessionAgg:
+class SessionAgg(msgspec.Struct, array_like=True, gc=False):
     """Everything METRICS.md needs of one session, kept exact as events arrive."""
 
     key: str
@@ -99,36 +100,33 @@ class SessionAgg:
         self.rev = max(self.rev, other.rev) + 1
 
 
-@dataclass(slots=True)
-class _Span:
+class _Span(msgspec.Struct, array_like=True):
     """A derived (inactivity) session and its events, kept so a merge can move them."""
 
     key: str
     first_ms: int
     last_ms: int
-    members: list[Placed] = field(default_factory=list)
+    members: list[Placed] = []
 
 
-@dataclass(slots=True)
-class StepOutput:
+class StepOutput(msgspec.Struct):
     """What one event changes downstream."""
 
-    events: list[Placed] = field(default_factory=list)
-    sessions: list[SessionAgg] = field(default_factory=list)
-    tombstones: list[tuple[str, int]] = field(default_factory=list)  # (session key, rev)
+    events: list[Placed] = []
+    sessions: list[SessionAgg] = []
+    tombstones: list[tuple[str, int]] = []  # (session key, rev)
     # (first, last) ms of a session whose attributes may have changed (a new first event or
     # a merge): every minute it spans needs its rollups recomputed.
-    reattributed: list[tuple[int, int]] = field(default_factory=list)
+    reattributed: list[tuple[int, int]] = []
 
 
-@dataclass(slots=True)
-class UserState:
+class UserState(msgspec.Struct, array_like=True):
     """What the flow remembers about one user (snapshotted for recovery)."""
 
-    seen_events: dict[str, int] = field(default_factory=dict)  # event_id -> ts_ms
-    seen_orders: dict[str, int] = field(default_factory=dict)  # order_id -> ts_ms
-    sessions: dict[str, SessionAgg] = field(default_factory=dict)
-    spans: list[_Span] = field(default_factory=list)
+    seen_events: dict[str, int] = {}  # event_id -> ts_ms
+    seen_orders: dict[str, int] = {}  # order_id -> ts_ms
+    sessions: dict[str, SessionAgg] = {}
+    spans: list[_Span] = []
     arrivals: int = 0
     newest_ms: int = 0
 

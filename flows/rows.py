@@ -7,7 +7,7 @@ they are, much faster than building datetimes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from flows.logic import Placed, SessionAgg
 
@@ -21,8 +21,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Coordinates:
+class Coordinates(msgspec.Struct, frozen=True, gc=False):
     """Where a record was read from."""
 
     topic: str
