@@ -44,7 +44,7 @@ from warehouse.client import connect
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.rollups import EVENTS, MINUTE_MS, STARTS, minutes_of, refresh
-from warehouse.writer import WarehouseWriter
+from warehouse.writer import BackgroundWriter, WarehouseWriter
 
 __all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
 
@@ -101,7 +101,9 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WarehousePartition:
         client = connect(self._config.warehouse_dsn, self._config.database)
         migrate(client)  # whichever runner started the flow, the schema is there
-        return _WarehousePartition(WarehouseWriter(client), _Rollups(client, self._config))
+        rollups = _Rollups(client, self._config)
+        writer = BackgroundWriter(WarehouseWriter(client), after=rollups.maybe_refresh)
+        return _WarehousePartition(writer, rollups)
 
 
 class _Rollups:
@@ -128,14 +130,20 @@ class _Rollups:
 
 
 class _WarehousePartition(StatefulSinkPartition[Any, None]):
-    def __init__(self, writer: WarehouseWriter, rollups: _Rollups) -> None:
+    """Builds rows on the flow's thread and writes them on the writer's. Every write of an
+    epoch is done before the epoch's snapshot, so Bytewax never commits an epoch whose
+    rows a crash could still lose."""
+
+    def __init__(self, writer: BackgroundWriter, rollups: _Rollups) -> None:
         self._writer = writer
         self._rollups = rollups
 
     def snapshot(self) -> None:
-        return None  # every write is idempotent: nothing to remember
+        self._writer.flush()
+        return None  # every write is idempotent: nothing else to remember
 
     def close(self) -> None:
+        self._writer.flush()
         self._rollups.maybe_refresh(force=True)
 
     def write_batch(self, batches: list[list[tuple[_Read, StepOutput | None]]]) -> None:
@@ -183,7 +191,7 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
             span = range(first - first % MINUTE_MS, last + 1, MINUTE_MS)
             event_minutes.update(span)
             start_minutes.update(span)
-        self._writer.write(
+        self._writer.submit(
             {
                 "events": event_rows,
                 "sessions": session_rows,
@@ -192,7 +200,6 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
             },
             {EVENTS: event_minutes, STARTS: start_minutes},
         )
-        self._rollups.maybe_refresh()
 
 
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
