@@ -69,7 +69,7 @@ class Shard:
         idle = [u for u, s in self._users.items() if s.newest_ms < horizon_ms]
         for user in idle:
             del self._users[user]
-        saved = [u for u, _ in self._store.idle_users(horizon_ms) if u not in self._users]
+        saved = [u for u in self._store.idle_users(horizon_ms) if u not in self._users]
         if self._track:
             self._dirty.update(dict.fromkeys([*idle, *saved]))
         return len(idle) + len(saved)

@@ -3,10 +3,15 @@
 The flow keys its state by shard (a fixed hash of ``user_id``), not by user, so Bytewax's
 per-key work is paid per shard and batch rather than per event. A shard's whole state is
 too large to snapshot at every epoch, so the snapshot Bytewax keeps is only a *generation*
-number; the states of the users changed since the previous snapshot are written here,
+number; the states of the users changed since the previous snapshot are appended here,
 tagged with that generation. On resume Bytewax hands back the generation of the last
 epoch it committed, and everything written after it is rolled back: the shard then holds
 exactly the state that goes with the offsets the source resumes from.
+
+The table is an append-only log (rows in rowid order, no index to maintain): a save is a
+sequential insert, and a user's older versions are deleted by rowid once no resume can go
+back to them. On resume the saved states are read once, as bytes, and decoded when their
+user next shows up.
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a committed snapshot survives the flow's
 process being killed (not a power cut, like Bytewax's own recovery store).
@@ -19,16 +24,15 @@ from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["ShardStore"]
+__all__ = ["KEEP_GENERATIONS", "ShardStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
-    user_id TEXT NOT NULL,
     gen INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
     newest_ms INTEGER NOT NULL,
-    blob BLOB,               -- NULL: the user was forgotten at this generation
-    PRIMARY KEY (user_id, gen)
-) WITHOUT ROWID
+    blob BLOB                -- NULL: the user was forgotten at this generation
+)
 """
 
 # Older versions of a user are kept this many generations: Bytewax resumes from the last
@@ -41,10 +45,14 @@ class ShardStore:
 
     def __init__(self, path: Path | None, resume_gen: int | None) -> None:
         self._db: sqlite3.Connection | None = None
-        self.resumed = False  # whether saved users may be missing from memory
         self.persistent = path is not None
-        # Users written at each recent generation, to drop their older versions later.
-        self._recent: deque[tuple[int, list[str]]] = deque()
+        # The newest saved row of each user: rowid, and (until loaded) newest_ms and state.
+        self._latest: dict[str, int] = {}
+        self._unloaded: dict[str, tuple[int, bytes | None]] = {}
+        # (generation, rowid) of rows superseded at that generation, deleted once it is old,
+        # and (generation, rowid, user) of users forgotten then, whose last row goes too.
+        self._superseded: deque[tuple[int, int]] = deque()
+        self._forgotten: deque[tuple[int, int, str]] = deque()
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,55 +63,76 @@ class ShardStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(_SCHEMA)
+        self._db = db
         if resume_gen is not None:
             db.execute("DELETE FROM state WHERE gen > ?", (resume_gen,))
-            self.resumed = db.execute("SELECT 1 FROM state LIMIT 1").fetchone() is not None
-        self._db = db
+            self._read_back()
+
+    @property
+    def resumed(self) -> bool:
+        """Whether saved users may be missing from memory (lookups can find something)."""
+        return bool(self._unloaded)
+
+    def _read_back(self) -> None:
+        assert self._db is not None
+        rows = self._db.execute("SELECT rowid, gen, user_id, newest_ms, blob FROM state")
+        for rowid, gen, user, newest, blob in rows:  # in rowid order: oldest first
+            self._track(gen, rowid, user, blob is None)
+            self._unloaded[user] = (newest, blob)
+        for user in [u for u, (_, blob) in self._unloaded.items() if blob is None]:
+            del self._unloaded[user]
+
+    def _track(self, gen: int, rowid: int, user: str, forgotten: bool) -> None:
+        older = self._latest.get(user)
+        if older is not None:
+            self._superseded.append((gen, older))
+        self._latest[user] = rowid
+        if forgotten:
+            self._forgotten.append((gen, rowid, user))
 
     def load(self, user_id: str) -> bytes | None:
-        """The newest saved state of ``user_id`` (None: unknown or forgotten)."""
-        if self._db is None or not self.resumed:
-            return None
-        row = self._db.execute(
-            "SELECT blob FROM state WHERE user_id = ? ORDER BY gen DESC LIMIT 1", (user_id,)
-        ).fetchone()
-        return None if row is None else row[0]
+        """The saved state of ``user_id`` not loaded yet (None: unknown or forgotten)."""
+        saved = self._unloaded.pop(user_id, None)
+        return None if saved is None else saved[1]
 
     def save(self, gen: int, states: Iterable[tuple[str, int, bytes | None]]) -> None:
-        """Write ``(user_id, newest_ms, state or None)`` as of ``gen``, atomically."""
-        if self._db is None:
-            return
+        """Append ``(user_id, newest_ms, state or None)`` as of ``gen``, atomically."""
         db = self._db
-        rows = [(user, gen, newest, blob) for user, newest, blob in states]
+        if db is None:
+            return
+        rows = [(gen, user, newest, blob) for user, newest, blob in states]
+        if not rows:
+            return
         db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", rows)
+        db.executemany("INSERT INTO state VALUES (?, ?, ?, ?)", rows)
+        # Rowids of an append are consecutive: the table's maximum counts back to the first.
+        (last,) = db.execute("SELECT max(rowid) FROM state").fetchone()
+        for rowid, (_, user, _, blob) in enumerate(rows, last - len(rows) + 1):
+            self._track(gen, rowid, user, blob is None)
+            if blob is None:
+                self._unloaded.pop(user, None)
         self._compact(gen - KEEP_GENERATIONS)
         db.execute("COMMIT")
-        self._recent.append((gen, [row[0] for row in rows]))
 
-    def idle_users(self, horizon_ms: int) -> list[tuple[str, int]]:
-        """Saved users (with their newest event time) idle since before ``horizon_ms``.
-
-        Only a resumed store can hold users the flow has not loaded; otherwise every saved
-        user is in memory and forgotten there, so this costs nothing."""
-        if self._db is None or not self.resumed:
-            return []
-        return self._db.execute(
-            "SELECT user_id, newest_ms FROM state AS s WHERE blob IS NOT NULL "
-            "AND newest_ms < ? AND gen = (SELECT max(gen) FROM state WHERE user_id = s.user_id)",
-            (horizon_ms,),
-        ).fetchall()
+    def idle_users(self, horizon_ms: int) -> list[str]:
+        """Saved users not loaded since the resume and idle since before ``horizon_ms``;
+        users in memory are the caller's to look at."""
+        return [u for u, (newest, _) in self._unloaded.items() if newest < horizon_ms]
 
     def _compact(self, before: int) -> None:
-        """Drop versions no resume can go back to: for a user written at a generation at or
-        before ``before``, its older versions (and all of it when it was forgotten then)."""
+        """Delete the rows no resume can go back to: versions superseded at a generation
+        at or before ``before``, and the last row of a user forgotten then."""
         assert self._db is not None
-        while self._recent and self._recent[0][0] <= before:
-            gen, users = self._recent.popleft()
-            self._db.executemany(
-                "DELETE FROM state WHERE user_id = ? AND gen < ?", ((u, gen) for u in users)
-            )
-            self._db.execute("DELETE FROM state WHERE gen = ? AND blob IS NULL", (gen,))
+        old = []
+        while self._superseded and self._superseded[0][0] <= before:
+            old.append((self._superseded.popleft()[1],))
+        while self._forgotten and self._forgotten[0][0] <= before:
+            _, rowid, user = self._forgotten.popleft()
+            if self._latest.get(user) == rowid:  # not saved again since
+                del self._latest[user]
+                old.append((rowid,))
+        if old:
+            self._db.executemany("DELETE FROM state WHERE rowid = ?", old)
 
     def close(self) -> None:
         if self._db is not None:
