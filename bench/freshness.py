@@ -270,6 +270,14 @@ def main() -> None:
         f"event rows each, {write_s[0] / max(n_writes[0], 1) * 1000:.1f} ms each, "
         f"{write_s[0]:.1f} s in total"
     )
+    snap_n = REGISTRY.get_sample_value("pulse_flow_snapshot_seconds_count") or 0
+    snap_s = REGISTRY.get_sample_value("pulse_flow_snapshot_seconds_sum") or 0
+    roll_n = REGISTRY.get_sample_value("pulse_rollup_refresh_seconds_count") or 0
+    roll_s = REGISTRY.get_sample_value("pulse_rollup_refresh_seconds_sum") or 0
+    print(
+        f"  shard snapshots: {snap_s:.1f} s in total over {snap_n:,.0f} (all shards, every "
+        f"epoch); rollup refreshes: {roll_n:,.0f}, {roll_s / max(roll_n, 1) * 1000:,.0f} ms each"
+    )
     print(
         f"  polls: {polls}, mean {poll_time / max(polls, 1) * 1000:.1f} ms each; "
         f"lag trace every 10 s: "

@@ -16,7 +16,7 @@ import msgspec
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from flows.config import FlowConfig
 from flows.kafka_source import DecodingKafkaSource
@@ -60,6 +60,10 @@ UNDECODABLE = Counter(
 FLOW_EVENTS = Counter("pulse_flow_events_total", "Events written to the warehouse by the flow")
 FLOW_DUPLICATES = Counter("pulse_flow_duplicates_total", "Repeated event_ids dropped by the flow")
 FLOW_NEWEST = Gauge("pulse_flow_newest_event_seconds", "Event time of the newest event written")
+FLOW_SNAPSHOT = Histogram(
+    "pulse_flow_snapshot_seconds", "Saving one shard's changed users at an epoch's end"
+)
+ROLLUP_REFRESH = Histogram("pulse_rollup_refresh_seconds", "One refresh of the dirty rollups")
 _log = logging.getLogger(__name__)
 
 
@@ -80,10 +84,10 @@ def _decoder(fx: FxRates) -> Any:
             UNDECODABLE.labels(topic).inc()
             _log.warning("skipping record %s/%s@%s: %s", topic, partition, offset, exc)
             return None
-        if event.ts_ms > _newest_ms[0]:
-            _newest_ms[0] = event.ts_ms
-        read = _Read(enrich(event, fx), Coordinates(topic, partition, offset))
-        return shard_of(event.user_id), read
+        enriched = enrich(event, fx)
+        if enriched.ts_ms > _newest_ms[0]:
+            _newest_ms[0] = enriched.ts_ms
+        return shard_of(event.user_id), _Read(enriched, Coordinates(topic, partition, offset))
 
     return decode
 
@@ -126,6 +130,7 @@ class _Rollups:
         if until is not None:
             refresh(self._client, until)
         self._last = time.monotonic()
+        ROLLUP_REFRESH.observe(self._last - began)
         self._gap_s = max(self._every_s, 4 * (self._last - began))
 
 
@@ -157,10 +162,10 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         no_session = (-1, None)
         items = [pair for batch in batches for pair in batch]
         for read, out in items:
-            ev = read.event.event
-            seen.append((ev.ts_ms, read.at))
+            ts_ms = read.event.ts_ms
+            seen.append((ts_ms, read.at))
             if out is None:
-                dups.append(duplicate_row(ev.ts_ms, ev.event_id, read.at))
+                dups.append(duplicate_row(ts_ms, read.event.event.event_id, read.at))
                 continue
             for placed in out.events:
                 event_id = placed.enriched.event.event_id
@@ -249,7 +254,10 @@ class _ShardLogic(StatefulBatchLogic[list[_Read], list[tuple[_Read, Any]], tuple
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> tuple[str, int]:
-        return self._key, 0 if self._shard is None else self._shard.snapshot()
+        if self._shard is None:
+            return self._key, 0
+        with FLOW_SNAPSHOT.time():
+            return self._key, self._shard.snapshot()
 
 
 def build_flow(config: FlowConfig) -> Dataflow:

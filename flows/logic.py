@@ -48,6 +48,7 @@ class Enriched(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """An event with money in EUR and its device resolved."""
 
     event: Event
+    ts_ms: int  # the event's time, epoch milliseconds
     device: str | None
     price_eur: float | None
     cart_value_eur: float | None
@@ -133,11 +134,9 @@ class UserState(msgspec.Struct, array_like=True):
     def prune(self, rules: FlowRules) -> None:
         """Forget what is older than the retention (bounded memory per user).
 
-        Runs every 64 arrivals: its cost is linear in the state, so running it on every
+        Run every 64 arrivals: its cost is linear in the state, so running it on every
         event would make a busy user's events quadratic.
         """
-        if self.arrivals % 64:
-            return
         horizon = self.newest_ms - rules.retention_ms
         if len(self.seen_events) > 256:
             self.seen_events = {k: v for k, v in self.seen_events.items() if v >= horizon}
@@ -154,7 +153,7 @@ def _place_derived(state: UserState, placed: Placed, timeout_ms: int, out: StepO
     merges them: the later one's events move (re-emitted with a higher ``rev``) and its
     aggregate becomes a tombstone.
     """
-    ts = placed.enriched.event.ts_ms
+    ts = placed.enriched.ts_ms
     near = [s for s in state.spans if s.first_ms - timeout_ms <= ts <= s.last_ms + timeout_ms]
     if not near:
         span = _Span(f"{placed.enriched.event.user_id}/{ts}", ts, ts)
@@ -189,18 +188,20 @@ def step(
     """
     state = state or UserState()
     ev = e.event
-    ts = ev.ts_ms
-    if ev.event_id in state.seen_events:
+    ts = e.ts_ms
+    seen = state.seen_events
+    if ev.event_id in seen:
         return state, None
-    state.seen_events[ev.event_id] = ts
-    state.newest_ms = max(state.newest_ms, ts)
+    seen[ev.event_id] = ts
+    if ts > state.newest_ms:
+        state.newest_ms = ts
     state.arrivals += 1
     is_order = False
-    if ev.type == "purchase" and ev.order_id is not None:
+    if ev.order_id is not None and ev.type == "purchase":
         is_order = ev.order_id not in state.seen_orders
         state.seen_orders.setdefault(ev.order_id, ts)
-    out = StepOutput()
     placed = Placed(e, ev.session_id or "", is_order)
+    out = StepOutput()
     if ev.session_id is None:
         placed = _place_derived(state, placed, rules.session_timeout_ms, out)
     session = state.sessions.get(placed.session_key)
@@ -210,28 +211,31 @@ def step(
         state.sessions[placed.session_key] = session
         session.add(e, ts, state.arrivals)
     else:
-        first = session.first_ms, session.first_arrival
+        first_ms, first_arrival = session.first_ms, session.first_arrival
         session.add(e, ts, state.arrivals)
-        if out.tombstones or (session.first_ms, session.first_arrival) != first:
+        if out.tombstones or session.first_ms != first_ms or session.first_arrival != first_arrival:
             out.reattributed.append((session.first_ms, session.last_ms))
     out.events.append(placed)
     # The state object itself: it may have moved on by the time the sink writes it, and
     # then the sink writes a newer truth, which is what the table keeps anyway.
     out.sessions.append(session)
-    state.prune(rules)
+    if not state.arrivals % 64:
+        state.prune(rules)
     return state, out
 
 
 def enrich(event: Event, fx: FxRates) -> Enriched:
     """Money to EUR at the event's dated rate; device from the user agent when absent."""
     device = event.device or _device(event.user_agent)
+    ts = event.ts if type(event.ts) is int else event.ts_ms  # int once normalised
     cur = event.currency
     if cur is None:  # most events carry no money
-        return Enriched(event, device, None, None, None, ())
-    rate = fx.rate(cur, event.ts_ms)
+        return Enriched(event, ts, device, None, None, None, ())
+    rate = fx.rate(cur, ts)
     price, cart, revenue = event.price, event.cart_value, event.revenue
     return Enriched(
         event=event,
+        ts_ms=ts,
         device=device,
         price_eur=None if price is None else price * rate,
         cart_value_eur=None if cart is None else cart * rate,

@@ -35,7 +35,7 @@ def event_row(p: Placed, at: Coordinates) -> list[object]:
     ev = e.event
     items = ev.items or ()
     return [
-        ev.ts_ms, ev.event_id, ev.type, ev.user_id, p.session_key, ev.country or "",
+        e.ts_ms, ev.event_id, ev.type, ev.user_id, p.session_key, ev.country or "",
         e.device or "", ev.channel or "", ev.page or "", ev.product_id or "", ev.category or "",
         e.price_eur, ev.quantity or 1, ev.query or "", e.cart_value_eur, ev.order_id or "",
         e.revenue_eur, int(p.is_order), [i.product_id for i in items],
