@@ -78,6 +78,9 @@ class Shard:
         """Save the users changed since the last snapshot; the generation to resume from."""
         if self._dirty:
             self.gen += 1
+            for user in self._store.to_rewrite(self.gen):  # compaction of the store
+                if user in self._users and user not in self._dirty:
+                    self._dirty[user] = self._users[user]
             self._store.save(
                 self.gen,
                 [

@@ -3,15 +3,17 @@
 The flow keys its state by shard (a fixed hash of ``user_id``), not by user, so Bytewax's
 per-key work is paid per shard and batch rather than per event. A shard's whole state is
 too large to snapshot at every epoch, so the snapshot Bytewax keeps is only a *generation*
-number; the states of the users changed since the previous snapshot are appended here,
-tagged with that generation. On resume Bytewax hands back the generation of the last
-epoch it committed, and everything written after it is rolled back: the shard then holds
+number; the states of the users changed since the previous snapshot are appended here as
+one record tagged with that generation. On resume Bytewax hands back the generation of the
+last epoch it committed, and every record after it is deleted: the shard then holds
 exactly the state that goes with the offsets the source resumes from.
 
-The table is an append-only log (rows in rowid order, no index to maintain): a save is a
-sequential insert, and a user's older versions are deleted by rowid once no resume can go
-back to them. On resume the saved states are read once, as bytes, and decoded when their
-user next shows up.
+A record stays while it holds the newest state of some user, or while a resume could still
+go back to it (:data:`KEEP_GENERATIONS`). When fewer than half of a record's users still
+have their newest state in it, those users are saved again with the next generation, so
+the log stays within about twice the live state (a log-structured store's compaction).
+On resume the records are read once, as bytes per user, and decoded when a user next
+shows up.
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a committed snapshot survives the flow's
 process being killed (not a power cut, like Bytewax's own recovery store).
@@ -20,24 +22,21 @@ process being killed (not a power cut, like Bytewax's own recovery store).
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
+
+import msgspec
 
 __all__ = ["KEEP_GENERATIONS", "ShardStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS state (
-    gen INTEGER NOT NULL,
-    user_id TEXT NOT NULL,
-    newest_ms INTEGER NOT NULL,
-    blob BLOB                -- NULL: the user was forgotten at this generation
-)
-"""
-
-# Older versions of a user are kept this many generations: Bytewax resumes from the last
-# epoch committed by every worker, at most a couple of epochs behind the newest snapshot.
+# Older records are kept this many generations: Bytewax resumes from the last epoch
+# committed by every worker, at most a couple of epochs behind the newest snapshot.
 KEEP_GENERATIONS = 8
+
+# (user_id, newest event ms, state or None when forgotten)
+Saved = tuple[str, int, bytes | None]
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[tuple[str, int, bytes | None]]).decode
 
 
 class ShardStore:
@@ -46,13 +45,13 @@ class ShardStore:
     def __init__(self, path: Path | None, resume_gen: int | None) -> None:
         self._db: sqlite3.Connection | None = None
         self.persistent = path is not None
-        # The newest saved row of each user: rowid, and (until loaded) newest_ms and state.
-        self._latest: dict[str, int] = {}
+        self._home: dict[str, int] = {}  # user -> generation of the record with its newest
+        self._live: dict[int, int] = {}  # generation -> users whose newest state is there
+        self._size: dict[int, int] = {}  # generation -> users saved in it
+        self._dead: dict[int, int] = {}  # generation -> when its last live user moved on
+        self._forgets: set[int] = set()  # generations forgetting users
+        # Saved users not loaded since a resume: newest event ms and state.
         self._unloaded: dict[str, tuple[int, bytes | None]] = {}
-        # (generation, rowid) of rows superseded at that generation, deleted once it is old,
-        # and (generation, rowid, user) of users forgotten then, whose last row goes too.
-        self._superseded: deque[tuple[int, int]] = deque()
-        self._forgotten: deque[tuple[int, int, str]] = deque()
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,77 +61,100 @@ class ShardStore:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(_SCHEMA)
+        db.execute("CREATE TABLE IF NOT EXISTS log (gen INTEGER PRIMARY KEY, users BLOB)")
         self._db = db
         if resume_gen is not None:
-            db.execute("DELETE FROM state WHERE gen > ?", (resume_gen,))
-            self._read_back()
+            db.execute("DELETE FROM log WHERE gen > ?", (resume_gen,))
+            for gen, blob in db.execute("SELECT gen, users FROM log ORDER BY gen"):
+                saved = _decode(blob)
+                self._index(gen, saved)
+                for user, newest, state in saved:
+                    if state is None:
+                        self._unloaded.pop(user, None)
+                    else:
+                        self._unloaded[user] = (newest, state)
 
     @property
     def resumed(self) -> bool:
         """Whether saved users may be missing from memory (lookups can find something)."""
         return bool(self._unloaded)
 
-    def _read_back(self) -> None:
-        assert self._db is not None
-        rows = self._db.execute("SELECT rowid, gen, user_id, newest_ms, blob FROM state")
-        for rowid, gen, user, newest, blob in rows:  # in rowid order: oldest first
-            self._track(gen, rowid, user, blob is None)
-            self._unloaded[user] = (newest, blob)
-        for user in [u for u, (_, blob) in self._unloaded.items() if blob is None]:
-            del self._unloaded[user]
-
-    def _track(self, gen: int, rowid: int, user: str, forgotten: bool) -> None:
-        older = self._latest.get(user)
-        if older is not None:
-            self._superseded.append((gen, older))
-        self._latest[user] = rowid
-        if forgotten:
-            self._forgotten.append((gen, rowid, user))
-
     def load(self, user_id: str) -> bytes | None:
         """The saved state of ``user_id`` not loaded yet (None: unknown or forgotten)."""
         saved = self._unloaded.pop(user_id, None)
         return None if saved is None else saved[1]
-
-    def save(self, gen: int, states: Iterable[tuple[str, int, bytes | None]]) -> None:
-        """Append ``(user_id, newest_ms, state or None)`` as of ``gen``, atomically."""
-        db = self._db
-        if db is None:
-            return
-        rows = [(gen, user, newest, blob) for user, newest, blob in states]
-        if not rows:
-            return
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO state VALUES (?, ?, ?, ?)", rows)
-        # Rowids of an append are consecutive: the table's maximum counts back to the first.
-        (last,) = db.execute("SELECT max(rowid) FROM state").fetchone()
-        for rowid, (_, user, _, blob) in enumerate(rows, last - len(rows) + 1):
-            self._track(gen, rowid, user, blob is None)
-            if blob is None:
-                self._unloaded.pop(user, None)
-        self._compact(gen - KEEP_GENERATIONS)
-        db.execute("COMMIT")
 
     def idle_users(self, horizon_ms: int) -> list[str]:
         """Saved users not loaded since the resume and idle since before ``horizon_ms``;
         users in memory are the caller's to look at."""
         return [u for u, (newest, _) in self._unloaded.items() if newest < horizon_ms]
 
-    def _compact(self, before: int) -> None:
-        """Delete the rows no resume can go back to: versions superseded at a generation
-        at or before ``before``, and the last row of a user forgotten then."""
-        assert self._db is not None
-        old = []
-        while self._superseded and self._superseded[0][0] <= before:
-            old.append((self._superseded.popleft()[1],))
-        while self._forgotten and self._forgotten[0][0] <= before:
-            _, rowid, user = self._forgotten.popleft()
-            if self._latest.get(user) == rowid:  # not saved again since
-                del self._latest[user]
-                old.append((rowid,))
-        if old:
-            self._db.executemany("DELETE FROM state WHERE rowid = ?", old)
+    def to_rewrite(self, gen: int) -> list[str]:
+        """Users to save again with generation ``gen`` so that old, mostly superseded
+        records can go: those whose newest state sits in such a record."""
+        old = {
+            g
+            for g, live in self._live.items()
+            if g <= gen - KEEP_GENERATIONS and live * 2 < self._size[g]
+        }
+        return [u for u, g in self._home.items() if g in old] if old else []
+
+    def save(self, gen: int, saved: Sequence[Saved]) -> None:
+        """Append ``(user_id, newest_ms, state or None)`` as generation ``gen``; users
+        named by :meth:`to_rewrite` and not loaded are carried over from their record."""
+        db = self._db
+        if db is None:
+            return
+        rows = list(saved)
+        named = {user for user, _, _ in rows}
+        for user in self.to_rewrite(gen):
+            if user not in named and user in self._unloaded:
+                rows.append((user, *self._unloaded[user]))
+        if not rows:
+            return
+        self._index(gen, rows)
+        done = self._deletable(gen)
+        db.execute("BEGIN")
+        db.execute("INSERT OR REPLACE INTO log VALUES (?, ?)", (gen, _encode(rows)))
+        db.executemany("DELETE FROM log WHERE gen = ?", [(g,) for g in done])
+        db.execute("COMMIT")
+        for g in done:
+            del self._live[g], self._size[g], self._dead[g]
+            self._forgets.discard(g)
+
+    def _deletable(self, gen: int) -> list[int]:
+        """Records no resume needs: no user's newest state in them for KEEP_GENERATIONS.
+        One that forgets users goes only once it is the oldest, or an older record
+        would bring those users back on a resume."""
+        done: list[int] = []
+        oldest = True
+        for g in sorted(self._size):
+            since = self._dead.get(g)
+            if since is None or since > gen - KEEP_GENERATIONS:
+                oldest = False
+                continue
+            if g in self._forgets and not oldest:
+                continue
+            done.append(g)
+        return done
+
+    def _index(self, gen: int, rows: Sequence[Saved]) -> None:
+        home, live, dead = self._home, self._live, self._dead
+        live[gen] = self._size[gen] = len(rows)
+        for user, _, state in rows:
+            old = home.get(user)
+            if old is not None:
+                live[old] -= 1
+                if not live[old]:
+                    dead[old] = gen
+            if state is None:  # forgotten: this record holds it only for a resume
+                home.pop(user, None)
+                live[gen] -= 1
+                self._forgets.add(gen)
+            else:
+                home[user] = gen
+        if not live[gen]:
+            dead[gen] = gen
 
     def close(self) -> None:
         if self._db is not None:

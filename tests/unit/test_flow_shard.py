@@ -106,11 +106,47 @@ def test_old_versions_are_compacted_but_recent_generations_stay(tmp_path: Path) 
         shard.snapshot()
     store = ShardStore(path, 20)
     assert store._db is not None
-    gens = [g for (g,) in store._db.execute("SELECT gen FROM state ORDER BY gen")]
+    gens = [g for (g,) in store._db.execute("SELECT gen FROM log ORDER BY gen")]
     assert gens == list(range(12, 21))  # the last KEEP_GENERATIONS + 1 versions
     # A resume to any of them finds that generation's state.
     outs = resumed(path, 13).fold([ev("e12", "u1", T0), ev("e13", "u1", T0)])
     assert outs[0] is None and outs[1] is not None
+
+
+def _gens(path: Path) -> list[int]:
+    store = ShardStore(path, 10**9)
+    assert store._db is not None
+    return [g for (g,) in store._db.execute("SELECT gen FROM log ORDER BY gen")]
+
+
+def test_a_mostly_superseded_record_is_rewritten_and_then_goes(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    shard.fold([ev("a1", "a", T0), ev("b1", "b", T0), ev("c1", "c", T0)])
+    shard.snapshot()  # 1: a, b, c
+    for i in range(2, 20):  # b and c move on every generation; a stays idle in record 1
+        shard.fold([ev(f"b{i}", "b", T0 + i * MIN), ev(f"c{i}", "c", T0 + i * MIN)])
+        assert shard.snapshot() == i
+    assert 1 not in _gens(tmp_path / "s.sqlite3")  # a was saved again at 9, record 1 went
+    again = resumed(path, 19)
+    assert again.fold([ev("a1", "a", T0), ev("b5", "b", T0), ev("a2", "a", T0)])[:2] == [
+        None,
+        None,
+    ]
+
+
+def test_a_record_forgetting_users_outlives_older_records(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    shard.fold([ev("a1", "a", T0), ev("b1", "b", T0 + 3 * 3600 * 1000)])
+    shard.snapshot()  # 1: a and b; b stays live there
+    assert shard.forget(T0 + 3600 * 1000) == 1
+    shard.snapshot()  # 2: a forgotten
+    for i in range(3, 15):
+        shard.fold([ev(f"x{i}", "x", T0 + 3 * 3600 * 1000)])
+        shard.snapshot()
+    assert {1, 2} <= set(_gens(path))
+    assert resumed(path, 14).fold([ev("a1", "a", T0)]) != [None]  # still forgotten
 
 
 def test_without_a_store_nothing_is_tracked() -> None:
