@@ -291,16 +291,16 @@ def _count_writes() -> tuple[list[int], list[int], list[float]]:
     from warehouse.writer import WarehouseWriter
 
     calls, rows, spent = [0], [0], [0.0]
-    orig = WarehouseWriter.write
+    orig = WarehouseWriter.write_many
 
-    def write(self: WarehouseWriter, batch: dict[str, Any], minutes: Any = ()) -> None:
+    def write_many(self: WarehouseWriter, jobs: Any) -> None:
         t = time.perf_counter()
-        orig(self, batch, minutes)
+        orig(self, jobs)
         spent[0] += time.perf_counter() - t
         calls[0] += 1
-        rows[0] += len(batch.get("events", ()))
+        rows[0] += sum(len(batch.get("events", ())) for batch, _ in jobs)
 
-    WarehouseWriter.write = write  # type: ignore[method-assign]
+    WarehouseWriter.write_many = write_many  # type: ignore[method-assign]
     return calls, rows, spent
 
 

@@ -18,6 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
@@ -30,6 +31,9 @@ __all__ = ["DecodingKafkaSource"]
 # (value, topic, partition, offset) -> (key, value) for the flow, or None to skip the record
 Decode = Callable[[bytes, str, int, int], tuple[str, Any] | None]
 Offsets = dict[str, int]  # topic -> next offset to read in this partition index
+# After a fetch that found nothing, the next one waits this long: an idle flow does not
+# spin on the broker (Bytewax polls a source again at once unless told when to).
+_IDLE_PAUSE = timedelta(milliseconds=20)
 
 
 class _Partition(StatefulSourcePartition[Any, Offsets]):
@@ -50,6 +54,7 @@ class _Partition(StatefulSourcePartition[Any, Offsets]):
         self._consumer = Consumer({**consumer_config, "stats_cb": self._stats})
         self._consumer.assign([TopicPartition(t, partition, o) for t, o in self._offsets.items()])
         self._last_read = time.monotonic()
+        self._awake: datetime | None = None
 
     def _stats(self, stats: str) -> None:
         topics = json.loads(stats)["topics"]
@@ -69,7 +74,9 @@ class _Partition(StatefulSourcePartition[Any, Offsets]):
         if not msgs:
             if src.idle_s is not None and now - self._last_read >= src.idle_s:
                 raise StopIteration
+            self._awake = datetime.now(UTC) + _IDLE_PAUSE
             return []
+        self._awake = None
         self._last_read = now
         decode, partition, offsets = src.decode, self._partition, self._offsets
         by_key: dict[str, list[Any]] = {}
@@ -89,6 +96,9 @@ class _Partition(StatefulSourcePartition[Any, Offsets]):
                 else:
                     values.append(value)
         return list(by_key.items())
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
 
     def snapshot(self) -> Offsets:
         return dict(self._offsets)

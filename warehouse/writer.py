@@ -49,6 +49,8 @@ _TIMES = {
 _encode_lines = msgspec.json.Encoder().encode_lines
 
 Rows = Sequence[list[object]]
+# One batch of flow output: rows by table, and the minutes it changed per rollup family.
+Job = tuple[dict[str, Rows], Mapping[int, Iterable[int]] | None]
 
 
 class WarehouseWriter:
@@ -70,43 +72,65 @@ class WarehouseWriter:
     ) -> None:
         """Insert the rows of one batch, by table (columns as in :data:`COLUMNS`), then
         mark ``minutes`` (epoch-ms minute starts the batch changed, per rollup family)."""
+        self.write_many([(batch, minutes)])
+
+    def write_many(self, jobs: Sequence[Job]) -> None:
+        """Write several batches with one insert per table. Each batch gets its own, higher
+        version, so a row written by a later batch still wins over an earlier one's."""
         with self._lock:
-            version = self._next_version()
-            for table, columns in COLUMNS.items():
-                rows = batch.get(table)
-                if not rows:
-                    continue
-                stamp = columns.index("version") if "version" in columns else None
-                times = _TIMES[table]
-                for row in rows:
-                    if stamp is not None:
-                        row[stamp] = version
-                    for at in times:
-                        row[at] = row[at] / 1000  # type: ignore[operator]
-                self._client.raw_insert(
-                    table, columns, _encode_lines(rows), fmt="JSONCompactEachRow"
-                )
-            if minutes:
-                mark_dirty(self._client, minutes, version)
+            merged: dict[str, list[list[object]]] = {table: [] for table in COLUMNS}
+            dirty: dict[int, set[int]] = {}
+            version = 0
+            for batch, minutes in jobs:
+                version = self._next_version()
+                for table, columns in COLUMNS.items():
+                    rows = batch.get(table)
+                    if not rows:
+                        continue
+                    stamp = columns.index("version") if "version" in columns else None
+                    times = _TIMES[table]
+                    for row in rows:
+                        if stamp is not None:
+                            row[stamp] = version
+                        for at in times:
+                            row[at] = row[at] / 1000  # type: ignore[operator]
+                    merged[table].extend(rows)
+                for kind, ms in (minutes or {}).items():
+                    dirty.setdefault(kind, set()).update(ms)
+            for table, rows in merged.items():
+                if rows:
+                    self._client.raw_insert(
+                        table, COLUMNS[table], _encode_lines(rows), fmt="JSONCompactEachRow"
+                    )
+            if dirty:
+                mark_dirty(self._client, dirty, version)
 
 
 class BackgroundWriter:
     """A :class:`WarehouseWriter` on its own thread, so that encoding and ClickHouse's
     parsing and merging (which run without the GIL) overlap with the caller's next batch.
 
-    At most ``depth`` batches wait; :meth:`flush` returns once everything submitted is
-    written, and raises the error of a failed write (later batches are then not written:
-    the caller must stop, and resume from before the failed batch).
+    Like a Kafka producer's ``linger.ms``, a write waits until ``linger`` seconds after the
+    previous one and takes every batch submitted meanwhile: a trickle of small batches
+    becomes a few inserts a second (each insert is a part ClickHouse has to merge).
+    :meth:`flush` returns once everything submitted is written, and raises the error of a
+    failed write (later batches are then not written: the caller must stop, and resume
+    from before the failed batch). At most ``depth`` batches wait.
     """
 
     def __init__(
-        self, writer: WarehouseWriter, after: Callable[[], None] | None = None, depth: int = 2
+        self,
+        writer: WarehouseWriter,
+        after: Callable[[], None] | None = None,
+        *,
+        linger: float = 0.2,
+        depth: int = 64,
     ) -> None:
         self._writer = writer
         self._after = after  # run on the writer's thread after each write
-        self._queue: queue.Queue[tuple[dict[str, Rows], Mapping[int, Iterable[int]] | None]] = (
-            queue.Queue(maxsize=depth)
-        )
+        self._linger = linger
+        self._queue: queue.Queue[Job] = queue.Queue(maxsize=depth)
+        self._flushing = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pulse-warehouse-writer")
         self._thread.daemon = True
@@ -120,23 +144,45 @@ class BackgroundWriter:
         self._queue.put((batch, minutes))
 
     def flush(self) -> None:
-        """Wait until every submitted batch is written."""
-        self._queue.join()
+        """Write everything submitted now, and wait until it is written."""
+        self._flushing.set()
+        try:
+            self._queue.join()
+        finally:
+            self._flushing.clear()
         self._check()
 
     def _check(self) -> None:
         if self._error is not None:
             raise RuntimeError(f"writing to the warehouse failed: {self._error}") from self._error
 
-    def _run(self) -> None:
+    def _take(self, last: float) -> list[Job]:
+        """The next batches: the first one, then whatever comes until the linger is over."""
+        jobs = [self._queue.get()]
+        deadline = last + self._linger
+        while not self._flushing.is_set() and (wait := deadline - time.monotonic()) > 0:
+            try:
+                jobs.append(self._queue.get(timeout=min(wait, 0.02)))
+            except queue.Empty:
+                continue
         while True:
-            batch, minutes = self._queue.get()
+            try:
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                return jobs
+
+    def _run(self) -> None:
+        last = 0.0
+        while True:
+            jobs = self._take(last)
             try:
                 if self._error is None:
-                    self._writer.write(batch, minutes)
+                    self._writer.write_many(jobs)
+                    last = time.monotonic()
                     if self._after is not None:
                         self._after()
             except BaseException as exc:  # surfaced to the caller by submit/flush
                 self._error = exc
             finally:
-                self._queue.task_done()
+                for _ in jobs:
+                    self._queue.task_done()
