@@ -9,7 +9,8 @@ A producer (by default a separate process, so it does not share this process's G
 pre-generates simulator traffic first, then sends it through ``ingest.collector.Collector``)
 paces the events at a steady ``--rate`` by the wall clock and reports the send time of every
 ``--sample``-th event. Every ``--poll`` seconds (0.2) this process asks the warehouse
-which of the pending sampled event_ids are visible (``SELECT event_id FROM events WHERE ts BETWEEN .. AND
+which of the pending sampled event_ids are visible (``SELECT event_id FROM events WHERE ts
+BETWEEN .. AND
 event_id IN ..``). Prints p50/p95/p99/max of produce→visible for events sent after
 ``--warmup`` seconds, the rate achieved, and the flow's lag (sent − written) over time, whose
 slope says whether the flow keeps up. Target: p99 <= 2 s at 20,000 events/s.
