@@ -150,6 +150,7 @@ def main() -> None:
         return REGISTRY.get_sample_value("pulse_flow_events_total") or 0.0
 
     writes = _count_writes()
+    gc_pauses = _time_gc()
     if args.epoch:  # bench-only: FlowThread does not expose the epoch
         import flows.run
 
@@ -285,6 +286,12 @@ def main() -> None:
         f"epoch); rollup refreshes: {roll_n:,.0f}, {roll_s / max(roll_n, 1) * 1000:,.0f} ms each"
     )
     print(
+        "  GC pauses in the flow's process: "
+        + ", ".join(
+            f"gen{g} {n:,} × {t / max(n, 1) * 1000:.0f} ms" for g, (n, t) in gc_pauses.items()
+        )
+    )
+    print(
         f"  polls: {polls}, mean {poll_time / max(polls, 1) * 1000:.1f} ms each; "
         f"lag trace every 10 s: "
         + ", ".join(f"{t:.0f}s:{s - w:,.0f}" for t, s, w in lag_trace[::10])
@@ -299,15 +306,34 @@ def _count_writes() -> tuple[list[int], list[int], list[float]]:
     calls, rows, spent = [0], [0], [0.0]
     orig = WarehouseWriter.write_many
 
-    def write_many(self: WarehouseWriter, jobs: Any) -> None:
+    def write_many(self: WarehouseWriter, batches: Any) -> None:
         t = time.perf_counter()
-        orig(self, jobs)
+        orig(self, batches)
         spent[0] += time.perf_counter() - t
         calls[0] += 1
-        rows[0] += sum(len(batch.get("events", ())) for batch, _ in jobs)
+        rows[0] += sum(b.lines.get("events", b"").count(b"\n") for b in batches)
 
     WarehouseWriter.write_many = write_many  # type: ignore[method-assign]
     return calls, rows, spent
+
+
+def _time_gc() -> dict[int, list[float]]:
+    """Count and time the garbage collector's passes by generation in this process."""
+    import gc
+
+    pauses: dict[int, list[float]] = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            entry = pauses[info["generation"]]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(callback)
+    return pauses
 
 
 def _slope(points: list[tuple[float, float]]) -> float:

@@ -29,18 +29,26 @@ class Coordinates(msgspec.Struct, frozen=True, gc=False):
     offset: int
 
 
+_NO_ITEMS = ((), (), (), ())  # an event without items: four empty arrays
+
+
 def event_row(p: Placed, at: Coordinates) -> list[object]:
     """The ``events`` row of one placed event."""
     e = p.enriched
     ev = e.event
-    items = ev.items or ()
+    items = ev.items
+    if items:
+        lines: tuple[object, ...] = (
+            [i.product_id for i in items], [i.category or "" for i in items],
+            list(e.items_eur), [i.quantity for i in items],
+        )  # fmt: skip
+    else:
+        lines = _NO_ITEMS
     return [
         e.ts_ms, ev.event_id, ev.type, ev.user_id, p.session_key, ev.country or "",
         e.device or "", ev.channel or "", ev.page or "", ev.product_id or "", ev.category or "",
         e.price_eur, ev.quantity or 1, ev.query or "", e.cart_value_eur, ev.order_id or "",
-        e.revenue_eur, int(p.is_order), [i.product_id for i in items],
-        [i.category or "" for i in items], list(e.items_eur), [i.quantity for i in items],
-        0, at.topic, at.partition, at.offset,
+        e.revenue_eur, int(p.is_order), *lines, 0, at.topic, at.partition, at.offset,
     ]  # fmt: skip
 
 

@@ -16,13 +16,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 from clickhouse_connect.driver.client import Client
 
 from warehouse.rollups import mark_dirty
 
-__all__ = ["COLUMNS", "BackgroundWriter", "WarehouseWriter"]
+__all__ = ["COLUMNS", "BackgroundWriter", "Encoded", "WarehouseWriter"]
 
 COLUMNS = {
     "events": [
@@ -49,14 +50,22 @@ _TIMES = {
 _encode_lines = msgspec.json.Encoder().encode_lines
 
 Rows = Sequence[list[object]]
-# One batch of flow output: rows by table, and the minutes it changed per rollup family.
-Job = tuple[dict[str, Rows], Mapping[int, Iterable[int]] | None]
+
+
+class Encoded(NamedTuple):
+    """One batch ready to insert: JSON lines by table, its version, the minutes it changed
+    (epoch-ms minute starts per rollup family)."""
+
+    lines: dict[str, bytes]
+    version: int
+    minutes: Mapping[int, Iterable[int]] | None
 
 
 class WarehouseWriter:
-    """Writes one batch of flow output; safe to call from several worker threads."""
+    """Writes batches of flow output; safe to call from several worker threads."""
 
     _lock = threading.Lock()  # chDB is one engine per process: serialise its inserts
+    _version_lock = threading.Lock()
     _last_version = 0
 
     def __init__(self, client: Client) -> None:
@@ -64,46 +73,54 @@ class WarehouseWriter:
 
     @classmethod
     def _next_version(cls) -> int:
-        cls._last_version = max(cls._last_version + 1, time.time_ns())
-        return cls._last_version
+        with cls._version_lock:
+            cls._last_version = max(cls._last_version + 1, time.time_ns())
+            return cls._last_version
+
+    def encode(
+        self, batch: dict[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
+    ) -> Encoded:
+        """Stamp a batch's rows (by table, columns as in :data:`COLUMNS`) with the next
+        version and encode them. Versions grow in the order batches are encoded, which must
+        be the order they are written in. Rows are encoded at once, so the many small lists
+        they are made of die young instead of waiting in a queue for the garbage collector
+        to walk them."""
+        version = self._next_version()
+        lines = {}
+        for table, columns in COLUMNS.items():
+            rows = batch.get(table)
+            if not rows:
+                continue
+            stamp = columns.index("version") if "version" in columns else None
+            times = _TIMES[table]
+            for row in rows:
+                if stamp is not None:
+                    row[stamp] = version
+                for at in times:
+                    row[at] = row[at] / 1000  # type: ignore[operator]
+            lines[table] = _encode_lines(rows)
+        return Encoded(lines, version, minutes)
 
     def write(
         self, batch: dict[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> None:
-        """Insert the rows of one batch, by table (columns as in :data:`COLUMNS`), then
-        mark ``minutes`` (epoch-ms minute starts the batch changed, per rollup family)."""
-        self.write_many([(batch, minutes)])
+        """Insert the rows of one batch, then mark the minutes it changed."""
+        self.write_many([self.encode(batch, minutes)])
 
-    def write_many(self, jobs: Sequence[Job]) -> None:
-        """Write several batches with one insert per table. Each batch gets its own, higher
-        version, so a row written by a later batch still wins over an earlier one's."""
+    def write_many(self, batches: Sequence[Encoded]) -> None:
+        """Write encoded batches with one insert per table (each row keeps its batch's
+        version, so a row of a later batch still wins over an earlier one's)."""
         with self._lock:
-            merged: dict[str, list[list[object]]] = {table: [] for table in COLUMNS}
+            for table, columns in COLUMNS.items():
+                data = b"".join(b.lines[table] for b in batches if table in b.lines)
+                if data:
+                    self._client.raw_insert(table, columns, data, fmt="JSONCompactEachRow")
             dirty: dict[int, set[int]] = {}
-            version = 0
-            for batch, minutes in jobs:
-                version = self._next_version()
-                for table, columns in COLUMNS.items():
-                    rows = batch.get(table)
-                    if not rows:
-                        continue
-                    stamp = columns.index("version") if "version" in columns else None
-                    times = _TIMES[table]
-                    for row in rows:
-                        if stamp is not None:
-                            row[stamp] = version
-                        for at in times:
-                            row[at] = row[at] / 1000  # type: ignore[operator]
-                    merged[table].extend(rows)
-                for kind, ms in (minutes or {}).items():
+            for b in batches:
+                for kind, ms in (b.minutes or {}).items():
                     dirty.setdefault(kind, set()).update(ms)
-            for table, rows in merged.items():
-                if rows:
-                    self._client.raw_insert(
-                        table, COLUMNS[table], _encode_lines(rows), fmt="JSONCompactEachRow"
-                    )
             if dirty:
-                mark_dirty(self._client, dirty, version)
+                mark_dirty(self._client, dirty, max(b.version for b in batches))
 
 
 class BackgroundWriter:
@@ -129,7 +146,7 @@ class BackgroundWriter:
         self._writer = writer
         self._after = after  # run on the writer's thread after each write
         self._linger = linger
-        self._queue: queue.Queue[Job] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Encoded] = queue.Queue(maxsize=depth)
         self._flushing = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pulse-warehouse-writer")
@@ -139,9 +156,9 @@ class BackgroundWriter:
     def submit(
         self, batch: dict[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> None:
-        """Queue one batch (waits while ``depth`` batches are already waiting)."""
+        """Encode one batch here and queue it (waits while ``depth`` batches are waiting)."""
         self._check()
-        self._queue.put((batch, minutes))
+        self._queue.put(self._writer.encode(batch, minutes))
 
     def flush(self) -> None:
         """Write everything submitted now, and wait until it is written."""
@@ -156,7 +173,7 @@ class BackgroundWriter:
         if self._error is not None:
             raise RuntimeError(f"writing to the warehouse failed: {self._error}") from self._error
 
-    def _take(self, last: float) -> list[Job]:
+    def _take(self, last: float) -> list[Encoded]:
         """The next batches: the first one, then whatever comes until the linger is over."""
         jobs = [self._queue.get()]
         deadline = last + self._linger
