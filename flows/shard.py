@@ -78,7 +78,8 @@ class Shard:
         """Save the users changed since the last snapshot; the generation to resume from."""
         if self._dirty:
             self.gen += 1
-            for user in self._store.to_rewrite(self.gen):  # compaction of the store
+            rewrite = self._store.to_rewrite(self.gen)  # compaction of the store
+            for user in rewrite:
                 if user in self._users and user not in self._dirty:
                     self._dirty[user] = self._users[user]
             self._store.save(
@@ -87,6 +88,7 @@ class Shard:
                     (user, 0, None) if state is None else (user, state.newest_ms, _ENCODE(state))
                     for user, state in self._dirty.items()
                 ],
+                [user for user in rewrite if user not in self._dirty],
             )
             self._dirty = {}
         return self.gen

@@ -48,6 +48,7 @@ class ShardStore:
         self._home: dict[str, int] = {}  # user -> generation of the record with its newest
         self._live: dict[int, int] = {}  # generation -> users whose newest state is there
         self._size: dict[int, int] = {}  # generation -> users saved in it
+        self._members: dict[int, list[str]] = {}  # generation -> users saved in it
         self._dead: dict[int, int] = {}  # generation -> when its last live user moved on
         self._forgets: set[int] = set()  # generations forgetting users
         # Saved users not loaded since a resume: newest event ms and state.
@@ -92,24 +93,24 @@ class ShardStore:
     def to_rewrite(self, gen: int) -> list[str]:
         """Users to save again with generation ``gen`` so that old, mostly superseded
         records can go: those whose newest state sits in such a record."""
-        old = {
-            g
+        home = self._home
+        return [
+            user
             for g, live in self._live.items()
-            if g <= gen - KEEP_GENERATIONS and live * 2 < self._size[g]
-        }
-        return [u for u, g in self._home.items() if g in old] if old else []
+            if live and g <= gen - KEEP_GENERATIONS and live * 2 < self._size[g]
+            for user in self._members[g]
+            if home.get(user) == g
+        ]
 
-    def save(self, gen: int, saved: Sequence[Saved]) -> None:
-        """Append ``(user_id, newest_ms, state or None)`` as generation ``gen``; users
-        named by :meth:`to_rewrite` and not loaded are carried over from their record."""
+    def save(self, gen: int, saved: Sequence[Saved], rewrite: Sequence[str] = ()) -> None:
+        """Append ``(user_id, newest_ms, state or None)`` as generation ``gen``; users of
+        ``rewrite`` (from :meth:`to_rewrite`) not loaded are carried over as saved."""
         db = self._db
         if db is None:
             return
         rows = list(saved)
-        named = {user for user, _, _ in rows}
-        for user in self.to_rewrite(gen):
-            if user not in named and user in self._unloaded:
-                rows.append((user, *self._unloaded[user]))
+        unloaded = self._unloaded
+        rows.extend((user, *unloaded[user]) for user in rewrite if user in unloaded)
         if not rows:
             return
         self._index(gen, rows)
@@ -119,7 +120,7 @@ class ShardStore:
         db.executemany("DELETE FROM log WHERE gen = ?", [(g,) for g in done])
         db.execute("COMMIT")
         for g in done:
-            del self._live[g], self._size[g], self._dead[g]
+            del self._live[g], self._size[g], self._dead[g], self._members[g]
             self._forgets.discard(g)
 
     def _deletable(self, gen: int) -> list[int]:
@@ -141,6 +142,7 @@ class ShardStore:
     def _index(self, gen: int, rows: Sequence[Saved]) -> None:
         home, live, dead = self._home, self._live, self._dead
         live[gen] = self._size[gen] = len(rows)
+        self._members[gen] = [user for user, _, _ in rows]
         for user, _, state in rows:
             old = home.get(user)
             if old is not None:
