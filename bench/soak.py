@@ -57,8 +57,10 @@ def producer_main(bootstrap: str, rate: float, seconds: float, seed: int, conn: 
     from ingest.topics import Topics
 
     user_of = msgspec.json.Decoder(dict[str, object])
+    # The simulator's rate follows a daily curve (a quarter of it at night): simulate far
+    # more time than the run lasts, so the traffic never runs out.
     config = SimConfig(
-        rate=rate, duration=timedelta(seconds=seconds * 3), seed=seed, start=datetime.now(UTC)
+        rate=rate, duration=timedelta(seconds=seconds * 12), seed=seed, start=datetime.now(UTC)
     )
     events = iter_events(config)
     producer = ConfluentProducer(bootstrap)
