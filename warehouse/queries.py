@@ -16,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 
 from warehouse.buckets import bucket_sql, make_grid
 from warehouse.metrics import DIMENSIONS, METRICS, Metric
-from warehouse.rollups import EVENTS, LEVELS, STARTS, first_dirty
+from warehouse.rollups import EVENTS, GRAINS, LEVELS, STARTS, first_dirty_of
 
 __all__ = [
     "FUNNEL_STEPS",
@@ -177,10 +177,12 @@ def _grain(q: MetricQuery, lo: int, hi: int) -> str:
     return "1m"
 
 
-def _rollup_sql(q: MetricQuery, lo: int, hi: int, params: dict[str, Any]) -> tuple[str, str]:
-    """Series SQL over the rollups for whole buckets in ``[lo, hi)``, and the SQL of the
-    breakdown values of the range (those an event of the range carries, as on raw events)."""
-    grain = _grain(q, lo, hi)
+def _rollup_sql(
+    q: MetricQuery, lo: int, hi: int, grain: str, params: dict[str, Any]
+) -> tuple[str, str]:
+    """Series SQL over the rollups of ``grain`` for whole buckets in ``[lo, hi)``, and the
+    SQL of the breakdown values of the range (those an event of the range carries, as on
+    raw events)."""
     dim = q.breakdown
     dims = frozenset({*q.where, *([dim] if dim else [])})
     params.update(rlo=_ms(lo), rhi=_ms(hi), tz=q.tz, level=LEVELS.get(dims, 0))
@@ -224,28 +226,40 @@ def _clean(value: Any, kind: str) -> Any:
 def metric_series(client: Client, q: MetricQuery, *, rollups: bool = True) -> list[dict[str, Any]]:
     """``[{"ts", "value", <dim>?}]`` for every bucket (and breakdown value) of the range.
 
-    Buckets made only of minutes whose rollups are current are read from the rollups;
-    from the first bucket holding a dirty minute on, from the raw events (all of them
-    with ``rollups=False``).
+    Buckets made only of periods whose rollups are current are read from the rollups
+    (the coarsest grain that tiles them: UTC days, hours, minutes); from the first bucket
+    holding a dirty minute on, from the raw events (all of them with ``rollups=False``).
     """
     grid = make_grid(q.start, q.end, q.interval, q.tz)
     bounds = [*grid.starts, grid.end]
+    parts: list[tuple[str, str | None, dict[str, Any]]] = []
     cut = 0  # buckets before this index come from the rollups
     if rollups and _uses_rollups(q):
-        cut = len(grid.starts)
+        # Each bucket from the coarsest rows current for it: days, hours, minutes. A grain
+        # is current where it and every finer grain are (an hour is recomputed only once
+        # it is over, so the hour going on comes from its minutes).
+        coarsest = _grain(q, bounds[0], bounds[-1])
+        grains = GRAINS[: GRAINS.index(coarsest) + 1]
         # breakdown values of session-start metrics come from the event rollups
-        kinds = {_family(q), *([EVENTS] if q.breakdown else [])}
-        for family in kinds:
-            dirty = first_dirty(client, family, _ms(grid.starts[0]), _ms(grid.end))
-            if dirty is not None:
-                cut = min(cut, sum(1 for end in bounds[1:] if end <= dirty.timestamp()))
-    parts: list[tuple[str, str | None, dict[str, Any]]] = []
-    if cut:
-        params: dict[str, Any] = {}
-        series_sql, values_sql = _rollup_sql(q, bounds[0], bounds[cut], params)
+        families = {_family(q), *([EVENTS] if q.breakdown else [])}
+        dirty = first_dirty_of(client, families, _ms(grid.starts[0]), _ms(grid.end))
+        ends: dict[str, int] = {}
+        end = len(grid.starts)
+        for grain in grains:
+            for since in (dirty.get((f, grain)) for f in families):
+                if since is not None:
+                    end = min(end, sum(1 for b in bounds[1:] if b <= since.timestamp()))
+            ends[grain] = end
         # an event rollup's series rows already name every breakdown value
         needs_values = q.breakdown and _family(q) == STARTS
-        parts.append((series_sql, values_sql if needs_values else None, params))
+        for grain in reversed(grains):
+            if ends[grain] > cut:
+                params: dict[str, Any] = {}
+                series_sql, values_sql = _rollup_sql(
+                    q, bounds[cut], bounds[ends[grain]], grain, params
+                )
+                parts.append((series_sql, values_sql if needs_values else None, params))
+                cut = ends[grain]
     if cut < len(grid.starts):
         params = {}
         series_sql = _series_sql(q, bounds[cut], grid.end, params)

@@ -4,11 +4,16 @@ queries.
 The flow marks the minutes each batch changed (:func:`mark_dirty`), per family: event
 measures (``rollup_*``: the minutes of the events written) and session-start measures
 (``starts_*``: the start minutes of the sessions written, which keep changing while those
-sessions go on). :func:`refresh` recomputes dirty minutes from ``events`` and ``sessions``,
-then the hours and UTC days holding them, so a row is always a function of the
-de-duplicated raw data: replays, late events and session merges only make minutes dirty
-again. Queries answer buckets made only of
-clean minutes from the rollups and the rest from raw events (:func:`first_dirty`).
+sessions go on). :func:`refresh` recomputes complete dirty minutes from ``events`` and
+``sessions``, and an hour (a UTC day) from its minutes (hours) once it is complete, so a
+row is always a function of the de-duplicated raw data: replays, late events and session
+merges only make minutes dirty again, and through them their hour and day.
+
+An hour is recomputed once, when it is over, not at every refresh while it goes on: its
+cost (merging the exact sets of 60 minutes) would otherwise grow through the hour, and a
+day's through the day. Queries read each bucket from the coarsest rows that are current
+for it: whole days, then hours, then minutes, and the rest from raw events
+(:func:`first_dirty`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ from clickhouse_connect.driver.client import Client
 
 __all__ = [
     "EVENTS",
+    "GRAINS",
     "LEVELS",
     "STARTS",
     "first_dirty",
+    "first_dirty_of",
     "mark_dirty",
+    "mark_kind",
     "minutes_of",
     "rebuild",
     "refresh",
@@ -41,7 +49,16 @@ LEVELS: dict[frozenset[str], int] = {
     frozenset({"channel"}): 4,
 }
 
-EVENTS, STARTS = 0, 1  # rollup families (``kind`` in rollup_marks)
+EVENTS, STARTS = 0, 1  # rollup families
+GRAINS = ("1m", "1h", "1d")
+_PERIOD_MS = {"1m": MINUTE_MS, "1h": 3_600_000, "1d": 86_400_000}
+_START_OF = {"1h": "toStartOfHour", "1d": "toStartOfDay"}
+
+
+def mark_kind(family: int, grain: str) -> int:
+    """``kind`` in rollup_marks: 0/1 the minutes of each family, 2/3 hours, 4/5 days."""
+    return family + 2 * GRAINS.index(grain)
+
 
 # Inserted by position: the order is the tables' (aliases with _ keep the state columns
 # visible to the final counts).
@@ -156,11 +173,6 @@ WHERE t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
   AND {start}(t) IN {{starts:Array(DateTime)}}
 GROUP BY level, tt, country, device, channel
 """
-_COARSER = [
-    # (grain, its source grain, start-of function, length in ms)
-    ("1h", "1m", "toStartOfHour", 3_600_000),
-    ("1d", "1h", "toStartOfDay", 86_400_000),
-]
 _FAMILIES = {
     EVENTS: ("rollup", _REFRESH_EVENTS, _EVENT_MEASURES),
     STARTS: ("starts", _REFRESH_STARTS, _START_MEASURES),
@@ -169,6 +181,13 @@ _FAMILIES = {
 _DIRTY = """
 SELECT minute, dirty FROM rollup_marks FINAL
 WHERE kind = {{kind:UInt8}} AND dirty > clean {where} ORDER BY minute
+"""
+
+_FIRST_DIRTY = """
+SELECT kind, min(minute) FROM rollup_marks FINAL
+WHERE kind IN {kinds:Array(UInt8)} AND dirty > clean
+  AND minute >= {lo:DateTime} AND minute < {hi:DateTime}
+GROUP BY kind
 """
 
 
@@ -187,16 +206,21 @@ def minutes_of(ts_ms: Iterable[int]) -> set[int]:
 
 def mark_dirty(client: Client, minutes: Mapping[int, Iterable[int]], version: int) -> None:
     """Record that minutes (epoch-ms starts, per family) got data written at ``version``."""
-    rows = [[kind, _dt(m), version, 0] for kind, ms in minutes.items() for m in sorted(set(ms))]
+    _mark(client, {mark_kind(f, "1m"): ms for f, ms in minutes.items()}, version)
+
+
+def _mark(client: Client, periods: Mapping[int, Iterable[int]], version: int) -> None:
+    rows = [[kind, _dt(m), version, 0] for kind, ms in periods.items() for m in sorted(set(ms))]
     if rows:
         client.insert("rollup_marks", rows, column_names=["kind", "minute", "dirty", "clean"])
 
 
-def _chunks(minutes: list[int], size: int) -> Iterable[list[int]]:
-    """Sorted minutes in groups of at most ``size`` spanning at most ``size`` minutes."""
+def _chunks(periods: list[int], size: int, length: int) -> Iterable[list[int]]:
+    """Sorted period starts in groups of at most ``size`` spanning at most ``size``
+    periods of ``length`` ms."""
     group: list[int] = []
-    for m in minutes:
-        if group and (len(group) >= size or m - group[0] >= size * MINUTE_MS):
+    for m in periods:
+        if group and (len(group) >= size or m - group[0] >= size * length):
             yield group
             group = []
         group.append(m)
@@ -205,52 +229,57 @@ def _chunks(minutes: list[int], size: int) -> Iterable[list[int]]:
 
 
 def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) -> int:
-    """Recompute every dirty minute that ends at or before ``until`` (all if None).
+    """Recompute every dirty minute, hour and UTC day that ends at or before ``until``
+    (all if None). Returns how many periods were recomputed.
 
-    Returns how many minutes were recomputed. Safe to run concurrently with writes and
-    with another refresh: a minute written again meanwhile stays dirty.
+    Safe to run concurrently with writes and with another refresh: a period written again
+    meanwhile stays dirty. A period's parent is marked dirty before the period is
+    recomputed, so a query never takes a parent row as current while it misses a change.
     """
     done = 0
-    for kind in _FAMILIES:
-        params: dict[str, object] = {"kind": kind}
-        where = ""
-        if until is not None:
-            where = "AND minute <= {until:DateTime} - INTERVAL 1 MINUTE"
-            params["until"] = until
-        sql = _DIRTY.format(where=where)
-        dirty = [
-            (int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v))
-            for m, v in client.query(sql, parameters=params).result_rows
-        ]
-        for group in _chunks([m for m, _ in dirty], chunk):
-            _recompute(client, kind, group)
-        if dirty:
+    for family in _FAMILIES:
+        for grain, parent in zip(GRAINS, [*GRAINS[1:], None], strict=True):
+            kind = mark_kind(family, grain)
+            params: dict[str, object] = {"kind": kind}
+            where = ""
+            if until is not None:
+                where = "AND minute <= {last:DateTime}"
+                until_ms = int(until.replace(tzinfo=until.tzinfo or UTC).timestamp() * 1000)
+                params["last"] = _dt(until_ms - _PERIOD_MS[grain])
+            rows = client.query(_DIRTY.format(where=where), parameters=params).result_rows
+            dirty = [(int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v)) for m, v in rows]
+            if not dirty:
+                continue
+            if parent is not None:
+                parent_ms = _PERIOD_MS[parent]
+                _mark(client, {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}},
+                      _version())  # fmt: skip
+            size = chunk if grain == "1m" else 24
+            for group in _chunks([m for m, _ in dirty], size, _PERIOD_MS[grain]):
+                _recompute(client, family, grain, group)
             client.insert(
                 "rollup_marks",
                 [[kind, _dt(m), 0, v] for m, v in dirty],
                 column_names=["kind", "minute", "dirty", "clean"],
             )
-        done += len(dirty)
+            done += len(dirty)
     return done
 
 
-def _recompute(client: Client, kind: int, minutes: list[int]) -> None:
-    prefix, minute_sql, measures = _FAMILIES[kind]
-    lo, hi = _dt(minutes[0]), _dt(minutes[-1] + MINUTE_MS)
-    mins = [_dt(m) for m in minutes]
-    client.command(minute_sql, parameters={"lo": lo, "hi": hi, "mins": mins, "v": _version()})
-    for grain, source, start, length in _COARSER:
-        starts = sorted({m - m % length for m in minutes})
-        sql = _REFRESH_COARSER.format(
-            into=f"{prefix}_{grain}", source=f"{prefix}_{source}", start=start, measures=measures
-        )
-        params = {
-            "lo": _dt(starts[0]),
-            "hi": _dt(starts[-1] + length),
-            "starts": [_dt(s) for s in starts],
-            "v": _version(),
-        }
-        client.command(sql, parameters=params)
+def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> None:
+    prefix, minute_sql, measures = _FAMILIES[family]
+    lo, hi = _dt(starts[0]), _dt(starts[-1] + _PERIOD_MS[grain])
+    periods = [_dt(m) for m in starts]
+    if grain == "1m":
+        params = {"lo": lo, "hi": hi, "mins": periods, "v": _version()}
+        client.command(minute_sql, parameters=params)
+        return
+    source = GRAINS[GRAINS.index(grain) - 1]
+    sql = _REFRESH_COARSER.format(
+        into=f"{prefix}_{grain}", source=f"{prefix}_{source}", start=_START_OF[grain],
+        measures=measures,
+    )  # fmt: skip
+    client.command(sql, parameters={"lo": lo, "hi": hi, "starts": periods, "v": _version()})
 
 
 def rebuild(client: Client, *, chunk: int = 1440) -> int:
@@ -263,8 +292,21 @@ def rebuild(client: Client, *, chunk: int = 1440) -> int:
     return refresh(client, chunk=chunk)
 
 
-def first_dirty(client: Client, kind: int, lo: datetime, hi: datetime) -> datetime | None:
-    """The earliest minute in ``[lo, hi)`` whose rows of family ``kind`` are not current."""
-    sql = _DIRTY.format(where="AND minute >= {lo:DateTime} AND minute < {hi:DateTime}")
-    rows = client.query(sql + " LIMIT 1", parameters={"kind": kind, "lo": lo, "hi": hi})
-    return rows.result_rows[0][0].replace(tzinfo=UTC) if rows.result_rows else None
+def first_dirty(
+    client: Client, kind: int, lo: datetime, hi: datetime, grain: str = "1m"
+) -> datetime | None:
+    """The earliest period of ``grain`` starting in ``[lo, hi)`` whose rows of family
+    ``kind`` are not current."""
+    return first_dirty_of(client, [kind], lo, hi).get((kind, grain))
+
+
+def first_dirty_of(
+    client: Client, families: Iterable[int], lo: datetime, hi: datetime
+) -> dict[tuple[int, str], datetime]:
+    """Per family and grain, the earliest period starting in ``[lo, hi)`` whose rows are
+    not current (one query)."""
+    kinds = {mark_kind(f, g): (f, g) for f in families for g in GRAINS}
+    rows = client.query(
+        _FIRST_DIRTY, parameters={"kinds": list(kinds), "lo": lo, "hi": hi}
+    ).result_rows
+    return {kinds[k]: m.replace(tzinfo=UTC) for k, m in rows}

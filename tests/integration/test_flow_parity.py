@@ -136,6 +136,25 @@ def test_rollups_cover_complete_minutes(pipeline) -> None:
     assert starts[0][0] > 100
 
 
+def test_an_hour_is_rolled_up_once_it_is_over(pipeline) -> None:
+    """The hour (and day) going on has no coarse row yet: queries take its minutes, which
+    are current up to complete_until (the cases below check they equal raw events)."""
+    client, _ = pipeline
+    until = complete_until(client, timedelta(minutes=10))
+    assert until is not None
+    hour = until.replace(minute=0, second=0, microsecond=0)
+    assert until - hour >= timedelta(minutes=1)  # the data ends well into an hour
+    assert first_dirty(client, EVENTS, START, hour, "1h") is None
+    assert first_dirty(client, EVENTS, hour, END, "1h") == hour
+    day = hour.replace(hour=0)
+    assert first_dirty(client, EVENTS, START, day, "1d") is None
+    assert first_dirty(client, EVENTS, day, END, "1d") == day
+    assert first_dirty(client, EVENTS, START, until - timedelta(minutes=1)) is None
+    sql = "SELECT countIf(t < {h:DateTime}), countIf(t >= {h:DateTime}) FROM rollup_1h FINAL"
+    before, going_on = client.query(sql, parameters={"h": hour}).result_rows[0]
+    assert before > 0 and going_on == 0
+
+
 ROLLUP_CASES = [
     # (metric, interval, tz, by, where): every rollup level, both tables, odd timezones
     ("events", "1h", "UTC", None, {}),
