@@ -20,7 +20,6 @@ __all__ = ["SHARDS", "Shard", "shard_of"]
 
 SHARDS = 64  # fixed: a shard's saved state is found again by its number
 _KEYS = [f"{i:02d}" for i in range(SHARDS)]
-_ENCODE = msgspec.msgpack.Encoder().encode
 _DECODE = msgspec.msgpack.Decoder(UserState).decode
 
 
@@ -53,8 +52,8 @@ class Shard:
             state = users.get(user)
             if state is None:
                 if store.resumed and user not in dirty:
-                    blob = store.load(user)
-                    state = None if blob is None else _DECODE(blob)
+                    saved = store.load(user)
+                    state = None if saved is None else _DECODE(saved)
                 state, changes = step(state, e, rules)
                 users[user] = state
             else:
@@ -85,7 +84,7 @@ class Shard:
             self._store.save(
                 self.gen,
                 [
-                    (user, 0, None) if state is None else (user, state.newest_ms, _ENCODE(state))
+                    (user, 0, None) if state is None else (user, state.newest_ms, state)
                     for user, state in self._dirty.items()
                 ],
                 [user for user in rewrite if user not in self._dirty],

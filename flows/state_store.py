@@ -12,8 +12,8 @@ A record stays while it holds the newest state of some user, or while a resume c
 go back to it (:data:`KEEP_GENERATIONS`). When fewer than half of a record's users still
 have their newest state in it, those users are saved again with the next generation, so
 the log stays within about twice the live state (a log-structured store's compaction).
-On resume the records are read once, as bytes per user, and decoded when a user next
-shows up.
+A record is encoded in one call, states inline; on resume it is read once, its users'
+states kept as undecoded slices (``msgspec.Raw``) and decoded when a user next shows up.
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a committed snapshot survives the flow's
 process being killed (not a power cut, like Bytewax's own recovery store).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -33,10 +34,12 @@ __all__ = ["KEEP_GENERATIONS", "ShardStore"]
 # committed by every worker, at most a couple of epochs behind the newest snapshot.
 KEEP_GENERATIONS = 8
 
-# (user_id, newest event ms, state or None when forgotten)
-Saved = tuple[str, int, bytes | None]
+# (user_id, newest event ms, state or None when forgotten). The state is anything msgspec
+# encodes (the caller's state object, or the Raw slice of a user carried over).
+Saved = tuple[str, int, Any]
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(list[tuple[str, int, bytes | None]]).decode
+_decode = msgspec.msgpack.Decoder(list[tuple[str, int, msgspec.Raw]]).decode
+_NIL = 1  # the length of an encoded None: a forgotten user
 
 
 class ShardStore:
@@ -51,8 +54,8 @@ class ShardStore:
         self._members: dict[int, list[str]] = {}  # generation -> users saved in it
         self._dead: dict[int, int] = {}  # generation -> when its last live user moved on
         self._forgets: set[int] = set()  # generations forgetting users
-        # Saved users not loaded since a resume: newest event ms and state.
-        self._unloaded: dict[str, tuple[int, bytes | None]] = {}
+        # Saved users not loaded since a resume: newest event ms and encoded state.
+        self._unloaded: dict[str, tuple[int, msgspec.Raw]] = {}
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +70,10 @@ class ShardStore:
         if resume_gen is not None:
             db.execute("DELETE FROM log WHERE gen > ?", (resume_gen,))
             for gen, blob in db.execute("SELECT gen, users FROM log ORDER BY gen"):
-                saved = _decode(blob)
+                saved = [
+                    (user, newest, None if len(raw) == _NIL else raw)
+                    for user, newest, raw in _decode(blob)
+                ]
                 self._index(gen, saved)
                 for user, newest, state in saved:
                     if state is None:
@@ -80,8 +86,9 @@ class ShardStore:
         """Whether saved users may be missing from memory (lookups can find something)."""
         return bool(self._unloaded)
 
-    def load(self, user_id: str) -> bytes | None:
-        """The saved state of ``user_id`` not loaded yet (None: unknown or forgotten)."""
+    def load(self, user_id: str) -> msgspec.Raw | None:
+        """The encoded saved state of ``user_id`` not loaded yet (None: unknown or
+        forgotten)."""
         saved = self._unloaded.pop(user_id, None)
         return None if saved is None else saved[1]
 
