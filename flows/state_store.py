@@ -40,6 +40,16 @@ Saved = tuple[str, int, Any]
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[str, int, msgspec.Raw]]).decode
 _NIL = 1  # the length of an encoded None: a forgotten user
+_BIN = frozenset({0xC4, 0xC5, 0xC6})  # a state encoded on its own first (logs before 2026-12)
+
+
+def _state(raw: msgspec.Raw) -> msgspec.Raw | bytes | None:
+    """A saved state as read back: None for a forgotten user."""
+    if len(raw) == _NIL:
+        return None
+    if memoryview(raw)[0] in _BIN:
+        return msgspec.msgpack.decode(raw, type=bytes)
+    return raw
 
 
 class ShardStore:
@@ -55,7 +65,7 @@ class ShardStore:
         self._dead: dict[int, int] = {}  # generation -> when its last live user moved on
         self._forgets: set[int] = set()  # generations forgetting users
         # Saved users not loaded since a resume: newest event ms and encoded state.
-        self._unloaded: dict[str, tuple[int, msgspec.Raw]] = {}
+        self._unloaded: dict[str, tuple[int, msgspec.Raw | bytes]] = {}
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,10 +80,7 @@ class ShardStore:
         if resume_gen is not None:
             db.execute("DELETE FROM log WHERE gen > ?", (resume_gen,))
             for gen, blob in db.execute("SELECT gen, users FROM log ORDER BY gen"):
-                saved = [
-                    (user, newest, None if len(raw) == _NIL else raw)
-                    for user, newest, raw in _decode(blob)
-                ]
+                saved = [(user, newest, _state(raw)) for user, newest, raw in _decode(blob)]
                 self._index(gen, saved)
                 for user, newest, state in saved:
                     if state is None:
@@ -86,7 +93,7 @@ class ShardStore:
         """Whether saved users may be missing from memory (lookups can find something)."""
         return bool(self._unloaded)
 
-    def load(self, user_id: str) -> msgspec.Raw | None:
+    def load(self, user_id: str) -> msgspec.Raw | bytes | None:
         """The encoded saved state of ``user_id`` not loaded yet (None: unknown or
         forgotten)."""
         saved = self._unloaded.pop(user_id, None)

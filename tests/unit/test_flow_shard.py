@@ -203,3 +203,17 @@ def test_a_resume_finds_each_users_state_exactly_as_it_was(tmp_path: Path) -> No
         loaded = {u: store.load(u) for u in list(store._unloaded)}
         got = {u: encode(_DECODE(raw)) for u, raw in loaded.items() if raw is not None}
         assert got == states[gen], gen
+
+
+def test_a_log_written_before_records_were_encoded_in_one_call_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    shard = fresh(path)
+    shard.fold([ev("a", "u1", T0)])
+    assert shard.snapshot() == 1
+    # the earlier format: each state encoded on its own, then the list (None: forgotten)
+    old = [("u1", T0, msgspec.msgpack.encode(shard._users["u1"])), ("u2", 0, None)]
+    db = shard._store._db
+    assert db is not None
+    db.execute("UPDATE log SET users = ? WHERE gen = 1", (msgspec.msgpack.encode(old),))
+    outs = resumed(path, 1).fold([ev("a", "u1", T0), ev("b", "u1", T0)])
+    assert outs[0] is None and outs[1] is not None
