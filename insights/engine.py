@@ -26,7 +26,11 @@ out of the sessions) binomial, so a window's observed and expected totals give a
 likelihood-ratio z (`signed_deviance`), right even for a handful of orders a minute. It
 is divided by the noise learnt from calm buckets (how much more the series varies than
 Poisson or binomial: overdispersion, an expectation a few percent off) and by its
-inflation for sums of minutes that move together, both measured robustly. Money and
+inflation for sums of minutes that move together, both measured robustly. The noise
+grows with the volume behind a bucket (``1 + phi * volume`` in variance, like a negative
+binomial): an expectation a few percent off is many Poisson errors at noon and a fraction
+of one at night, so one factor for the whole day would be too lax by day and too strict at
+night. Money and
 other rates use scaled residuals the same way. At 1 minute, ``min_z`` of 5 over some 200
 series keeps false insights near a few a week; a 30% drop is then found in 2–5 minutes
 once a few hundred events a minute are behind the metric, later below that.
@@ -134,10 +138,13 @@ class _Series:
         self.quiet_since: datetime | None = None  # end of the last recovered anomaly
         self.fed = 0  # buckets scored, as the detector counts them
         self.last_hot = -(10**9)
-        # standardised residuals of calm buckets, for the noise scale and its inflation
+        # standardised residuals of calm buckets and the volumes behind them (counts and
+        # shares), for the noise scale and its inflation
         self.residuals: deque[float] = deque(maxlen=1440)
+        self.volumes: deque[float] = deque(maxlen=1440)
         self._noise: float | None = None  # cached, with...
-        self._factors: list[float] = [1.0, 1.0]  # ...inflation(n) at [n]
+        self._fit = (1.0, 0.0)  # ...the variance a + phi * volume (counts and shares)...
+        self._factors: list[float] = [1.0, 1.0]  # ...and inflation(n) at [n]
         self._fresh = 0
 
     def standardised(self, b: Bucket) -> float | None:
@@ -150,6 +157,13 @@ class _Series:
             return (b.value - b.expected) * math.sqrt(max(b.weight or 0.0, 0.0))
         # money (compound Poisson): the variance grows with the level
         return (b.value - b.expected) / math.sqrt(max(abs(b.expected), 1.0))
+
+    def volume(self, b: Bucket) -> float:
+        """The events expected in a count bucket, the trials behind a share (0 else)."""
+        if not self.exact or b.expected is None:
+            return 0.0
+        _, e, n = self.counts(b)
+        return n if n is not None else e
 
     def counts(self, b: Bucket) -> tuple[float, float, float | None]:
         """(observed, expected, trials) behind a count or share bucket: events against
@@ -184,8 +198,9 @@ class _Series:
         sessions crosses in one or two buckets, on fifty in several, noise rarely."""
         if self.fast is None or len(self.residuals) < _FAST_HISTORY:
             return False
-        resid = self.standardised(self.recent[-1])
-        noise = self.noise()
+        bucket = self.recent[-1]
+        resid = self.standardised(bucket)
+        noise = self.noise(self.volume(bucket))
         if resid is None or not math.isfinite(noise):
             return False
         u = resid / noise
@@ -207,28 +222,40 @@ class _Series:
         noise = self.noise()
         return resid is not None and math.isfinite(noise) and abs(resid) > 4.0 * noise
 
-    def noise(self) -> float:
-        """Standard deviation of the standardised residuals of calm buckets, robustly."""
+    def noise(self, volume: float | None = None) -> float:
+        """Standard deviation of the standardised residuals of calm buckets, robustly; for
+        counts and shares, of a bucket with ``volume`` behind it (see :func:`_fit_noise`;
+        None: the typical bucket's)."""
         if len(self.residuals) < 30:
             return math.inf
         if self._noise is None or self._fresh >= 60:  # it moves slowly: refresh now and then
             values = np.asarray(self.residuals, dtype=float)
             if self.exact:
-                # counts and shares: the median absolute deviation (a smaller incident
-                # elsewhere that moved this series for a while does not count), never
-                # below their Poisson / binomial error
-                self._noise = max(_spread(values), 1.0)
+                # counts and shares: robust spreads (a smaller incident elsewhere that
+                # moved this series for a while does not count), never below their
+                # Poisson / binomial error
+                vols = np.asarray(self.volumes, dtype=float)
+                self._fit = _fit_noise(values, vols)
+                self._noise = self._scale(float(np.median(vols)))
+                values = values / np.sqrt(np.maximum(self._fit[0] + self._fit[1] * vols, 1.0))
             else:
                 # money: the mean absolute deviation, not 0 for a series that is 0 most
                 # minutes
                 self._noise = max(1.2533 * float(np.abs(values - np.median(values)).mean()), 1e-9)
             self._factors = _inflations(values)
             self._fresh = 0
-        return self._noise
+        if volume is None or not self.exact:
+            return self._noise
+        return self._scale(volume)
 
-    def learn(self, resid: float) -> None:
-        """Add a calm bucket's standardised residual."""
+    def _scale(self, volume: float) -> float:
+        a, phi = self._fit
+        return math.sqrt(max(a + phi * volume, 1.0))
+
+    def learn(self, resid: float, volume: float = 0.0) -> None:
+        """Add a calm bucket's standardised residual and the volume behind it."""
         self.residuals.append(resid)
+        self.volumes.append(volume)
         self._fresh += 1
 
     def inflation(self, n: int) -> float:
@@ -259,6 +286,28 @@ def _inflations(values: npt.NDArray[np.float64]) -> list[float]:
         best = max(best, float(np.interp(n, lengths, measured)))
         out.append(best)
     return out
+
+
+def _fit_noise(
+    values: npt.NDArray[np.float64], volumes: npt.NDArray[np.float64]
+) -> tuple[float, float]:
+    """``(a, phi)`` of the residuals' variance ``a + phi * volume``: robust variances of
+    the residuals in four groups by volume, fitted by least squares with ``phi >= 0``
+    (one variance for all when the groups do not grow with volume)."""
+    whole = _spread(values) ** 2
+    if len(values) < 4 * _FIT_GROUP or float(np.ptp(volumes)) <= 0:
+        return whole, 0.0
+    order = np.argsort(volumes, kind="stable")
+    groups = np.array_split(order, 4)
+    v = np.array([float(np.median(volumes[g])) for g in groups])
+    var = np.array([_spread(values[g]) ** 2 for g in groups])
+    phi, a = np.polyfit(v, var, 1)
+    if not (math.isfinite(phi) and phi > 0):
+        return whole, 0.0
+    return float(a), float(phi)
+
+
+_FIT_GROUP = 30  # residuals per volume group at least
 
 
 def _spread(values: npt.NDArray[np.float64]) -> float:
@@ -358,13 +407,14 @@ class DetectionEngine:
             hot = state.sequential(cfg.fast_slack) or hot
             event = self._confirm(state, end, score, hot)
             resid = state.standardised(bucket)
-            noise = state.noise()
+            volume = state.volume(bucket)
+            noise = state.noise(volume)
             if (
                 resid is not None
                 and state.anomaly is None
                 and not (math.isfinite(noise) and abs(resid) > 4.0 * noise)
             ):
-                state.learn(resid)  # the noise scale learns from calm buckets
+                state.learn(resid, volume)  # the noise scale learns from calm buckets
             return event
         # back to normal is judged on the values alone: the return to normal is itself a
         # surprise to the detector, and must not keep the anomaly open
@@ -415,6 +465,7 @@ class DetectionEngine:
             if state.quiet_since is None or b.ts >= state.quiet_since
         ]
         devs = [state.standardised(b) or 0.0 for b in buckets]
+        noises = [state.noise(state.volume(b)) for b in buckets]
         noise = state.noise()
         if not devs or not math.isfinite(noise):
             return None
@@ -436,7 +487,8 @@ class DetectionEngine:
                     k, e, trials = state.counts(b)
                     k_sum, e_sum, n_sum = k_sum + k, e_sum + e, n_sum + (trials or 0.0)
                 total = sign * signed_deviance(k_sum, e_sum, n_sum if state.share else None)
-                stat = total / (noise * state.inflation(n))
+                volume = (n_sum if state.share else e_sum) / n  # the window's mean volume
+                stat = total / (state.noise(volume) * state.inflation(n))
             else:
                 total += sign * devs[i]
                 stat = total / (noise * state.inflation(n) * math.sqrt(n))
@@ -446,7 +498,9 @@ class DetectionEngine:
         if span is None or (not math.isfinite(span.change) and span.observed <= 0):
             return None
         change = span.change if math.isfinite(span.change) else 1.0
-        persistent = sum(1 for d in devs[start:] if sign * d >= noise)
+        persistent = sum(
+            1 for d, u in zip(devs[start:], noises[start:], strict=True) if sign * d >= u
+        )
         persist = cfg.min_persist_money if state.key.watched.kind == "money" else cfg.min_persist
         if (
             abs(change) < cfg.min_change

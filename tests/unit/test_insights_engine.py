@@ -197,3 +197,37 @@ def test_inflation_grows_for_minutes_that_move_together() -> None:
         together[i] = 0.6 * together[i - 1] + rng.normal()
     assert _inflations(independent)[10] < 1.2
     assert 1.5 < _inflations(together)[10] < 2.3
+
+
+def night_and_day(i: int) -> float:
+    """50 a minute at 02:00, 5,000 at 14:00, smoothly (log-sinusoidal)."""
+    return 500.0 * 10.0 ** -math.cos(2 * math.pi * (i - 120) / 1440.0)
+
+
+def test_the_noise_grows_with_the_volume_behind_a_bucket() -> None:
+    # an expectation ~5% off each minute: a fraction of a Poisson error at 50 events a
+    # minute, ~3.5 errors at 5,000; the learnt noise follows the volume
+    rng = np.random.default_rng(3)
+    values = [float(rng.poisson(night_and_day(i) * (1 + 0.05 * rng.normal())))
+              for i in range(HISTORY)]  # fmt: skip
+    engine = DetectionEngine()
+    for i, v in enumerate(values):
+        engine.step(T0 + timedelta(minutes=i), {SESSIONS: Obs(v)}, {SESSIONS: 0.0})
+    state = engine._series[SESSIONS]
+    assert state.noise(50.0) < 1.3
+    assert 2.5 < state.noise(5000.0) < 4.5  # sqrt(1 + 0.05² × 5000) ≈ 3.7
+    assert state.noise(50.0) < state.noise() < state.noise(5000.0)
+
+
+def test_fast_path_finds_a_night_time_drop_on_a_series_noisy_by_day() -> None:
+    # one noise for the whole day would hide a 40% drop at night for many minutes (16
+    # with this seed; 4 with the noise of the night's volume)
+    rng = np.random.default_rng(6)
+    start = HISTORY + 120  # 02:00 on the fourth day
+    values = [
+        float(rng.poisson(night_and_day(i) * (1 + 0.05 * rng.normal())
+                          * (0.6 if start <= i < start + 30 else 1.0)))
+        for i in range(start + 60)
+    ]  # fmt: skip
+    [first] = fast_only(values, SESSIONS)
+    assert first.at - (T0 + timedelta(minutes=start)) <= timedelta(minutes=5)
