@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -236,8 +236,8 @@ class _Series:
                 # Poisson / binomial error
                 vols = np.asarray(self.volumes, dtype=float)
                 self._fit = _fit_noise(values, vols)
-                self._noise = self._scale(float(np.median(vols)))
-                values = values / np.sqrt(np.maximum(self._fit[0] + self._fit[1] * vols, 1.0))
+                self._noise = float(self._scale(np.median(vols)))
+                values = values / self._scale(vols)  # in units of their own noise
             else:
                 # money: the mean absolute deviation, not 0 for a series that is 0 most
                 # minutes
@@ -246,11 +246,12 @@ class _Series:
             self._fresh = 0
         if volume is None or not self.exact:
             return self._noise
-        return self._scale(volume)
+        return float(self._scale(volume))
 
-    def _scale(self, volume: float) -> float:
+    def _scale(self, volume: Any) -> Any:
+        """The fitted noise at ``volume`` (a number or an array), never below 1."""
         a, phi = self._fit
-        return math.sqrt(max(a + phi * volume, 1.0))
+        return np.sqrt(np.maximum(a + phi * volume, 1.0))
 
     def learn(self, resid: float, volume: float = 0.0) -> None:
         """Add a calm bucket's standardised residual and the volume behind it."""

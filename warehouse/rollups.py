@@ -237,14 +237,15 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
     recomputed, so a query never takes a parent row as current while it misses a change.
     """
     done = 0
+    where = "" if until is None else "AND minute <= {last:DateTime}"
+    until_ms = (
+        None if until is None else int(until.replace(tzinfo=until.tzinfo or UTC).timestamp() * 1000)
+    )
     for family in _FAMILIES:
         for grain, parent in zip(GRAINS, [*GRAINS[1:], None], strict=True):
             kind = mark_kind(family, grain)
             params: dict[str, object] = {"kind": kind}
-            where = ""
-            if until is not None:
-                where = "AND minute <= {last:DateTime}"
-                until_ms = int(until.replace(tzinfo=until.tzinfo or UTC).timestamp() * 1000)
+            if until_ms is not None:  # periods that end at or before ``until``
                 params["last"] = _dt(until_ms - _PERIOD_MS[grain])
             rows = client.query(_DIRTY.format(where=where), parameters=params).result_rows
             dirty = [(int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v)) for m, v in rows]
