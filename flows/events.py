@@ -29,7 +29,7 @@ from flows.logic import (
     enrich,
 )
 from flows.rows import (
-    Coordinates,
+    Part,
     duplicate_row,
     event_row,
     progress_rows,
@@ -51,7 +51,8 @@ __all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
 
 class _Read(msgspec.Struct, frozen=True, gc=False):
     event: Enriched
-    at: Coordinates
+    part: Part  # where it was read from
+    offset: int
 
 
 UNDECODABLE = Counter(
@@ -76,6 +77,8 @@ def _decoder(fx: FxRates) -> Any:
     """A Kafka record -> ``(shard, _Read)``: the key the flow folds on and the enriched
     event (None, counted and logged, for a record that is not a Pulse event)."""
 
+    parts: dict[tuple[str, int], Part] = {}
+
     def decode(value: bytes, topic: str, partition: int, offset: int) -> Any:
         try:
             event = decode_event(value)
@@ -87,7 +90,10 @@ def _decoder(fx: FxRates) -> Any:
         enriched = enrich(event, fx)
         if enriched.ts_ms > _newest_ms[0]:
             _newest_ms[0] = enriched.ts_ms
-        return shard_of(event.user_id), _Read(enriched, Coordinates(topic, partition, offset))
+        part = parts.get((topic, partition))
+        if part is None:
+            part = parts[(topic, partition)] = Part(topic, partition)
+        return shard_of(event.user_id), _Read(enriched, part, offset)
 
     return decode
 
@@ -151,41 +157,69 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         self._writer.flush()
         self._rollups.maybe_refresh(force=True)
 
-    def write_batch(self, batches: list[list[tuple[_Read, StepOutput | None]]]) -> None:
+    def write_batch(self, batches: list[tuple[list[_Read], list[StepOutput | None]]]) -> None:
         # Within a batch only the newest version of a row matters: keep the newest of each
         # and build rows once (a session changes with nearly every event).
-        events: dict[str, tuple[int, Placed, Coordinates]] = {}
-        sessions: dict[str, tuple[int, SessionAgg | None]] = {}  # None: a tombstone
-        dups, seen = [], []
+        event_rows: list[list[object]] = []
+        row_of: dict[str, int] = {}  # event_id -> index of its row
+        moved_rev: dict[str, int] = {}  # event_id -> rev of its row, when above 0
+        sessions: dict[str, SessionAgg | _Gone] = {}
+        progress: dict[Part, list[int]] = {}  # partition -> [newest event ms, offset read]
+        dups: list[list[object]] = []
         spans: list[tuple[int, int]] = []
-        no_event = (-1, None, None)
-        no_session = (-1, None)
-        items = [pair for batch in batches for pair in batch]
-        for read, out in items:
-            ts_ms = read.event.ts_ms
-            seen.append((ts_ms, read.at))
-            if out is None:
-                dups.append(duplicate_row(ts_ms, read.event.event.event_id, read.at))
-                continue
-            for placed in out.events:
+        count = 0
+
+        def put(placed: Placed, part: Part, offset: int) -> None:
+            """An event row that may replace one of this batch (a merge moved it)."""
+            event_id = placed.enriched.event.event_id
+            i = row_of.get(event_id)
+            if i is None:
+                row_of[event_id] = len(event_rows)
+                event_rows.append(event_row(placed, part, offset))
+            elif placed.rev >= moved_rev.get(event_id, 0):
+                event_rows[i] = event_row(placed, part, offset)
+                if placed.rev:
+                    moved_rev[event_id] = placed.rev
+
+        for reads, outs in batches:
+            count += len(reads)
+            for read, out in zip(reads, outs, strict=True):
+                ts_ms, part, offset = read.event.ts_ms, read.part, read.offset
+                seen = progress.get(part)
+                if seen is None:
+                    progress[part] = [ts_ms, offset]
+                else:
+                    if ts_ms > seen[0]:
+                        seen[0] = ts_ms
+                    if offset > seen[1]:
+                        seen[1] = offset
+                if out is None:
+                    dups.append(duplicate_row(ts_ms, read.event.event.event_id, part, offset))
+                    continue
+                placed = out.placed
                 event_id = placed.enriched.event.event_id
-                if placed.rev >= events.get(event_id, no_event)[0]:
-                    events[event_id] = (placed.rev, placed, read.at)
-            for agg in out.sessions:
-                if agg.rev >= sessions.get(agg.key, no_session)[0]:
-                    sessions[agg.key] = (agg.rev, agg)
-            for gone, rev in out.tombstones:
-                sessions[gone] = (rev, None)
-            if out.reattributed:
-                spans.extend(out.reattributed)
+                if out.moved or event_id in row_of:
+                    for moved in out.moved:
+                        put(moved, part, offset)
+                    put(placed, part, offset)
+                else:  # the common case: a new event, once
+                    row_of[event_id] = len(event_rows)
+                    event_rows.append(event_row(placed, part, offset))
+                session = out.session
+                old = sessions.get(session.key)
+                if old is None or session.rev >= old.rev:
+                    sessions[session.key] = session
+                for gone, rev in out.tombstones:
+                    sessions[gone] = _Gone(rev)
+                if out.reattributed:
+                    spans.extend(out.reattributed)
         FLOW_DUPLICATES.inc(len(dups))
-        FLOW_EVENTS.inc(len(items) - len(dups))
-        if seen:
-            FLOW_NEWEST.set(max(ts for ts, _ in seen) / 1000)
-        event_rows = [event_row(placed, at) for _, placed, at in events.values()]
+        FLOW_EVENTS.inc(count - len(dups))
+        if progress:
+            FLOW_NEWEST.set(max(ts for ts, _ in progress.values()) / 1000)
         session_rows = [
-            session_row(agg) if agg is not None else tombstone_row(key)
-            for key, (_, agg) in sessions.items()
+            tombstone_row(key) if type(agg) is _Gone else session_row(agg)  # type: ignore[arg-type]
+            for key, agg in sessions.items()
         ]
         # Minutes whose rollups change: event measures where events were written, start
         # measures where a session written starts, both all over a session whose
@@ -201,16 +235,25 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
                 "events": event_rows,
                 "sessions": session_rows,
                 "duplicates": dups,
-                "flow_progress": progress_rows(seen, time.time_ns() // 1_000_000),
+                "flow_progress": progress_rows(progress, time.time_ns() // 1_000_000),
             },
             {EVENTS: event_minutes, STARTS: start_minutes},
         )
 
 
+class _Gone(msgspec.Struct, frozen=True, gc=False):
+    """A session absorbed by a merge (written as a tombstone), as of ``rev``."""
+
+    rev: int
+
+
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
 
 
-class _ShardLogic(StatefulBatchLogic[list[_Read], list[tuple[_Read, Any]], tuple[str, int]]):
+_Folded = tuple[list[_Read], list[StepOutput | None]]  # reads and what each changed
+
+
+class _ShardLogic(StatefulBatchLogic[list[_Read], _Folded, tuple[str, int]]):
     """One :class:`~flows.shard.Shard` behind Bytewax's stateful operator.
 
     Bytewax's snapshot is only the shard's key and generation; the users changed since the
@@ -236,16 +279,15 @@ class _ShardLogic(StatefulBatchLogic[list[_Read], list[tuple[_Read, Any]], tuple
     def _next_check(self) -> datetime:
         return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms), _CHECK)
 
-    def on_batch(self, values: list[list[_Read]]) -> tuple[list[list[tuple[_Read, Any]]], bool]:
+    def on_batch(self, values: list[list[_Read]]) -> tuple[list[_Folded], bool]:
         reads = values[0] if len(values) == 1 else [r for batch in values for r in batch]
         shard = self._shard or self._open(shard_of(reads[0].event.event.user_id), None)
-        changes = shard.fold([read.event for read in reads])
-        return [list(zip(reads, changes, strict=True))], StatefulBatchLogic.RETAIN
+        return [(reads, shard.fold([read.event for read in reads]))], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime:
         return self._wake
 
-    def on_notify(self) -> tuple[list[list[tuple[_Read, Any]]], bool]:
+    def on_notify(self) -> tuple[list[_Folded], bool]:
         """Forget users whose newest event is older than the retention behind the newest
         event read: the state stays bounded however many users come and go."""
         if self._shard is not None:

@@ -111,14 +111,24 @@ class _Span(msgspec.Struct, array_like=True):
 
 
 class StepOutput(msgspec.Struct, gc=False):
-    """What one event changes downstream."""
+    """What one event changes downstream.
 
-    events: list[Placed] = []
-    sessions: list[SessionAgg] = []
-    tombstones: list[tuple[str, int]] = []  # (session key, rev)
+    Most events change exactly two rows, their own and their session's; the rest of the
+    fields are empty tuples unless a merge or an earlier first event reshaped a session.
+    """
+
+    placed: Placed  # the event in its session
+    session: SessionAgg  # that session's aggregate now
+    moved: list[Placed] | tuple[()] = ()  # events a merge moved into the session (rev + 1)
+    tombstones: list[tuple[str, int]] | tuple[()] = ()  # (absorbed session key, rev)
     # (first, last) ms of a session whose attributes may have changed (a new first event or
     # a merge): every minute it spans needs its rollups recomputed.
-    reattributed: list[tuple[int, int]] = []
+    reattributed: list[tuple[int, int]] | tuple[()] = ()
+
+    @property
+    def events(self) -> list[Placed]:
+        """Every event row this step changes: the moved ones, then its own."""
+        return [*self.moved, self.placed]
 
 
 class UserState(msgspec.Struct, array_like=True, gc=False):
@@ -151,14 +161,18 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
         self.spans = tuple(s for s in self.spans if s.last_ms >= horizon)
 
 
-def _place_derived(state: UserState, placed: Placed, timeout_ms: int, out: StepOutput) -> Placed:
+def _place_derived(
+    state: UserState, placed: Placed, timeout_ms: int
+) -> tuple[Placed, list[Placed], list[tuple[str, int]]]:
     """Put an event without ``session_id`` into its inactivity session.
 
     A gap of exactly the timeout stays in the session. An event that bridges two sessions
     merges them: the later one's events move (re-emitted with a higher ``rev``) and its
-    aggregate becomes a tombstone.
+    aggregate becomes a tombstone. Returns the placed event, the moved ones, the tombstones.
     """
     ts = placed.enriched.ts_ms
+    moved: list[Placed] = []
+    tombstones: list[tuple[str, int]] = []
     near = [s for s in state.spans if s.first_ms - timeout_ms <= ts <= s.last_ms + timeout_ms]
     if not near:
         span = _Span(f"{placed.enriched.event.user_id}/{ts}", ts, ts)
@@ -172,15 +186,15 @@ def _place_derived(state: UserState, placed: Placed, timeout_ms: int, out: StepO
             span.last_ms = max(span.last_ms, other.last_ms)
             gone = state.sessions.pop(other.key)
             state.sessions[span.key].absorb(gone)
-            out.tombstones.append((other.key, gone.rev + 1))
+            tombstones.append((other.key, gone.rev + 1))
             for member in other.members:
-                moved = Placed(member.enriched, span.key, member.is_order, member.rev + 1)
-                span.members.append(moved)
-                out.events.append(moved)
+                moved_one = Placed(member.enriched, span.key, member.is_order, member.rev + 1)
+                span.members.append(moved_one)
+                moved.append(moved_one)
         span.first_ms, span.last_ms = min(span.first_ms, ts), max(span.last_ms, ts)
     placed = Placed(placed.enriched, span.key, placed.is_order, placed.rev)
     span.members.append(placed)
-    return placed
+    return placed, moved, tombstones
 
 
 def step(
@@ -205,11 +219,17 @@ def step(
     if ev.order_id is not None and ev.type == "purchase":
         is_order = ev.order_id not in state.seen_orders
         state.seen_orders.setdefault(ev.order_id, ts)
-    placed = Placed(e, ev.session_id or "", is_order)
-    out = StepOutput()
-    if ev.session_id is None:
-        placed = _place_derived(state, placed, rules.session_timeout_ms, out)
-    session = state.sessions.get(placed.session_key)
+    session_id = ev.session_id
+    if session_id is not None:
+        placed = Placed(e, session_id, is_order)
+        session = state.sessions.get(session_id)
+        moved = tombstones = ()
+    else:
+        placed, moved, tombstones = _place_derived(
+            state, Placed(e, "", is_order), rules.session_timeout_ms
+        )
+        session = state.sessions.get(placed.session_key)
+    reattributed = ()
     if session is None:
         session = SessionAgg(placed.session_key, ev.user_id, ts, ts, state.arrivals,
                              ev.country, e.device, ev.channel)  # fmt: skip
@@ -218,15 +238,13 @@ def step(
     else:
         first_ms, first_arrival = session.first_ms, session.first_arrival
         session.add(e, ts, state.arrivals)
-        if out.tombstones or session.first_ms != first_ms or session.first_arrival != first_arrival:
-            out.reattributed.append((session.first_ms, session.last_ms))
-    out.events.append(placed)
-    # The state object itself: it may have moved on by the time the sink writes it, and
-    # then the sink writes a newer truth, which is what the table keeps anyway.
-    out.sessions.append(session)
+        if tombstones or session.first_ms != first_ms or session.first_arrival != first_arrival:
+            reattributed = [(session.first_ms, session.last_ms)]
     if not state.arrivals % 64:
         state.prune(rules)
-    return state, out
+    # The session is the state object itself: it may have moved on by the time the sink
+    # writes it, and then the sink writes a newer truth, which is what the table keeps.
+    return state, StepOutput(placed, session, moved or (), tombstones or (), reattributed)
 
 
 def enrich(event: Event, fx: FxRates) -> Enriched:

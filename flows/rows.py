@@ -7,12 +7,10 @@ they are, much faster than building datetimes.
 
 from __future__ import annotations
 
-import msgspec
-
 from flows.logic import Placed, SessionAgg
 
 __all__ = [
-    "Coordinates",
+    "Part",
     "duplicate_row",
     "event_row",
     "progress_rows",
@@ -21,18 +19,24 @@ __all__ = [
 ]
 
 
-class Coordinates(msgspec.Struct, frozen=True, gc=False):
-    """Where a record was read from."""
+class Part:
+    """A topic partition records are read from: one shared object per partition, so the
+    sink can key its per-partition progress on it cheaply (identity hash)."""
 
-    topic: str
-    partition: int
-    offset: int
+    __slots__ = ("partition", "topic")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+
+    def __repr__(self) -> str:
+        return f"Part({self.topic!r}, {self.partition})"
 
 
 _NO_ITEMS = ((), (), (), ())  # an event without items: four empty arrays
 
 
-def event_row(p: Placed, at: Coordinates) -> list[object]:
+def event_row(p: Placed, part: Part, offset: int) -> list[object]:
     """The ``events`` row of one placed event."""
     e = p.enriched
     ev = e.event
@@ -48,7 +52,7 @@ def event_row(p: Placed, at: Coordinates) -> list[object]:
         e.ts_ms, ev.event_id, ev.type, ev.user_id, p.session_key, ev.country or "",
         e.device or "", ev.channel or "", ev.page or "", ev.product_id or "", ev.category or "",
         e.price_eur, ev.quantity or 1, ev.query or "", e.cart_value_eur, ev.order_id or "",
-        e.revenue_eur, int(p.is_order), *lines, 0, at.topic, at.partition, at.offset,
+        e.revenue_eur, int(p.is_order), *lines, 0, part.topic, part.partition, offset,
     ]  # fmt: skip
 
 
@@ -65,15 +69,11 @@ def tombstone_row(key: str) -> list[object]:
     return [key, "", 0, 0, "", "", "", 0, 0, 0, 1]
 
 
-def duplicate_row(ts_ms: int, event_id: str, at: Coordinates) -> list[object]:
+def duplicate_row(ts_ms: int, event_id: str, part: Part, offset: int) -> list[object]:
     """The ``duplicates`` row of a dropped repeat."""
-    return [ts_ms, event_id, at.topic, at.partition, at.offset]
+    return [ts_ms, event_id, part.topic, part.partition, offset]
 
 
-def progress_rows(seen: list[tuple[int, Coordinates]], now_ms: int) -> list[list[object]]:
-    """One ``flow_progress`` row per partition: newest event time and offset read."""
-    best: dict[tuple[str, int], tuple[int, int]] = {}
-    for ts_ms, at in seen:
-        old = best.get((at.topic, at.partition), (0, 0))
-        best[(at.topic, at.partition)] = (max(old[0], ts_ms), max(old[1], at.offset))
-    return [[t, p, ts, off, now_ms] for (t, p), (ts, off) in best.items()]
+def progress_rows(progress: dict[Part, list[int]], now_ms: int) -> list[list[object]]:
+    """One ``flow_progress`` row per partition from its ``[newest event ms, offset read]``."""
+    return [[p.topic, p.partition, ts, offset, now_ms] for p, (ts, offset) in progress.items()]
