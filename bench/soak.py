@@ -8,9 +8,12 @@ A separate producer process generates simulator traffic on the fly (event times 
 now) and sends it through ``ingest.collector.Collector`` at a steady ``--rate`` paced by
 the wall clock, reporting how many events and distinct users it has sent. Every
 ``--every`` seconds this process records its RSS (``VmRSS`` of /proc/self/status), chDB's
-own tracked memory (``system.metrics`` MemoryTracking), events sent and written, and
-distinct users sent. Prints peak RSS and the RSS slope over the second half (MB/min, also
-per 1,000 new users), and writes the samples to ``bench/results/soak-<stamp>.csv`` and a
+own tracked memory (``system.metrics`` MemoryTracking), events sent and written, distinct
+users sent and users the flow holds (``pulse_flow_users``), and where the memory is:
+Python's object allocator (bytes in live objects and in the 1 MiB arenas holding them, from
+``sys._debugmallocstats``) and glibc's heap (in use and free but kept, ``mallinfo2``).
+Prints peak RSS and the RSS slope over the second half (MB/min, also per 1,000 new users),
+and writes the samples to ``bench/results/soak-<stamp>.csv`` and a
 plot to ``bench/results/soak-<stamp>.svg`` (and ``.png`` when Chromium is installed).
 """
 
@@ -18,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
 import multiprocessing as mp
+import os
 import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,7 +36,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-FIELDS = ["t_s", "rss_mb", "chdb_mb", "sent", "written", "lag", "users"]
+FIELDS = ["t_s", "rss_mb", "chdb_mb", "sent", "written", "lag", "users", "held_users",
+          "py_live_mb", "py_arenas_mb", "malloc_used_mb", "malloc_free_mb"]  # fmt: skip
 
 
 def _free_port() -> int:
@@ -44,6 +51,47 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def python_heap_mb() -> tuple[float, float]:
+    """Bytes in live Python objects and in the arenas of Python's allocator (MB)."""
+    with tempfile.TemporaryFile() as fh:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(fh.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        fh.seek(0)
+        stats = fh.read().decode(errors="replace")
+    found = {}
+    for line in stats.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("# "):
+            found[name[2:].strip()] = int(value.strip().replace(",", ""))
+    live = found.get("bytes in allocated blocks", 0)
+    arenas = found.get("arenas allocated current", 0) * 2**20
+    return live / 2**20, arenas / 2**20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost",
+    )]  # fmt: skip
+
+
+def malloc_mb() -> tuple[float, float]:
+    """glibc's heap: bytes in use (with large mmapped blocks) and free but kept (MB)."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return float("nan"), float("nan")
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
 
 
 def producer_main(bootstrap: str, rate: float, seconds: float, seed: int, conn: Connection) -> None:
@@ -239,6 +287,14 @@ def main() -> None:
                         "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'"
                     ).result_rows[0][0]
                     written = REGISTRY.get_sample_value("pulse_flow_events_total") or 0.0
+                    held = sum(
+                        sample.value
+                        for metric in REGISTRY.collect()
+                        if metric.name == "pulse_flow_users"
+                        for sample in metric.samples
+                    )
+                    py_live, py_arenas = python_heap_mb()
+                    malloc_used, malloc_free = malloc_mb()
                     row = {
                         "t_s": round(now - t0, 1),
                         "rss_mb": round(rss_mb(), 1),
@@ -247,6 +303,11 @@ def main() -> None:
                         "written": int(written),
                         "lag": int(sent - written),
                         "users": users,
+                        "held_users": int(held),
+                        "py_live_mb": round(py_live, 1),
+                        "py_arenas_mb": round(py_arenas, 1),
+                        "malloc_used_mb": round(malloc_used, 1),
+                        "malloc_free_mb": round(malloc_free, 1),
                     }
                     rows.append(row)
                     out.writerow(row)
@@ -255,7 +316,9 @@ def main() -> None:
                         print(
                             f"  {row['t_s'] / 60:5.1f} min  RSS {row['rss_mb']:7,.0f} MB  "
                             f"chDB {row['chdb_mb']:6,.0f} MB  sent {sent:>10,}  "
-                            f"lag {row['lag']:>8,}  users {users:>9,}",
+                            f"lag {row['lag']:>8,}  users {users:>9,} (held {held:>9,.0f})  "
+                            f"Python {py_live:,.0f}/{py_arenas:,.0f} MB  "
+                            f"malloc {malloc_used:,.0f}+{malloc_free:,.0f} MB",
                             flush=True,
                         )
                     next_at += args.every
@@ -290,6 +353,10 @@ def main() -> None:
         f"users); chDB MemoryTracking slope {chdb_per_min:+.2f} MB/min; "
         f"lag mean {statistics.fmean(lags or [0]):,.0f}, max {max(lags, default=0):,} events"
     )
+    first, last = half[0] if half else rows[0], rows[-1]
+    where = ("held_users", "py_live_mb", "py_arenas_mb", "malloc_used_mb", "malloc_free_mb")
+    changes = ", ".join(f"{k} {first[k]:,.0f} -> {last[k]:,.0f}" for k in (*where, "chdb_mb"))
+    print(f"  second half, start -> end: {changes}")
     print(f"  samples: {csv_path}\n  plot:    {svg_path}" + (f", {png_path}" if png_path else ""))
 
 

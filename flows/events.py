@@ -64,6 +64,9 @@ FLOW_NEWEST = Gauge("pulse_flow_newest_event_seconds", "Event time of the newest
 FLOW_SNAPSHOT = Histogram(
     "pulse_flow_snapshot_seconds", "Saving one shard's changed users at an epoch's end"
 )
+FLOW_USERS = Gauge(
+    "pulse_flow_users", "Users whose state the flow holds in memory, by shard", ["shard"]
+)
 ROLLUP_REFRESH = Histogram("pulse_rollup_refresh_seconds", "One refresh of the dirty rollups")
 _log = logging.getLogger(__name__)
 
@@ -298,6 +301,7 @@ class _ShardLogic(StatefulBatchLogic[list[_Read], _Folded, tuple[str, int]]):
     def snapshot(self) -> tuple[str, int]:
         if self._shard is None:
             return self._key, 0
+        FLOW_USERS.labels(self._key).set(len(self._shard))
         with FLOW_SNAPSHOT.time():
             return self._key, self._shard.snapshot()
 

@@ -99,6 +99,8 @@ def test_memory_is_bounded_by_the_retention() -> None:
 
 
 def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> None:
+    from prometheus_client import REGISTRY
+
     from flows import events as flow
 
     logic = flow._ShardLogic(FlowRules(retention_ms=60 * MIN), tmp_path, None)
@@ -106,6 +108,8 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
                                   % T0, "t", 0, 0)  # fmt: skip
     assert logic.on_batch([[read]])[0][0][1][0] is not None
     assert logic.snapshot() == (key, 1)
+    users = {"shard": key}
+    assert REGISTRY.get_sample_value("pulse_flow_users", users) == 1  # on /metrics
     before = flow._newest_ms[0]
     try:
         flow._newest_ms[0] = T0 + 30 * MIN  # others still within the hour: kept
@@ -116,6 +120,7 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
     finally:
         flow._newest_ms[0] = before
     assert logic.snapshot() == (key, 2)
+    assert REGISTRY.get_sample_value("pulse_flow_users", users) == 0
     # forgotten, also for a shard resumed from that snapshot: the event is new again
     assert logic.on_batch([[read]])[0][0][1][0] is not None
     resumed = flow._ShardLogic(FlowRules(), tmp_path, (key, 2))
