@@ -20,22 +20,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from flows.config import FlowConfig
 from flows.kafka_source import DecodingKafkaSource
-from flows.logic import (
-    Enriched,
-    FlowRules,
-    Placed,
-    SessionAgg,
-    StepOutput,
-    enrich,
-)
-from flows.rows import (
-    Part,
-    duplicate_row,
-    event_row,
-    progress_rows,
-    session_row,
-    tombstone_row,
-)
+from flows.logic import FlowRules, StepOutput, enrich
+from flows.rows import Part, Read, batch_rows
 from flows.shard import Shard, shard_of
 from flows.state_store import ShardStore
 from ingest.events import decode_event
@@ -43,16 +29,10 @@ from ingest.fx import FxRates
 from warehouse.client import connect
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
-from warehouse.rollups import EVENTS, MINUTE_MS, STARTS, minutes_of, refresh
+from warehouse.rollups import refresh
 from warehouse.writer import BackgroundWriter, WarehouseWriter
 
 __all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
-
-
-class _Read(msgspec.Struct, frozen=True, gc=False):
-    event: Enriched
-    part: Part  # where it was read from
-    offset: int
 
 
 UNDECODABLE = Counter(
@@ -77,7 +57,7 @@ _newest_ms = [0]
 
 
 def _decoder(fx: FxRates) -> Any:
-    """A Kafka record -> ``(shard, _Read)``: the key the flow folds on and the enriched
+    """A Kafka record -> ``(shard, Read)``: the key the flow folds on and the enriched
     event (None, counted and logged, for a record that is not a Pulse event)."""
 
     parts: dict[tuple[str, int], Part] = {}
@@ -96,7 +76,7 @@ def _decoder(fx: FxRates) -> Any:
         part = parts.get((topic, partition))
         if part is None:
             part = parts[(topic, partition)] = Part(topic, partition)
-        return shard_of(event.user_id), _Read(enriched, part, offset)
+        return shard_of(event.user_id), Read(enriched, part, offset)
 
     return decode
 
@@ -160,103 +140,22 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         self._writer.flush()
         self._rollups.maybe_refresh(force=True)
 
-    def write_batch(self, batches: list[tuple[list[_Read], list[StepOutput | None]]]) -> None:
-        # Within a batch only the newest version of a row matters: keep the newest of each
-        # and build rows once (a session changes with nearly every event).
-        event_rows: list[list[object]] = []
-        row_of: dict[str, int] = {}  # event_id -> index of its row
-        moved_rev: dict[str, int] = {}  # event_id -> rev of its row, when above 0
-        sessions: dict[str, SessionAgg | _Gone] = {}
-        progress: dict[Part, list[int]] = {}  # partition -> [newest event ms, offset read]
-        dups: list[list[object]] = []
-        spans: list[tuple[int, int]] = []
-        count = 0
-
-        def put(placed: Placed, part: Part, offset: int) -> None:
-            """An event row that may replace one of this batch (a merge moved it)."""
-            event_id = placed.enriched.event.event_id
-            i = row_of.get(event_id)
-            if i is None:
-                row_of[event_id] = len(event_rows)
-                event_rows.append(event_row(placed, part, offset))
-            elif placed.rev >= moved_rev.get(event_id, 0):
-                event_rows[i] = event_row(placed, part, offset)
-                if placed.rev:
-                    moved_rev[event_id] = placed.rev
-
-        for reads, outs in batches:
-            count += len(reads)
-            for read, out in zip(reads, outs, strict=True):
-                ts_ms, part, offset = read.event.ts_ms, read.part, read.offset
-                seen = progress.get(part)
-                if seen is None:
-                    progress[part] = [ts_ms, offset]
-                else:
-                    if ts_ms > seen[0]:
-                        seen[0] = ts_ms
-                    if offset > seen[1]:
-                        seen[1] = offset
-                if out is None:
-                    dups.append(duplicate_row(ts_ms, read.event.event.event_id, part, offset))
-                    continue
-                placed = out.placed
-                event_id = placed.enriched.event.event_id
-                if out.moved or event_id in row_of:
-                    for moved in out.moved:
-                        put(moved, part, offset)
-                    put(placed, part, offset)
-                else:  # the common case: a new event, once
-                    row_of[event_id] = len(event_rows)
-                    event_rows.append(event_row(placed, part, offset))
-                session = out.session
-                old = sessions.get(session.key)
-                if old is None or session.rev >= old.rev:
-                    sessions[session.key] = session
-                for gone, rev in out.tombstones:
-                    sessions[gone] = _Gone(rev)
-                if out.reattributed:
-                    spans.extend(out.reattributed)
-        FLOW_DUPLICATES.inc(len(dups))
-        FLOW_EVENTS.inc(count - len(dups))
-        if progress:
-            FLOW_NEWEST.set(max(ts for ts, _ in progress.values()) / 1000)
-        session_rows = [
-            tombstone_row(key) if type(agg) is _Gone else session_row(agg)  # type: ignore[arg-type]
-            for key, agg in sessions.items()
-        ]
-        # Minutes whose rollups change: event measures where events were written, start
-        # measures where a session written starts, both all over a session whose
-        # attributes or key may have changed.
-        event_minutes = minutes_of(row[0] for row in event_rows)  # type: ignore[misc]
-        start_minutes = minutes_of(row[2] for row in session_rows if not row[10])  # type: ignore[misc]
-        for first, last in spans:
-            span = range(first - first % MINUTE_MS, last + 1, MINUTE_MS)
-            event_minutes.update(span)
-            start_minutes.update(span)
-        self._writer.submit(
-            {
-                "events": event_rows,
-                "sessions": session_rows,
-                "duplicates": dups,
-                "flow_progress": progress_rows(progress, time.time_ns() // 1_000_000),
-            },
-            {EVENTS: event_minutes, STARTS: start_minutes},
-        )
-
-
-class _Gone(msgspec.Struct, frozen=True, gc=False):
-    """A session absorbed by a merge (written as a tombstone), as of ``rev``."""
-
-    rev: int
+    def write_batch(self, batches: list[tuple[list[Read], list[StepOutput | None]]]) -> None:
+        batch = batch_rows(batches, time.time_ns() // 1_000_000)
+        FLOW_EVENTS.inc(batch.events)
+        FLOW_DUPLICATES.inc(batch.duplicates)
+        if batch.newest_ms:
+            FLOW_NEWEST.set(batch.newest_ms / 1000)
+        self._writer.submit(batch.tables, batch.minutes)
 
 
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
 
 
-_Folded = tuple[list[_Read], list[StepOutput | None]]  # reads and what each changed
+_Folded = tuple[list[Read], list[StepOutput | None]]  # reads and what each changed
 
 
-class _ShardLogic(StatefulBatchLogic[list[_Read], _Folded, tuple[str, int]]):
+class _ShardLogic(StatefulBatchLogic[list[Read], _Folded, tuple[str, int]]):
     """One :class:`~flows.shard.Shard` behind Bytewax's stateful operator.
 
     Bytewax's snapshot is only the shard's key and generation; the users changed since the
@@ -282,7 +181,7 @@ class _ShardLogic(StatefulBatchLogic[list[_Read], _Folded, tuple[str, int]]):
     def _next_check(self) -> datetime:
         return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms), _CHECK)
 
-    def on_batch(self, values: list[list[_Read]]) -> tuple[list[_Folded], bool]:
+    def on_batch(self, values: list[list[Read]]) -> tuple[list[_Folded], bool]:
         reads = values[0] if len(values) == 1 else [r for batch in values for r in batch]
         shard = self._shard or self._open(shard_of(reads[0].event.event.user_id), None)
         return [(reads, shard.fold([read.event for read in reads]))], StatefulBatchLogic.RETAIN

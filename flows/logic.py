@@ -220,16 +220,17 @@ def step(
         is_order = ev.order_id not in state.seen_orders
         state.seen_orders.setdefault(ev.order_id, ts)
     session_id = ev.session_id
+    moved: list[Placed] | tuple[()] = ()
+    tombstones: list[tuple[str, int]] | tuple[()] = ()
+    reattributed: list[tuple[int, int]] | tuple[()] = ()
     if session_id is not None:
         placed = Placed(e, session_id, is_order)
         session = state.sessions.get(session_id)
-        moved = tombstones = ()
     else:
         placed, moved, tombstones = _place_derived(
             state, Placed(e, "", is_order), rules.session_timeout_ms
         )
         session = state.sessions.get(placed.session_key)
-    reattributed = ()
     if session is None:
         session = SessionAgg(placed.session_key, ev.user_id, ts, ts, state.arrivals,
                              ev.country, e.device, ev.channel)  # fmt: skip

@@ -1,16 +1,27 @@
 """Turning the flow's typed output into warehouse rows (column order of warehouse.writer).
 
+Engine-agnostic like :mod:`flows.logic`: :func:`batch_rows` turns what the fold made of a
+batch of reads into the rows of every table and the minutes whose rollups change.
+
 The ``version`` column is left 0 here: the writer stamps each batch with its write time.
-Times are epoch milliseconds: clickhouse-connect writes ints into ``DateTime64(3)`` as
-they are, much faster than building datetimes.
+Times are epoch milliseconds (the writer sends them as seconds with a fraction).
 """
 
 from __future__ import annotations
 
-from flows.logic import Placed, SessionAgg
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import msgspec
+
+from flows.logic import Enriched, Placed, SessionAgg, StepOutput
+from warehouse.rollups import EVENTS, MINUTE_MS, STARTS, minutes_of
 
 __all__ = [
+    "Batch",
     "Part",
+    "Read",
+    "batch_rows",
     "duplicate_row",
     "event_row",
     "progress_rows",
@@ -31,6 +42,116 @@ class Part:
 
     def __repr__(self) -> str:
         return f"Part({self.topic!r}, {self.partition})"
+
+
+class Read(msgspec.Struct, frozen=True, gc=False):
+    """An enriched event and where it was read from."""
+
+    event: Enriched
+    part: Part
+    offset: int
+
+
+class Batch(NamedTuple):
+    """One batch of the flow's output as warehouse rows."""
+
+    tables: dict[str, list[list[object]]]  # rows by table
+    minutes: dict[int, set[int]]  # rollup family -> minute starts (epoch ms) that change
+    events: int  # events read and kept (repeats not counted)
+    duplicates: int  # repeated event_ids dropped
+    newest_ms: int  # the newest event time read (0: none)
+
+
+class _Gone(msgspec.Struct, frozen=True, gc=False):
+    """A session absorbed by a merge (written as a tombstone), as of ``rev``."""
+
+    rev: int
+
+
+def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None]]],
+               now_ms: int) -> Batch:  # fmt: skip
+    """The rows of a batch: ``folded`` pairs reads with what each changed (None: a repeat).
+
+    Within a batch only the newest version of a row matters, so each is built once: an
+    event's row (replaced when a merge moves the event, ``rev`` higher), a session's row
+    from its aggregate as it is now (sessions change with nearly every event) or its
+    tombstone, one ``duplicates`` row per repeat, one ``flow_progress`` row per partition.
+    """
+    event_rows: list[list[object]] = []
+    row_of: dict[str, int] = {}  # event_id -> index of its row
+    moved_rev: dict[str, int] = {}  # event_id -> rev of its row, when above 0
+    sessions: dict[str, SessionAgg | _Gone] = {}
+    progress: dict[Part, list[int]] = {}  # partition -> [newest event ms, offset read]
+    dups: list[list[object]] = []
+    spans: list[tuple[int, int]] = []
+    count = 0
+
+    def put(placed: Placed, part: Part, offset: int) -> None:
+        """An event row that may replace one of this batch (a merge moved the event)."""
+        event_id = placed.enriched.event.event_id
+        i = row_of.get(event_id)
+        if i is None:
+            row_of[event_id] = len(event_rows)
+            event_rows.append(event_row(placed, part, offset))
+        elif placed.rev >= moved_rev.get(event_id, 0):
+            event_rows[i] = event_row(placed, part, offset)
+            if placed.rev:
+                moved_rev[event_id] = placed.rev
+
+    for reads, outs in folded:
+        count += len(reads)
+        for read, out in zip(reads, outs, strict=True):
+            ts_ms, part, offset = read.event.ts_ms, read.part, read.offset
+            seen = progress.get(part)
+            if seen is None:
+                progress[part] = [ts_ms, offset]
+            else:
+                if ts_ms > seen[0]:
+                    seen[0] = ts_ms
+                if offset > seen[1]:
+                    seen[1] = offset
+            if out is None:
+                dups.append(duplicate_row(ts_ms, read.event.event.event_id, part, offset))
+                continue
+            placed = out.placed
+            event_id = placed.enriched.event.event_id
+            if out.moved or event_id in row_of:
+                for moved in out.moved:
+                    put(moved, part, offset)
+                put(placed, part, offset)
+            else:  # the common case: a new event, once
+                row_of[event_id] = len(event_rows)
+                event_rows.append(event_row(placed, part, offset))
+            session = out.session
+            old = sessions.get(session.key)
+            if old is None or session.rev >= old.rev:
+                sessions[session.key] = session
+            for gone, rev in out.tombstones:
+                sessions[gone] = _Gone(rev)
+            if out.reattributed:
+                spans.extend(out.reattributed)
+    session_rows = [
+        tombstone_row(key) if type(agg) is _Gone else session_row(agg)  # type: ignore[arg-type]
+        for key, agg in sessions.items()
+    ]
+    # Minutes whose rollups change: event measures where events were written, start
+    # measures where a session written starts, both all over a session whose attributes
+    # or key may have changed.
+    event_minutes = minutes_of(row[0] for row in event_rows)  # type: ignore[misc]
+    start_minutes = minutes_of(row[2] for row in session_rows if not row[10])  # type: ignore[misc]
+    for first, last in spans:
+        span = range(first - first % MINUTE_MS, last + 1, MINUTE_MS)
+        event_minutes.update(span)
+        start_minutes.update(span)
+    tables = {
+        "events": event_rows,
+        "sessions": session_rows,
+        "duplicates": dups,
+        "flow_progress": progress_rows(progress, now_ms),
+    }
+    newest = max((ts for ts, _ in progress.values()), default=0)
+    return Batch(tables, {EVENTS: event_minutes, STARTS: start_minutes},
+                 count - len(dups), len(dups), newest)  # fmt: skip
 
 
 _NO_ITEMS = ((), (), (), ())  # an event without items: four empty arrays

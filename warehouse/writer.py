@@ -78,7 +78,7 @@ class WarehouseWriter:
             return cls._last_version
 
     def encode(
-        self, batch: dict[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
+        self, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> Encoded:
         """Stamp a batch's rows (by table, columns as in :data:`COLUMNS`) with the next
         version and encode them. Versions grow in the order batches are encoded, which must
@@ -102,7 +102,7 @@ class WarehouseWriter:
         return Encoded(lines, version, minutes)
 
     def write(
-        self, batch: dict[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
+        self, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> None:
         """Insert the rows of one batch, then mark the minutes it changed."""
         self.write_many([self.encode(batch, minutes)])
@@ -154,7 +154,7 @@ class BackgroundWriter:
         self._thread.start()
 
     def submit(
-        self, batch: dict[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
+        self, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> None:
         """Encode one batch here and queue it (waits while ``depth`` batches are waiting)."""
         self._check()

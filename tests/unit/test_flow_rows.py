@@ -1,0 +1,63 @@
+"""A batch of the fold's output as warehouse rows: each row once, at its newest."""
+
+from __future__ import annotations
+
+from flows.logic import UserState, enrich, step
+from flows.rows import Part, Read, batch_rows
+from ingest.events import Event
+from tests.unit.test_flow_logic import FX, MIN, RULES, T0, ev
+from warehouse.rollups import EVENTS, STARTS
+from warehouse.writer import COLUMNS
+
+EVENT = {c: i for i, c in enumerate(COLUMNS["events"])}
+SESSION = {c: i for i, c in enumerate(COLUMNS["sessions"])}
+PART = Part("user.events.page_view", 3)
+
+
+def fold(events: list[Event], first_offset: int = 0) -> tuple[list[Read], list]:
+    state: UserState | None = None
+    reads, outs = [], []
+    for offset, event in enumerate(events, first_offset):
+        enriched = enrich(event, FX)
+        state, out = step(state, enriched, RULES)
+        reads.append(Read(enriched, PART, offset))
+        outs.append(out)
+    return reads, outs
+
+
+def test_a_merge_in_the_batch_leaves_one_row_per_event_and_a_tombstone() -> None:
+    # c bridges a's and b's sessions: b moves into a's session, b's session is gone
+    reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN),
+                        ev("a", T0 + 60 * MIN)])  # fmt: skip
+    batch = batch_rows([(reads[:2], outs[:2]), (reads[2:], outs[2:])], now_ms=T0)
+    events = batch.tables["events"]
+    assert sorted(r[EVENT["event_id"]] for r in events) == ["a", "b", "c"]
+    assert {r[EVENT["session_key"]] for r in events} == {f"u1/{T0}"}
+    by_key = {r[SESSION["session_key"]]: r for r in batch.tables["sessions"]}
+    assert by_key[f"u1/{T0 + 50 * MIN}"][SESSION["deleted"]] == 1
+    survivor = by_key[f"u1/{T0}"]
+    assert (survivor[SESSION["n_events"]], survivor[SESSION["deleted"]]) == (3, 0)
+    # the repeat of a is a duplicates row, not an event
+    assert [r[1] for r in batch.tables["duplicates"]] == ["a"]
+    assert (batch.events, batch.duplicates) == (3, 1)
+    # progress: the newest event time and the last offset read in the partition
+    assert batch.tables["flow_progress"] == [[PART.topic, 3, T0 + 60 * MIN, 3, T0]]
+    assert batch.newest_ms == T0 + 60 * MIN
+    # every minute of the merged session has its rollups recomputed
+    minutes = range(T0, T0 + 50 * MIN + 1, MIN)
+    assert set(minutes) <= batch.minutes[EVENTS] and set(minutes) <= batch.minutes[STARTS]
+
+
+def test_a_session_row_is_its_aggregate_as_it_is_now() -> None:
+    reads, outs = fold([ev(str(i), T0 + i * MIN, session_id="s") for i in range(5)])
+    batch = batch_rows([(reads, outs)], now_ms=T0)
+    [row] = batch.tables["sessions"]
+    assert (row[SESSION["n_events"]], row[SESSION["n_pageviews"]]) == (5, 5)
+    assert (row[SESSION["start"]], row[SESSION["end"]]) == (T0, T0 + 4 * MIN)
+    assert len(batch.tables["events"]) == 5 and not batch.tables["duplicates"]
+    assert batch.minutes[STARTS] == {T0}
+
+
+def test_an_empty_batch_has_no_rows() -> None:
+    batch = batch_rows([], now_ms=T0)
+    assert not any(batch.tables.values()) and batch.newest_ms == 0
