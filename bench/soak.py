@@ -1,12 +1,15 @@
 """Soak: memory of the event flow over a long run at a steady rate.
 
     .venv/bin/python bench/soak.py [--minutes 60] [--rate 3000] [--every 10] [--retention 48h]
+                                   [--daily]
 
 Starts the embedded broker on a free port and the event flow in this process
 (``flows.run.FlowThread`` with recovery, as ``pulse up`` runs it) writing to a fresh chDB.
 A separate producer process generates simulator traffic on the fly (event times start
-now) and sends it through ``ingest.collector.Collector`` at a steady ``--rate`` paced by
-the wall clock, reporting how many events and distinct users it has sent. Every
+now; the same mix and rate all along unless ``--daily``, whose morning ramp makes the users
+active within the retention grow through the run) and sends it through
+``ingest.collector.Collector`` at a steady ``--rate`` paced by the wall clock, reporting
+how many events and distinct users it has sent. Every
 ``--every`` seconds this process records its RSS (``VmRSS`` of /proc/self/status), chDB's
 own tracked memory (``system.metrics`` MemoryTracking), events sent and written, distinct
 users sent and users the flow holds (``pulse_flow_users``), and where the memory is:
@@ -94,21 +97,35 @@ def malloc_mb() -> tuple[float, float]:
     return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
 
 
-def producer_main(bootstrap: str, rate: float, seconds: float, seed: int, conn: Connection) -> None:
+def producer_main(
+    bootstrap: str, rate: float, seconds: float, seed: int, daily: bool, conn: Connection
+) -> None:
     """Generate simulator traffic and send it at ``rate`` until ``seconds`` have passed."""
+    import dataclasses
+
     import msgspec
 
     from ingest.collector import Collector
     from ingest.fx import load_fx_rates
     from ingest.producer import ConfluentProducer
-    from ingest.simulator import SimConfig, iter_events
+    from ingest.simulator import MarketConfig, SimConfig, iter_events
     from ingest.topics import Topics
 
     user_of = msgspec.json.Decoder(dict[str, object])
-    # The simulator's rate follows a daily curve (a quarter of it at night): simulate far
-    # more time than the run lasts, so the traffic never runs out.
+    market = MarketConfig()
+    if not daily:  # the same traffic all along: event time runs with the wall clock
+        flat = (1.0,) * 24
+        market = dataclasses.replace(
+            market, hourly_weekday=flat, hourly_weekend=flat, day_factors=(1.0,) * 7
+        )
+    # The daily curve goes down to a tenth of the mean at night: simulate far more time
+    # than the run lasts, so the traffic never runs out.
     config = SimConfig(
-        rate=rate, duration=timedelta(seconds=seconds * 12), seed=seed, start=datetime.now(UTC)
+        rate=rate,
+        duration=timedelta(seconds=seconds * (12 if daily else 2)),
+        seed=seed,
+        start=datetime.now(UTC),
+        market=market,
     )
     events = iter_events(config)
     producer = ConfluentProducer(bootstrap)
@@ -222,6 +239,12 @@ def main() -> None:
     parser.add_argument(
         "--retention", default="48h", help="the flow's PULSE_FLOW_RETENTION (e.g. 20m, 48h)"
     )
+    parser.add_argument(
+        "--daily",
+        action="store_true",
+        help="traffic follows the simulator's daily curve from the current hour (default: "
+        "the same all along, so that what the flow holds can level off)",
+    )
     args = parser.parse_args()
 
     from prometheus_client import REGISTRY
@@ -249,7 +272,8 @@ def main() -> None:
         ensure_topics(broker.bootstrap, topics)
         ours, theirs = mp.Pipe()
         worker = mp.get_context("spawn").Process(
-            target=producer_main, args=(broker.bootstrap, args.rate, seconds, args.seed, theirs)
+            target=producer_main,
+            args=(broker.bootstrap, args.rate, seconds, args.seed, args.daily, theirs),
         )
         worker.start()
         assert ours.recv() == "ready"
