@@ -51,16 +51,25 @@ ROLLUP_REFRESH = Histogram("pulse_rollup_refresh_seconds", "One refresh of the d
 _log = logging.getLogger(__name__)
 
 
-# The newest event time this process has read: a user idle for longer than the retention
-# behind it is forgotten (see _UserLogic.on_notify).
-_newest_ms = [0]
+class _ReadSoFar:
+    """The partitions a flow has read (shared by its workers in this process), each with
+    the newest event time read from it."""
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[str, int], Part] = {}
+
+    def settled_ms(self) -> int | None:
+        """How far in event time every partition has been read (None: nothing read yet).
+        An event older than that can only come late: a user idle since the retention
+        before it is forgotten, and older ids and sessions are pruned against it."""
+        return min((p.newest_ms for p in list(self.parts.values())), default=None)
 
 
-def _decoder(fx: FxRates) -> Any:
+def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
     """A Kafka record -> ``(shard, Read)``: the key the flow folds on and the enriched
     event (None, counted and logged, for a record that is not a Pulse event)."""
 
-    parts: dict[tuple[str, int], Part] = {}
+    parts = read.parts
 
     def decode(value: bytes, topic: str, partition: int, offset: int) -> Any:
         try:
@@ -71,11 +80,11 @@ def _decoder(fx: FxRates) -> Any:
             _log.warning("skipping record %s/%s@%s: %s", topic, partition, offset, exc)
             return None
         enriched = enrich(event, fx)
-        if enriched.ts_ms > _newest_ms[0]:
-            _newest_ms[0] = enriched.ts_ms
         part = parts.get((topic, partition))
         if part is None:
             part = parts[(topic, partition)] = Part(topic, partition)
+        if enriched.ts_ms > part.newest_ms:
+            part.newest_ms = enriched.ts_ms
         return shard_of(event.user_id), Read(enriched, part, offset)
 
     return decode
@@ -163,8 +172,15 @@ class _ShardLogic(StatefulBatchLogic[list[Read], _Folded, tuple[str, int]]):
     what changed, not the shard's whole state, and Bytewax's per-key work is per batch.
     """
 
-    def __init__(self, rules: FlowRules, state_dir: Path | None, resume: tuple[str, int] | None):
+    def __init__(
+        self,
+        rules: FlowRules,
+        read: _ReadSoFar,
+        state_dir: Path | None,
+        resume: tuple[str, int] | None,
+    ) -> None:
         self._rules = rules
+        self._read = read
         self._state_dir = state_dir
         self._shard: Shard | None = None
         self._key = ""
@@ -179,21 +195,25 @@ class _ShardLogic(StatefulBatchLogic[list[Read], _Folded, tuple[str, int]]):
         return self._shard
 
     def _next_check(self) -> datetime:
-        return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms), _CHECK)
+        # a quarter of a short retention: users idle for it are held at most 25% longer
+        return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms / 4), _CHECK)
 
     def on_batch(self, values: list[list[Read]]) -> tuple[list[_Folded], bool]:
         reads = values[0] if len(values) == 1 else [r for batch in values for r in batch]
         shard = self._shard or self._open(shard_of(reads[0].event.event.user_id), None)
-        return [(reads, shard.fold([read.event for read in reads]))], StatefulBatchLogic.RETAIN
+        folded = shard.fold([read.event for read in reads], self._read.settled_ms())
+        return [(reads, folded)], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime:
         return self._wake
 
     def on_notify(self) -> tuple[list[_Folded], bool]:
-        """Forget users whose newest event is older than the retention behind the newest
-        event read: the state stays bounded however many users come and go."""
-        if self._shard is not None:
-            self._shard.forget(_newest_ms[0] - self._rules.retention_ms)
+        """Forget users whose newest event is older than the retention behind what every
+        partition has been read to: the state stays bounded however many users come and
+        go."""
+        settled = self._read.settled_ms()
+        if self._shard is not None and settled is not None:
+            self._shard.forget(settled - self._rules.retention_ms)
         self._wake = self._next_check()
         return [], StatefulBatchLogic.RETAIN
 
@@ -209,13 +229,13 @@ def build_flow(config: FlowConfig) -> Dataflow:
     """The dataflow reading every event topic into the warehouse."""
     rules = config.rules
 
-    fx = config.fx
+    read = _ReadSoFar()
 
     flow = Dataflow("pulse_events")
     source = DecodingKafkaSource(
         [config.bootstrap],
         config.topics.events,
-        _decoder(fx),
+        _decoder(config.fx, read),
         batch_size=config.batch_size,
         idle_s=config.idle_stop_s,
         stop=config.stop,
@@ -223,7 +243,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     # (shard, [reads]) per shard and fetch: decoded, enriched, in arrival order
     by_shard = op.input("kafka_shards", flow, source)
     folded = op.stateful_batch(
-        "fold_shards", by_shard, lambda resume: _ShardLogic(rules, config.state_dir, resume)
+        "fold_shards", by_shard, lambda resume: _ShardLogic(rules, read, config.state_dir, resume)
     )
     op.output("warehouse", folded, _WarehouseSink(config))
     return flow

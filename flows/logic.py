@@ -140,25 +140,42 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     otherwise spend ~10% of its time having the collector walk them."""
 
     seen_events: dict[str, int] = {}  # event_id -> ts_ms
-    seen_orders: dict[str, int] = {}  # order_id -> ts_ms
+    seen_orders: dict[str, int] | None = None  # order_id -> ts_ms (None: no order yet)
     sessions: dict[str, SessionAgg] = {}
     spans: tuple[_Span, ...] = ()
     arrivals: int = 0
     newest_ms: int = 0
+    # The event time after which something remembered may be older than the retention
+    # behind the newest event (0: nothing remembered yet).
+    prune_after: int = 0
 
-    def prune(self, rules: FlowRules) -> None:
-        """Forget what is older than the retention (bounded memory per user).
+    def prune(self, rules: FlowRules, settled_ms: int | None = None) -> None:
+        """Forget what is older than the retention behind the user's newest event, or
+        behind ``settled_ms`` when that is earlier, so a user who keeps coming back holds
+        only the retention's worth of ids and sessions.
 
-        Run every 64 arrivals: its cost is linear in the state, so running it on every
-        event would make a busy user's events quadratic.
+        ``settled_ms`` is how far in event time every partition has been read: a user's
+        events come from several topics, read at different paces, so an older event of
+        the user may still be on its way from a topic that is behind.
+
+        Its cost is linear in the state, so it runs only once something may have aged
+        out, and then at least a quarter of the retention later: a busy user pays for it
+        about once every quarter retention of event time, not on every event.
         """
-        horizon = self.newest_ms - rules.retention_ms
-        if len(self.seen_events) > 256:
-            self.seen_events = {k: v for k, v in self.seen_events.items() if v >= horizon}
+        retention = rules.retention_ms
+        newest = self.newest_ms
+        horizon = (newest if settled_ms is None else min(newest, settled_ms)) - retention
+        seen = {k: v for k, v in self.seen_events.items() if v >= horizon}
+        self.seen_events = seen
+        if self.seen_orders:
             self.seen_orders = {k: v for k, v in self.seen_orders.items() if v >= horizon}
-        if len(self.sessions) > 16:
-            self.sessions = {k: s for k, s in self.sessions.items() if s.last_ms >= horizon}
+        self.sessions = {k: s for k, s in self.sessions.items() if s.last_ms >= horizon}
         self.spans = tuple(s for s in self.spans if s.last_ms >= horizon)
+        oldest = min(
+            min(seen.values(), default=newest),
+            min((s.last_ms for s in self.sessions.values()), default=newest),
+        )
+        self.prune_after = max(oldest + retention, newest + retention // 4)
 
 
 def _place_derived(
@@ -198,12 +215,12 @@ def _place_derived(
 
 
 def step(
-    state: UserState | None, e: Enriched, rules: FlowRules
+    state: UserState | None, e: Enriched, rules: FlowRules, settled_ms: int | None = None
 ) -> tuple[UserState, StepOutput | None]:
     """Fold one enriched event into its user's state.
 
     Returns the new state and what changed, or None for a repeated ``event_id`` (counted
-    once: the first arrival wins).
+    once: the first arrival wins). ``settled_ms``: see :meth:`UserState.prune`.
     """
     state = state or UserState()
     ev = e.event
@@ -214,11 +231,19 @@ def step(
     seen[ev.event_id] = ts
     if ts > state.newest_ms:
         state.newest_ms = ts
+        if ts > state.prune_after:
+            if state.prune_after:
+                state.prune(rules, settled_ms)
+            else:  # the first event: nothing can age out for a retention
+                state.prune_after = ts + rules.retention_ms
     state.arrivals += 1
     is_order = False
     if ev.order_id is not None and ev.type == "purchase":
-        is_order = ev.order_id not in state.seen_orders
-        state.seen_orders.setdefault(ev.order_id, ts)
+        orders = state.seen_orders
+        if orders is None:
+            orders = state.seen_orders = {}
+        is_order = ev.order_id not in orders
+        orders.setdefault(ev.order_id, ts)
     session_id = ev.session_id
     moved: list[Placed] | tuple[()] = ()
     tombstones: list[tuple[str, int]] | tuple[()] = ()
@@ -241,8 +266,6 @@ def step(
         session.add(e, ts, state.arrivals)
         if tombstones or session.first_ms != first_ms or session.first_arrival != first_arrival:
             reattributed = [(session.first_ms, session.last_ms)]
-    if not state.arrivals % 64:
-        state.prune(rules)
     # The session is the state object itself: it may have moved on by the time the sink
     # writes it, and then the sink writes a newer truth, which is what the table keeps.
     return state, StepOutput(placed, session, moved or (), tombstones or (), reattributed)

@@ -34,11 +34,12 @@ class Part:
     """A topic partition records are read from: one shared object per partition, so the
     sink can key its per-partition progress on it cheaply (identity hash)."""
 
-    __slots__ = ("partition", "topic")
+    __slots__ = ("newest_ms", "partition", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
+        self.newest_ms = 0  # the newest event time read from it
 
     def __repr__(self) -> str:
         return f"Part({self.topic!r}, {self.partition})"

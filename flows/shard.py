@@ -43,8 +43,12 @@ class Shard:
     def __len__(self) -> int:
         return len(self._users)
 
-    def fold(self, events: Sequence[Enriched]) -> list[StepOutput | None]:
-        """Fold events in arrival order; what each changed (None: a repeated event_id)."""
+    def fold(
+        self, events: Sequence[Enriched], settled_ms: int | None = None
+    ) -> list[StepOutput | None]:
+        """Fold events in arrival order; what each changed (None: a repeated event_id).
+        ``settled_ms``: how far in event time every partition has been read (see
+        :meth:`~flows.logic.UserState.prune`)."""
         users, dirty, rules, store = self._users, self._dirty, self._rules, self._store
         out: list[StepOutput | None] = []
         for e in events:
@@ -54,10 +58,10 @@ class Shard:
                 if store.resumed and user not in dirty:
                     saved = store.load(user)
                     state = None if saved is None else _DECODE(saved)
-                state, changes = step(state, e, rules)
+                state, changes = step(state, e, rules, settled_ms)
                 users[user] = state
             else:
-                _, changes = step(state, e, rules)
+                _, changes = step(state, e, rules, settled_ms)
             if self._track:
                 dirty[user] = state
             out.append(changes)

@@ -93,9 +93,23 @@ def test_memory_is_bounded_by_the_retention() -> None:
     for i in range(1000):
         state, _ = step(state, enrich(ev(f"e{i}", T0 + i * 40 * MIN), FX), rules)
     assert state is not None
-    # pruned every 64 arrivals: at most the retention's worth plus 64 of each
-    assert len(state.seen_events) < 300 and len(state.spans) <= 3 + 64
-    assert len(state.sessions) < 20 + 64
+    # what is older than the retention goes within a quarter retention: at most the
+    # events and sessions of the last 75 minutes (one every 40 minutes) are remembered
+    assert 1 <= len(state.seen_events) <= 2 and 1 <= len(state.sessions) <= 2
+    assert 1 <= len(state.spans) <= 2
+
+
+def test_a_user_who_keeps_coming_back_holds_only_the_retentions_worth() -> None:
+    rules = FlowRules(retention_ms=60 * MIN)
+    state: UserState | None = None
+    for i in range(600):  # one event a minute for ten hours, a session per hour
+        e = ev(f"e{i}", T0 + i * MIN, session_id=f"s{i // 60}")
+        state, out = step(state, enrich(e, FX), rules)
+        assert out is not None and out.session.events == i % 60 + 1
+    assert state is not None
+    assert 60 <= len(state.seen_events) <= 75 and len(state.sessions) <= 3
+    # a repeat within the retention is still one; older ones are forgotten
+    assert step(state, enrich(ev("e580", T0 + 580 * MIN), FX), rules)[1] is None
 
 
 def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> None:
@@ -103,25 +117,40 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
 
     from flows import events as flow
 
-    logic = flow._ShardLogic(FlowRules(retention_ms=60 * MIN), tmp_path, None)
-    key, read = flow._decoder(FX)(b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}'
-                                  % T0, "t", 0, 0)  # fmt: skip
+    progress = flow._ReadSoFar()
+    logic = flow._ShardLogic(FlowRules(retention_ms=60 * MIN), progress, tmp_path, None)
+    key, read = flow._decoder(FX, progress)(
+        b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}' % T0, "t", 0, 0
+    )
+    (part,) = progress.parts.values()
+    assert progress.settled_ms() == part.newest_ms == T0
     assert logic.on_batch([[read]])[0][0][1][0] is not None
     assert logic.snapshot() == (key, 1)
     users = {"shard": key}
     assert REGISTRY.get_sample_value("pulse_flow_users", users) == 1  # on /metrics
-    before = flow._newest_ms[0]
-    try:
-        flow._newest_ms[0] = T0 + 30 * MIN  # others still within the hour: kept
-        assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN
-        assert logic.on_batch([[read]])[0][0][1][0] is None  # still a repeat
-        flow._newest_ms[0] = T0 + 61 * MIN
-        assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN  # the shard stays
-    finally:
-        flow._newest_ms[0] = before
+    # another partition has been read to 61 minutes later, this one to 30: kept
+    behind = progress.parts[("t", 1)] = flow.Part("t", 1)
+    part.newest_ms, behind.newest_ms = T0 + 61 * MIN, T0 + 30 * MIN
+    assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN
+    assert logic.on_batch([[read]])[0][0][1][0] is None  # still a repeat
+    behind.newest_ms = T0 + 61 * MIN  # every partition is past the hour: forgotten
+    assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN  # the shard stays
     assert logic.snapshot() == (key, 2)
     assert REGISTRY.get_sample_value("pulse_flow_users", users) == 0
     # forgotten, also for a shard resumed from that snapshot: the event is new again
     assert logic.on_batch([[read]])[0][0][1][0] is not None
-    resumed = flow._ShardLogic(FlowRules(), tmp_path, (key, 2))
+    resumed = flow._ShardLogic(FlowRules(), progress, tmp_path, (key, 2))
     assert resumed.on_batch([[read]])[0][0][1][0] is not None
+
+
+def test_nothing_is_pruned_that_a_topic_read_behind_may_still_bring() -> None:
+    rules = FlowRules(retention_ms=60 * MIN)
+    state, _ = step(None, enrich(ev("a", T0, session_id="s"), FX), rules, settled_ms=T0)
+    # this user's page views are read three hours ahead of another topic
+    state, _ = step(state, enrich(ev("b", T0 + 180 * MIN), FX), rules, settled_ms=T0)
+    assert "a" in state.seen_events and "s" in state.sessions
+    state, out = step(state, enrich(ev("c", T0 + MIN, session_id="s"), FX), rules, T0 + MIN)
+    assert out is not None and out.session.events == 2  # the session was still there
+    # once every partition has been read past the retention, the old ones go
+    state, _ = step(state, enrich(ev("d", T0 + 300 * MIN), FX), rules, settled_ms=T0 + 300 * MIN)
+    assert set(state.seen_events) == {"d"} and "s" not in state.sessions
