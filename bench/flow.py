@@ -1,11 +1,17 @@
 """Throughput of the event flow draining pre-filled topics into the warehouse.
 
-    .venv/bin/python bench/flow.py [--events 1000000] [--workers 1 | --processes 2] [--profile]
+    .venv/bin/python bench/flow.py [--events 1000000] [--workers 1 | --processes 2]
+                                   [--profile] [--read-only]
 
 Generates simulator traffic (all event types, no incidents), publishes it through the
 collector to a fresh embedded broker, then times `flows.run.run_flow` from start until the
 topics are drained (the idle wait at the end is subtracted), writing into a fresh chDB.
-Prints one result line, the resident memory peak and the flow's CPU time per event.
+Prints one result line, the resident memory peak, the flow's CPU time per event and the
+broker's (both run on this machine's cores).
+
+``--read-only`` drains the same topics with one plain confluent-kafka consumer per
+partition index (the flow source's settings) and does nothing with the records: the
+ceiling that reading through this broker sets for any flow on this machine.
 """
 
 from __future__ import annotations
@@ -52,6 +58,46 @@ def _run_processes(n: int, bootstrap: str, dsn: str, home: str, idle: float) -> 
     return elapsed, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a running process (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _read_only(bootstrap: str, topics: list[str], events: int, idle: float) -> tuple[float, float]:
+    """Drain ``topics`` without doing anything with the records: wall seconds (idle wait
+    subtracted) and this process's CPU seconds."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics().topics
+    indexes = sorted({i for t in topics for i in meta[t].partitions})
+    consumers = []
+    for index in indexes:
+        config = {"bootstrap.servers": bootstrap, "group.id": "bench-read-only",
+                  "enable.auto.commit": "false", "enable.partition.eof": "false"}  # fmt: skip
+        consumer = Consumer(config)
+        consumer.assign([TopicPartition(t, index, OFFSET_BEGINNING) for t in topics
+                         if index in meta[t].partitions])  # fmt: skip
+        consumers.append(consumer)
+    start, cpu0 = time.perf_counter(), time.process_time()
+    read, last = 0, time.perf_counter()
+    while read < events and time.perf_counter() - last < idle:
+        for consumer in consumers:
+            msgs = consumer.consume(5000, 0.001)
+            if msgs:
+                read += sum(1 for m in msgs if m.error() is None and m.value())
+                last = time.perf_counter()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    for consumer in consumers:
+        consumer.close()
+    if read < events:
+        raise SystemExit(f"read only {read:,} of {events:,} events")
+    return elapsed, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -61,6 +107,10 @@ def main() -> None:
         help="run as N processes of Bytewax's runner (-i/-a) instead of in this process",
     )  # fmt: skip
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--read-only", action="store_true",
+        help="only read the topics (no flow): the ceiling reading through the broker sets",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from flows.events import FlowConfig
@@ -94,6 +144,17 @@ def main() -> None:
             lines, source="bench", timeout=120
         )
         producer.close()
+        broker_cpu0 = _cpu_seconds(broker.pid)
+        if args.read_only:
+            elapsed, cpu = _read_only(broker.bootstrap, list(topics.events), result.accepted, 2.0)
+            broker_cpu = _cpu_seconds(broker.pid) - broker_cpu0
+            print(
+                f"read only: {result.accepted:,} events in {elapsed:.2f} s = "
+                f"{result.accepted / elapsed:,.0f} events/s; CPU per event: consumer "
+                f"{cpu / result.accepted * 1e6:.1f} µs, broker "
+                f"{broker_cpu / result.accepted * 1e6:.1f} µs; load {os.getloadavg()[0]:.1f}"
+            )
+            return
         dsn = f"chdb://{tmp}/wh"
         client = connect(dsn)
         migrate(client)
@@ -120,6 +181,7 @@ def main() -> None:
             profiler.disable()
         elapsed = time.perf_counter() - start - idle
         cpu = time.process_time() - cpu0
+        broker_cpu = _cpu_seconds(broker.pid) - broker_cpu0
         stored = client.query("SELECT count() FROM events FINAL").result_rows[0][0]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -130,6 +192,7 @@ def main() -> None:
     print(
         f"flow CPU: {cpu:.2f} s = {cpu / result.accepted * 1e6:.1f} µs/event "
         f"(user + system of this process; less sensitive to other load than the rate); "
+        f"broker CPU: {broker_cpu:.2f} s = {broker_cpu / result.accepted * 1e6:.1f} µs/event; "
         f"load {os.getloadavg()[0]:.1f}"
     )
     if profiler:

@@ -1,15 +1,20 @@
-"""The event flow: Kafka topics -> decode -> per-user de-dup and sessions -> ClickHouse.
+"""The event flow: Kafka topics -> user shards -> decode, de-dup, sessions, rows -> ClickHouse.
 
-Thin Bytewax wiring around :mod:`flows.logic`; see ``docs/architecture.md``.
+Thin Bytewax wiring around :mod:`flows.logic`; see ``docs/architecture.md``. The source
+only routes each record by its Kafka key (the ``user_id``, CONTRACT §6) to a shard of
+users; the shard's step decodes, folds and encodes the rows, so what crosses between
+Bytewax processes is raw records and encoded rows, both cheap to send, never the flow's
+objects; the sink only writes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 import msgspec
@@ -19,10 +24,10 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from flows.config import FlowConfig
-from flows.kafka_source import DecodingKafkaSource
-from flows.logic import FlowRules, StepOutput, enrich
-from flows.rows import Part, Read, batch_rows
-from flows.shard import Shard, shard_of
+from flows.kafka_source import RoutingKafkaSource
+from flows.logic import FlowRules, enrich
+from flows.rows import Part, Progress, Read, batch_rows, merge_progress, progress_rows
+from flows.shard import SHARD_KEYS, Shard
 from flows.state_store import ShardStore
 from ingest.events import decode_event
 from ingest.fx import FxRates
@@ -30,7 +35,7 @@ from warehouse.client import connect
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.rollups import refresh
-from warehouse.writer import BackgroundWriter, WarehouseWriter
+from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
 __all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
 
@@ -65,13 +70,34 @@ class _ReadSoFar:
         return min((p.newest_ms for p in list(self.parts.values())), default=None)
 
 
+Record = tuple[bytes, str, int, int]  # a record as read: value, topic, partition, offset
+
+
+class _UserId(msgspec.Struct):
+    user_id: str
+
+
+_user_id = msgspec.json.Decoder(_UserId).decode
+
+
+def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: int) -> Any:
+    """A Kafka record -> ``(shard, record)``: the shard of its key, which is the user_id
+    (or of the user_id in the value, for a record produced without a key)."""
+    if key is None:
+        try:
+            key = _user_id(value).user_id.encode()
+        except msgspec.MsgspecError:
+            key = b""  # not a Pulse event: the shard's step counts and logs it
+    return SHARD_KEYS[zlib.crc32(key) % len(SHARD_KEYS)], (value, topic, partition, offset)
+
+
 def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
-    """A Kafka record -> ``(shard, Read)``: the key the flow folds on and the enriched
-    event (None, counted and logged, for a record that is not a Pulse event)."""
+    """A record -> its enriched event and where it was read from (None, counted and
+    logged, for a record that is not a Pulse event)."""
 
     parts = read.parts
 
-    def decode(value: bytes, topic: str, partition: int, offset: int) -> Any:
+    def decode(value: bytes, topic: str, partition: int, offset: int) -> Read | None:
         try:
             event = decode_event(value)
         except msgspec.MsgspecError as exc:
@@ -85,9 +111,19 @@ def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
             part = parts[(topic, partition)] = Part(topic, partition)
         if enriched.ts_ms > part.newest_ms:
             part.newest_ms = enriched.ts_ms
-        return shard_of(event.user_id), Read(enriched, part, offset)
+        return Read(enriched, part, offset)
 
     return decode
+
+
+class Rows(NamedTuple):
+    """What one shard's step made of a batch of records, for the sink to write."""
+
+    encoded: Encoded  # events, sessions and duplicates rows, encoded
+    events: int
+    duplicates: int
+    newest_ms: int
+    progress: Progress
 
 
 class _WarehouseSink(FixedPartitionedSink[Any, None]):
@@ -132,10 +168,10 @@ class _Rollups:
         self._gap_s = max(self._every_s, 4 * (self._last - began))
 
 
-class _WarehousePartition(StatefulSinkPartition[Any, None]):
-    """Builds rows on the flow's thread and writes them on the writer's. Every write of an
-    epoch is done before the epoch's snapshot, so Bytewax never commits an epoch whose
-    rows a crash could still lose."""
+class _WarehousePartition(StatefulSinkPartition[Rows, None]):
+    """Writes the shards' encoded rows on the writer's thread. Every write of an epoch is
+    done before the epoch's snapshot, so Bytewax never commits an epoch whose rows a crash
+    could still lose."""
 
     def __init__(self, writer: BackgroundWriter, rollups: _Rollups) -> None:
         self._writer = writer
@@ -149,22 +185,29 @@ class _WarehousePartition(StatefulSinkPartition[Any, None]):
         self._writer.flush()
         self._rollups.maybe_refresh(force=True)
 
-    def write_batch(self, batches: list[tuple[list[Read], list[StepOutput | None]]]) -> None:
-        batch = batch_rows(batches, time.time_ns() // 1_000_000)
-        FLOW_EVENTS.inc(batch.events)
-        FLOW_DUPLICATES.inc(batch.duplicates)
-        if batch.newest_ms:
-            FLOW_NEWEST.set(batch.newest_ms / 1000)
-        self._writer.submit(batch.tables, batch.minutes)
+    def write_batch(self, items: list[Rows]) -> None:
+        progress: Progress = {}
+        for rows in items:
+            merge_progress(progress, rows.progress)
+        FLOW_EVENTS.inc(sum(rows.events for rows in items))
+        FLOW_DUPLICATES.inc(sum(rows.duplicates for rows in items))
+        newest = max((rows.newest_ms for rows in items), default=0)
+        if newest:
+            FLOW_NEWEST.set(newest / 1000)
+        batches = [rows.encoded for rows in items]
+        if progress:
+            now_ms = time.time_ns() // 1_000_000
+            batches.append(
+                WarehouseWriter.encode({"flow_progress": progress_rows(progress, now_ms)})
+            )
+        if batches:
+            self._writer.submit_encoded(Encoded.join(batches))
 
 
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
 
 
-_Folded = tuple[list[Read], list[StepOutput | None]]  # reads and what each changed
-
-
-class _ShardLogic(StatefulBatchLogic[list[Read], _Folded, tuple[str, int]]):
+class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows, tuple[str, int]]):
     """One :class:`~flows.shard.Shard` behind Bytewax's stateful operator.
 
     Bytewax's snapshot is only the shard's key and generation; the users changed since the
@@ -176,11 +219,13 @@ class _ShardLogic(StatefulBatchLogic[list[Read], _Folded, tuple[str, int]]):
         self,
         rules: FlowRules,
         read: _ReadSoFar,
+        decode: Any,
         state_dir: Path | None,
         resume: tuple[str, int] | None,
     ) -> None:
         self._rules = rules
         self._read = read
+        self._decode = decode
         self._state_dir = state_dir
         self._shard: Shard | None = None
         self._key = ""
@@ -198,16 +243,27 @@ class _ShardLogic(StatefulBatchLogic[list[Read], _Folded, tuple[str, int]]):
         # a quarter of a short retention: users idle for it are held at most 25% longer
         return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms / 4), _CHECK)
 
-    def on_batch(self, values: list[list[Read]]) -> tuple[list[_Folded], bool]:
-        reads = values[0] if len(values) == 1 else [r for batch in values for r in batch]
-        shard = self._shard or self._open(shard_of(reads[0].event.event.user_id), None)
+    def on_batch(self, values: list[tuple[str, list[Record]]]) -> tuple[list[Rows], bool]:
+        shard = self._shard or self._open(values[0][0], None)
+        decode = self._decode
+        reads = [
+            read
+            for _, records in values
+            for value, topic, partition, offset in records
+            if (read := decode(value, topic, partition, offset)) is not None
+        ]
+        if not reads:
+            return [], StatefulBatchLogic.RETAIN
         folded = shard.fold([read.event for read in reads], self._read.settled_ms())
-        return [(reads, folded)], StatefulBatchLogic.RETAIN
+        batch = batch_rows([(reads, folded)])
+        rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
+                    batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
+        return [rows], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime:
         return self._wake
 
-    def on_notify(self) -> tuple[list[_Folded], bool]:
+    def on_notify(self) -> tuple[list[Rows], bool]:
         """Forget users whose newest event is older than the retention behind what every
         partition has been read to: the state stays bounded however many users come and
         go."""
@@ -230,20 +286,23 @@ def build_flow(config: FlowConfig) -> Dataflow:
     rules = config.rules
 
     read = _ReadSoFar()
+    decode = _decoder(config.fx, read)
 
     flow = Dataflow("pulse_events")
-    source = DecodingKafkaSource(
+    source = RoutingKafkaSource(
         [config.bootstrap],
         config.topics.events,
-        _decoder(config.fx, read),
+        _route,
         batch_size=config.batch_size,
         idle_s=config.idle_stop_s,
         stop=config.stop,
     )
-    # (shard, [reads]) per shard and fetch: decoded, enriched, in arrival order
+    # (shard, (shard, [records])) per shard and fetch, in read order
     by_shard = op.input("kafka_shards", flow, source)
-    folded = op.stateful_batch(
-        "fold_shards", by_shard, lambda resume: _ShardLogic(rules, read, config.state_dir, resume)
+    rows = op.stateful_batch(
+        "fold_shards",
+        by_shard,
+        lambda resume: _ShardLogic(rules, read, decode, config.state_dir, resume),
     )
-    op.output("warehouse", folded, _WarehouseSink(config))
+    op.output("warehouse", rows, _WarehouseSink(config))
     return flow

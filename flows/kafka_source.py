@@ -1,4 +1,4 @@
-"""A Kafka source that decodes as it reads, and ends when idle or asked to stop.
+"""A Kafka source that routes records as it reads, and ends when idle or asked to stop.
 
 Like Bytewax's ``KafkaSource`` (no consumer group, the next offsets as recovery state,
 librdkafka's lag in the same gauge) but:
@@ -6,10 +6,11 @@ librdkafka's lag in the same gauge) but:
 - one input partition per Kafka partition *index*, reading that partition of every topic
   with one consumer: 4 consumers for 6 topics of 4 partitions instead of 24, so the broker
   answers a quarter of the fetches (the event topics are read together anyway);
-- each record goes straight through ``decode`` into a key and a value, and each fetch is
-  emitted as one ``(key, [values in read order])`` item per key: no message object, no
-  separate decode/key steps and no per-record work in the engine, which were most of the
-  flow's time.
+- each record goes straight through ``route`` into a key and a value, and each fetch is
+  emitted as one ``(key, (key, [values in read order]))`` item per key: no message object,
+  no separate key step and no per-record work in the engine, which were most of the flow's
+  time (the key is repeated in the value: a stateful step then knows its key from its
+  first item).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-__all__ = ["DecodingKafkaSource"]
+__all__ = ["RoutingKafkaSource"]
 
-# (value, topic, partition, offset) -> (key, value) for the flow, or None to skip the record
-Decode = Callable[[bytes, str, int, int], tuple[str, Any] | None]
+# (Kafka key, value, topic, partition, offset) -> (key, value) for the flow
+Route = Callable[[bytes | None, bytes, str, int, int], tuple[str, Any]]
 Offsets = dict[str, int]  # topic -> next offset to read in this partition index
 # After a fetch that found nothing, the next one waits this long: an idle flow does not
 # spin on the broker (Bytewax polls a source again at once unless told when to).
@@ -44,7 +45,7 @@ class _Partition(StatefulSourcePartition[Any, Offsets]):
         topics: list[str],
         partition: int,
         resume: Offsets | None,
-        source: DecodingKafkaSource,
+        source: RoutingKafkaSource,
     ) -> None:
         resume = resume or {}
         self._offsets = {t: resume.get(t, OFFSET_BEGINNING) for t in topics}
@@ -78,7 +79,7 @@ class _Partition(StatefulSourcePartition[Any, Offsets]):
             return []
         self._awake = None
         self._last_read = now
-        decode, partition, offsets = src.decode, self._partition, self._offsets
+        route, partition, offsets = src.route, self._partition, self._offsets
         by_key: dict[str, list[Any]] = {}
         for msg in msgs:
             topic = msg.topic() or ""
@@ -86,16 +87,14 @@ class _Partition(StatefulSourcePartition[Any, Offsets]):
             if error is not None:
                 raise RuntimeError(f"error reading Kafka topic {topic!r}: {error}")
             offset = msg.offset() or 0
-            item = decode(msg.value() or b"", topic, partition, offset)
+            key, value = route(msg.key(), msg.value() or b"", topic, partition, offset)
             offsets[topic] = offset + 1  # resume after the last record read
-            if item is not None:
-                key, value = item
-                values = by_key.get(key)
-                if values is None:
-                    by_key[key] = [value]
-                else:
-                    values.append(value)
-        return list(by_key.items())
+            values = by_key.get(key)
+            if values is None:
+                by_key[key] = [value]
+            else:
+                values.append(value)
+        return [(key, (key, values)) for key, values in by_key.items()]
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -107,14 +106,14 @@ class _Partition(StatefulSourcePartition[Any, Offsets]):
         self._consumer.close()
 
 
-class DecodingKafkaSource(FixedPartitionedSource[Any, Offsets]):
+class RoutingKafkaSource(FixedPartitionedSource[Any, Offsets]):
     """Every partition of ``topics``, read from the beginning (or the recovered offset)."""
 
     def __init__(
         self,
         brokers: Iterable[str],
         topics: Iterable[str],
-        decode: Decode,
+        route: Route,
         *,
         batch_size: int = 5000,
         idle_s: float | None = None,
@@ -122,7 +121,7 @@ class DecodingKafkaSource(FixedPartitionedSource[Any, Offsets]):
     ) -> None:
         self.brokers = ",".join(brokers)
         self.topics = list(topics)
-        self.decode = decode
+        self.route = route
         self.batch_size = batch_size
         self.idle_s = idle_s
         self.stop = stop

@@ -20,6 +20,7 @@ from ingest.fx import FxRates
 from ingest.useragent import device_from_user_agent
 
 __all__ = [
+    "KEEP_SESSIONS",
     "Enriched",
     "FlowRules",
     "Placed",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 _PAGEVIEW_TYPES = frozenset({"page_view", "product_view"})
+KEEP_SESSIONS = 16  # a user's sessions older than the retention are forgotten beyond this
 
 
 class FlowRules(msgspec.Struct, frozen=True):
@@ -150,9 +152,11 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     prune_after: int = 0
 
     def prune(self, rules: FlowRules, settled_ms: int | None = None) -> None:
-        """Forget what is older than the retention behind the user's newest event, or
-        behind ``settled_ms`` when that is earlier, so a user who keeps coming back holds
-        only the retention's worth of ids and sessions.
+        """Forget the ids and derived sessions older than the retention behind the user's
+        newest event, or behind ``settled_ms`` when that is earlier, so a user who keeps
+        coming back holds only the retention's worth of them. Sessions are forgotten
+        only beyond :data:`KEEP_SESSIONS`: a session whose ``session_id`` comes back after
+        a long gap must still find its aggregate.
 
         ``settled_ms`` is how far in event time every partition has been read: a user's
         events come from several topics, read at different paces, so an older event of
@@ -169,12 +173,11 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
         self.seen_events = seen
         if self.seen_orders:
             self.seen_orders = {k: v for k, v in self.seen_orders.items() if v >= horizon}
-        self.sessions = {k: s for k, s in self.sessions.items() if s.last_ms >= horizon}
-        self.spans = tuple(s for s in self.spans if s.last_ms >= horizon)
-        oldest = min(
-            min(seen.values(), default=newest),
-            min((s.last_ms for s in self.sessions.values()), default=newest),
-        )
+        if len(self.sessions) > KEEP_SESSIONS:
+            self.sessions = {k: s for k, s in self.sessions.items() if s.last_ms >= horizon}
+        if self.spans:
+            self.spans = tuple(s for s in self.spans if s.last_ms >= horizon)
+        oldest = min(seen.values(), default=newest)  # a span's events are among them
         self.prune_after = max(oldest + retention, newest + retention // 4)
 
 

@@ -1,7 +1,9 @@
 """Turning the flow's typed output into warehouse rows (column order of warehouse.writer).
 
 Engine-agnostic like :mod:`flows.logic`: :func:`batch_rows` turns what the fold made of a
-batch of reads into the rows of every table and the minutes whose rollups change.
+batch of reads into the rows of its tables, the minutes whose rollups change and how far
+each partition was read; :func:`progress_rows` turns the latter (merged over batches) into
+``flow_progress`` rows.
 
 The ``version`` column is left 0 here: the writer stamps each batch with its write time.
 Times are epoch milliseconds (the writer sends them as seconds with a fraction).
@@ -24,6 +26,7 @@ __all__ = [
     "batch_rows",
     "duplicate_row",
     "event_row",
+    "merge_progress",
     "progress_rows",
     "session_row",
     "tombstone_row",
@@ -53,14 +56,19 @@ class Read(msgspec.Struct, frozen=True, gc=False):
     offset: int
 
 
+# (topic, partition) -> (newest event ms, last offset read) of the records in a batch
+Progress = dict[tuple[str, int], tuple[int, int]]
+
+
 class Batch(NamedTuple):
     """One batch of the flow's output as warehouse rows."""
 
-    tables: dict[str, list[list[object]]]  # rows by table
+    tables: dict[str, list[list[object]]]  # rows by table (all but flow_progress)
     minutes: dict[int, set[int]]  # rollup family -> minute starts (epoch ms) that change
     events: int  # events read and kept (repeats not counted)
     duplicates: int  # repeated event_ids dropped
     newest_ms: int  # the newest event time read (0: none)
+    progress: Progress  # how far each partition was read
 
 
 class _Gone(msgspec.Struct, frozen=True, gc=False):
@@ -69,14 +77,13 @@ class _Gone(msgspec.Struct, frozen=True, gc=False):
     rev: int
 
 
-def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None]]],
-               now_ms: int) -> Batch:  # fmt: skip
+def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None]]]) -> Batch:
     """The rows of a batch: ``folded`` pairs reads with what each changed (None: a repeat).
 
     Within a batch only the newest version of a row matters, so each is built once: an
     event's row (replaced when a merge moves the event, ``rev`` higher), a session's row
     from its aggregate as it is now (sessions change with nearly every event) or its
-    tombstone, one ``duplicates`` row per repeat, one ``flow_progress`` row per partition.
+    tombstone, one ``duplicates`` row per repeat; and per partition, how far it was read.
     """
     event_rows: list[list[object]] = []
     row_of: dict[str, int] = {}  # event_id -> index of its row
@@ -144,15 +151,11 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
         span = range(first - first % MINUTE_MS, last + 1, MINUTE_MS)
         event_minutes.update(span)
         start_minutes.update(span)
-    tables = {
-        "events": event_rows,
-        "sessions": session_rows,
-        "duplicates": dups,
-        "flow_progress": progress_rows(progress, now_ms),
-    }
+    tables = {"events": event_rows, "sessions": session_rows, "duplicates": dups}
     newest = max((ts for ts, _ in progress.values()), default=0)
+    read = {(p.topic, p.partition): (ts, offset) for p, (ts, offset) in progress.items()}
     return Batch(tables, {EVENTS: event_minutes, STARTS: start_minutes},
-                 count - len(dups), len(dups), newest)  # fmt: skip
+                 count - len(dups), len(dups), newest, read)  # fmt: skip
 
 
 _NO_ITEMS = ((), (), (), ())  # an event without items: four empty arrays
@@ -196,6 +199,14 @@ def duplicate_row(ts_ms: int, event_id: str, part: Part, offset: int) -> list[ob
     return [ts_ms, event_id, part.topic, part.partition, offset]
 
 
-def progress_rows(progress: dict[Part, list[int]], now_ms: int) -> list[list[object]]:
-    """One ``flow_progress`` row per partition from its ``[newest event ms, offset read]``."""
-    return [[p.topic, p.partition, ts, offset, now_ms] for p, (ts, offset) in progress.items()]
+def merge_progress(into: Progress, progress: Progress) -> None:
+    """Add how far a batch read each partition to ``into`` (the maxima of both)."""
+    for part, (ts, offset) in progress.items():
+        seen = into.get(part)
+        into[part] = (ts, offset) if seen is None else (max(seen[0], ts), max(seen[1], offset))
+
+
+def progress_rows(progress: Progress, now_ms: int) -> list[list[object]]:
+    """One ``flow_progress`` row per partition from its (newest event ms, offset read)."""
+    return [[topic, partition, ts, offset, now_ms]
+            for (topic, partition), (ts, offset) in progress.items()]  # fmt: skip

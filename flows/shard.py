@@ -16,16 +16,16 @@ import msgspec
 from flows.logic import Enriched, FlowRules, StepOutput, UserState, step
 from flows.state_store import ShardStore
 
-__all__ = ["SHARDS", "Shard", "shard_of"]
+__all__ = ["SHARDS", "SHARD_KEYS", "Shard", "shard_of"]
 
 SHARDS = 64  # fixed: a shard's saved state is found again by its number
-_KEYS = [f"{i:02d}" for i in range(SHARDS)]
+SHARD_KEYS = [f"{i:02d}" for i in range(SHARDS)]
 _DECODE = msgspec.msgpack.Decoder(UserState).decode
 
 
 def shard_of(user_id: str) -> str:
     """The shard key of a user: the same in every process and run."""
-    return _KEYS[zlib.crc32(user_id.encode()) % SHARDS]
+    return SHARD_KEYS[zlib.crc32(user_id.encode()) % SHARDS]
 
 
 class Shard:

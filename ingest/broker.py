@@ -59,6 +59,11 @@ class EmbeddedBroker:
         """The address clients connect to."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for measuring it)."""
+        return None if self._process is None else self._process.pid
+
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         """Launch the broker and block until it is ready."""
         if _port_in_use(self.host, self.port):

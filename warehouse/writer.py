@@ -54,11 +54,28 @@ Rows = Sequence[list[object]]
 
 class Encoded(NamedTuple):
     """One batch ready to insert: JSON lines by table, its version, the minutes it changed
-    (epoch-ms minute starts per rollup family)."""
+    (epoch-ms minute starts per rollup family). Plain bytes, ints and sets: cheap to send
+    from the process that encoded it to the one writing."""
 
     lines: dict[str, bytes]
     version: int
     minutes: Mapping[int, Iterable[int]] | None
+
+    @staticmethod
+    def join(batches: Sequence[Encoded]) -> Encoded:
+        """Several batches as one (each row keeps its batch's version)."""
+        if len(batches) == 1:
+            return batches[0]
+        lines = {
+            table: b"".join(b.lines[table] for b in batches if table in b.lines)
+            for table in COLUMNS
+            if any(table in b.lines for b in batches)
+        }
+        minutes: dict[int, set[int]] = {}
+        for b in batches:
+            for kind, ms in (b.minutes or {}).items():
+                minutes.setdefault(kind, set()).update(ms)
+        return Encoded(lines, max(b.version for b in batches), minutes)
 
 
 class WarehouseWriter:
@@ -77,15 +94,16 @@ class WarehouseWriter:
             cls._last_version = max(cls._last_version + 1, time.time_ns())
             return cls._last_version
 
+    @classmethod
     def encode(
-        self, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
+        cls, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> Encoded:
         """Stamp a batch's rows (by table, columns as in :data:`COLUMNS`) with the next
         version and encode them. Versions grow in the order batches are encoded, which must
         be the order they are written in. Rows are encoded at once, so the many small lists
         they are made of die young instead of waiting in a queue for the garbage collector
-        to walk them."""
-        version = self._next_version()
+        to walk them. Needs no warehouse: a flow's workers encode, one process writes."""
+        version = cls._next_version()
         lines = {}
         for table, columns in COLUMNS.items():
             rows = batch.get(table)
@@ -110,17 +128,14 @@ class WarehouseWriter:
     def write_many(self, batches: Sequence[Encoded]) -> None:
         """Write encoded batches with one insert per table (each row keeps its batch's
         version, so a row of a later batch still wins over an earlier one's)."""
+        batch = Encoded.join(batches)
         with self._lock:
             for table, columns in COLUMNS.items():
-                data = b"".join(b.lines[table] for b in batches if table in b.lines)
+                data = batch.lines.get(table)
                 if data:
                     self._client.raw_insert(table, columns, data, fmt="JSONCompactEachRow")
-            dirty: dict[int, set[int]] = {}
-            for b in batches:
-                for kind, ms in (b.minutes or {}).items():
-                    dirty.setdefault(kind, set()).update(ms)
-            if dirty:
-                mark_dirty(self._client, dirty, max(b.version for b in batches))
+            if batch.minutes:
+                mark_dirty(self._client, batch.minutes, batch.version)
 
 
 class BackgroundWriter:
@@ -157,8 +172,12 @@ class BackgroundWriter:
         self, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> None:
         """Encode one batch here and queue it (waits while ``depth`` batches are waiting)."""
+        self.submit_encoded(self._writer.encode(batch, minutes))
+
+    def submit_encoded(self, batch: Encoded) -> None:
+        """Queue one encoded batch (waits while ``depth`` batches are waiting)."""
         self._check()
-        self._queue.put(self._writer.encode(batch, minutes))
+        self._queue.put(batch)
 
     def flush(self) -> None:
         """Write everything submitted now, and wait until it is written."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.logic import FlowRules, StepOutput, UserState, enrich, step
+from flows.logic import KEEP_SESSIONS, FlowRules, StepOutput, UserState, enrich, step
 from ingest.events import Event, Item
 from ingest.fx import load_fx_rates
 
@@ -93,10 +93,10 @@ def test_memory_is_bounded_by_the_retention() -> None:
     for i in range(1000):
         state, _ = step(state, enrich(ev(f"e{i}", T0 + i * 40 * MIN), FX), rules)
     assert state is not None
-    # what is older than the retention goes within a quarter retention: at most the
-    # events and sessions of the last 75 minutes (one every 40 minutes) are remembered
-    assert 1 <= len(state.seen_events) <= 2 and 1 <= len(state.sessions) <= 2
-    assert 1 <= len(state.spans) <= 2
+    # ids older than the retention go within a quarter retention: at most the events of
+    # the last 75 minutes (one every 40 minutes, each its own session) are remembered
+    assert 1 <= len(state.seen_events) <= 2 and 1 <= len(state.spans) <= 2
+    assert len(state.sessions) <= KEEP_SESSIONS + 1
 
 
 def test_a_user_who_keeps_coming_back_holds_only_the_retentions_worth() -> None:
@@ -107,9 +107,12 @@ def test_a_user_who_keeps_coming_back_holds_only_the_retentions_worth() -> None:
         state, out = step(state, enrich(e, FX), rules)
         assert out is not None and out.session.events == i % 60 + 1
     assert state is not None
-    assert 60 <= len(state.seen_events) <= 75 and len(state.sessions) <= 3
+    assert 60 <= len(state.seen_events) <= 75 and len(state.sessions) == 10
     # a repeat within the retention is still one; older ones are forgotten
     assert step(state, enrich(ev("e580", T0 + 580 * MIN), FX), rules)[1] is None
+    # a session coming back after a long gap still finds its aggregate
+    e = ev("late", T0 + 601 * MIN, session_id="s0")
+    assert step(state, enrich(e, FX), rules)[1].session.events == 61  # type: ignore[union-attr]
 
 
 def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> None:
@@ -118,13 +121,19 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
     from flows import events as flow
 
     progress = flow._ReadSoFar()
-    logic = flow._ShardLogic(FlowRules(retention_ms=60 * MIN), progress, tmp_path, None)
-    key, read = flow._decoder(FX, progress)(
-        b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}' % T0, "t", 0, 0
-    )
+    decode = flow._decoder(FX, progress)
+    logic = flow._ShardLogic(FlowRules(retention_ms=60 * MIN), progress, decode, tmp_path, None)
+    value = b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}' % T0
+    key, record = flow._route(b"u1", value, "t", 0, 0)
+    assert flow._route(None, value, "t", 0, 0) == (key, record)  # no Kafka key: the user_id
+
+    def counts(logic: flow._ShardLogic) -> tuple[int, int]:
+        [rows] = logic.on_batch([(key, [record])])[0]
+        return rows.events, rows.duplicates
+
+    assert counts(logic) == (1, 0)
     (part,) = progress.parts.values()
     assert progress.settled_ms() == part.newest_ms == T0
-    assert logic.on_batch([[read]])[0][0][1][0] is not None
     assert logic.snapshot() == (key, 1)
     users = {"shard": key}
     assert REGISTRY.get_sample_value("pulse_flow_users", users) == 1  # on /metrics
@@ -132,15 +141,32 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
     behind = progress.parts[("t", 1)] = flow.Part("t", 1)
     part.newest_ms, behind.newest_ms = T0 + 61 * MIN, T0 + 30 * MIN
     assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN
-    assert logic.on_batch([[read]])[0][0][1][0] is None  # still a repeat
+    assert counts(logic) == (0, 1)  # still a repeat
     behind.newest_ms = T0 + 61 * MIN  # every partition is past the hour: forgotten
     assert logic.on_notify()[1] is flow.StatefulBatchLogic.RETAIN  # the shard stays
     assert logic.snapshot() == (key, 2)
     assert REGISTRY.get_sample_value("pulse_flow_users", users) == 0
     # forgotten, also for a shard resumed from that snapshot: the event is new again
-    assert logic.on_batch([[read]])[0][0][1][0] is not None
-    resumed = flow._ShardLogic(FlowRules(), progress, tmp_path, (key, 2))
-    assert resumed.on_batch([[read]])[0][0][1][0] is not None
+    assert counts(logic) == (1, 0)
+    resumed = flow._ShardLogic(FlowRules(), progress, decode, tmp_path, (key, 2))
+    assert counts(resumed) == (1, 0)
+
+
+def test_a_record_that_is_not_an_event_is_counted_and_skipped(tmp_path) -> None:
+    from prometheus_client import REGISTRY
+
+    from flows import events as flow
+
+    progress = flow._ReadSoFar()
+    logic = flow._ShardLogic(FlowRules(), progress, flow._decoder(FX, progress), None, None)
+    good = b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}' % T0
+    labels = {"topic": "odd"}
+    before = REGISTRY.get_sample_value("pulse_flow_undecodable_total", labels) or 0
+    key, bad = flow._route(None, b"not json", "odd", 0, 0)
+    [rows] = logic.on_batch([(key, [bad, (good, "odd", 0, 1)])])[0]
+    assert (rows.events, rows.progress) == (1, {("odd", 0): (T0, 1)})
+    assert REGISTRY.get_sample_value("pulse_flow_undecodable_total", labels) == before + 1
+    assert logic.on_batch([(key, [bad])]) == ([], flow.StatefulBatchLogic.RETAIN)
 
 
 def test_nothing_is_pruned_that_a_topic_read_behind_may_still_bring() -> None:
@@ -153,4 +179,4 @@ def test_nothing_is_pruned_that_a_topic_read_behind_may_still_bring() -> None:
     assert out is not None and out.session.events == 2  # the session was still there
     # once every partition has been read past the retention, the old ones go
     state, _ = step(state, enrich(ev("d", T0 + 300 * MIN), FX), rules, settled_ms=T0 + 300 * MIN)
-    assert set(state.seen_events) == {"d"} and "s" not in state.sessions
+    assert set(state.seen_events) == {"d"} and len(state.spans) == 1

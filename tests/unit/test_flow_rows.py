@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flows.logic import UserState, enrich, step
-from flows.rows import Part, Read, batch_rows
+from flows.rows import Part, Read, batch_rows, merge_progress, progress_rows
 from ingest.events import Event
 from tests.unit.test_flow_logic import FX, MIN, RULES, T0, ev
 from warehouse.rollups import EVENTS, STARTS
@@ -29,7 +29,7 @@ def test_a_merge_in_the_batch_leaves_one_row_per_event_and_a_tombstone() -> None
     # c bridges a's and b's sessions: b moves into a's session, b's session is gone
     reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN),
                         ev("a", T0 + 60 * MIN)])  # fmt: skip
-    batch = batch_rows([(reads[:2], outs[:2]), (reads[2:], outs[2:])], now_ms=T0)
+    batch = batch_rows([(reads[:2], outs[:2]), (reads[2:], outs[2:])])
     events = batch.tables["events"]
     assert sorted(r[EVENT["event_id"]] for r in events) == ["a", "b", "c"]
     assert {r[EVENT["session_key"]] for r in events} == {f"u1/{T0}"}
@@ -41,7 +41,7 @@ def test_a_merge_in_the_batch_leaves_one_row_per_event_and_a_tombstone() -> None
     assert [r[1] for r in batch.tables["duplicates"]] == ["a"]
     assert (batch.events, batch.duplicates) == (3, 1)
     # progress: the newest event time and the last offset read in the partition
-    assert batch.tables["flow_progress"] == [[PART.topic, 3, T0 + 60 * MIN, 3, T0]]
+    assert batch.progress == {(PART.topic, 3): (T0 + 60 * MIN, 3)}
     assert batch.newest_ms == T0 + 60 * MIN
     # every minute of the merged session has its rollups recomputed
     minutes = range(T0, T0 + 50 * MIN + 1, MIN)
@@ -50,7 +50,7 @@ def test_a_merge_in_the_batch_leaves_one_row_per_event_and_a_tombstone() -> None
 
 def test_a_session_row_is_its_aggregate_as_it_is_now() -> None:
     reads, outs = fold([ev(str(i), T0 + i * MIN, session_id="s") for i in range(5)])
-    batch = batch_rows([(reads, outs)], now_ms=T0)
+    batch = batch_rows([(reads, outs)])
     [row] = batch.tables["sessions"]
     assert (row[SESSION["n_events"]], row[SESSION["n_pageviews"]]) == (5, 5)
     assert (row[SESSION["start"]], row[SESSION["end"]]) == (T0, T0 + 4 * MIN)
@@ -59,5 +59,15 @@ def test_a_session_row_is_its_aggregate_as_it_is_now() -> None:
 
 
 def test_an_empty_batch_has_no_rows() -> None:
-    batch = batch_rows([], now_ms=T0)
+    batch = batch_rows([])
     assert not any(batch.tables.values()) and batch.newest_ms == 0
+
+
+def test_progress_is_the_maxima_over_batches_one_row_per_partition() -> None:
+    progress: dict[tuple[str, int], tuple[int, int]] = {}
+    merge_progress(progress, {("t", 0): (T0 + MIN, 7), ("t", 1): (T0, 3)})
+    merge_progress(progress, {("t", 0): (T0, 9)})  # an older event read later
+    assert sorted(progress_rows(progress, now_ms=T0 + 5 * MIN)) == [
+        ["t", 0, T0 + MIN, 9, T0 + 5 * MIN],
+        ["t", 1, T0, 3, T0 + 5 * MIN],
+    ]
