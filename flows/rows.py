@@ -153,9 +153,9 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
         start_minutes.update(span)
     tables = {"events": event_rows, "sessions": session_rows, "duplicates": dups}
     newest = max((ts for ts, _ in progress.values()), default=0)
-    read = {(p.topic, p.partition): (ts, offset) for p, (ts, offset) in progress.items()}
+    by_part = {(p.topic, p.partition): (ts, offset) for p, (ts, offset) in progress.items()}
     return Batch(tables, {EVENTS: event_minutes, STARTS: start_minutes},
-                 count - len(dups), len(dups), newest, read)  # fmt: skip
+                 count - len(dups), len(dups), newest, by_part)  # fmt: skip
 
 
 _NO_ITEMS = ((), (), (), ())  # an event without items: four empty arrays
