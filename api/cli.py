@@ -345,10 +345,17 @@ def flow(
     exit_when_idle: Annotated[
         float | None, typer.Option(help="stop after this many idle seconds once drained")
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Bytewax processes on this host: each uses a core, while worker threads share one",
+        ),
+    ] = 1,
 ) -> None:
     """Run the Bytewax dataflows alone (Kafka topics -> ClickHouse)."""
     from api.stack import flow_config, recovery_dir, require_broker
-    from flows.run import run_flow
+    from flows.run import run_flow, run_processes
     from ingest.fx import load_fx_rates
     from warehouse.client import connect, redact_dsn
     from warehouse.migrate import migrate as apply
@@ -359,11 +366,17 @@ def flow(
     apply(client)
     client.close()
     config = flow_config(settings, load_fx_rates(settings.fx_rates), idle_stop_s=exit_when_idle)
+    if processes > 1 and workers > 1:
+        raise typer.BadParameter("use either --workers or --processes, not both")
     err.print(
-        f"flow: {settings.bootstrap} -> {redact_dsn(settings.warehouse_dsn)} "
-        f"with {workers} worker(s); Ctrl-C stops it"
+        f"flow: {settings.bootstrap} -> {redact_dsn(settings.warehouse_dsn)} with "
+        + (f"{processes} processes" if processes > 1 else f"{workers} worker(s)")
+        + "; Ctrl-C stops it"
     )
-    run_flow(config, workers=workers, recovery_dir=recovery_dir(settings))
+    if processes > 1:
+        run_processes(processes, recovery_dir=recovery_dir(settings), exit_when_idle=exit_when_idle)
+    else:
+        run_flow(config, workers=workers, recovery_dir=recovery_dir(settings))
     err.print("flow: stopped (all topics drained)" if exit_when_idle else "flow: stopped")
 
 

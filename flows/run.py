@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +19,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from flows.events import FlowConfig, build_flow
 
-__all__ = ["FlowThread", "recovery_config", "run_flow", "tune_gc"]
+__all__ = ["FlowThread", "recovery_config", "run_flow", "run_processes", "tune_gc"]
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +59,64 @@ def run_flow(
         epoch_interval=epoch,
         recovery_config=recovery,
     )
+
+
+def run_processes(
+    processes: int,
+    *,
+    recovery_dir: Path,
+    exit_when_idle: float | None = None,
+    epoch: timedelta = timedelta(seconds=5),
+) -> None:
+    """Run the event flow as ``processes`` Bytewax processes on this host (``-i/-a`` on
+    loopback), each with its own interpreter lock: the flow's Python work then uses as
+    many cores. Settings come from this process's environment; shards keep their states
+    under ``recovery_dir / "state"`` as with :func:`run_flow`, so either can resume the
+    other's recovery. Returns when every process has ended; if one fails, the others are
+    stopped and the error is raised."""
+    recovery_config(recovery_dir, processes)
+    addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
+    env = {**os.environ, "PULSE_FLOW_STATE_DIR": str(recovery_dir / "state")}
+    if exit_when_idle is not None:
+        env["PULSE_FLOW_EXIT_WHEN_IDLE"] = str(exit_when_idle)
+    runner = [sys.executable, "-m", "bytewax.run", "flows.app:get_flow()", "-a", addresses,
+              "-r", str(recovery_dir), "-s", str(epoch.total_seconds()), "-b", "0"]  # fmt: skip
+    running = [subprocess.Popen([*runner, "-i", str(i)], env=env) for i in range(processes)]
+    try:
+        while any(proc.poll() is None for proc in running):
+            failed = [p for p in running if p.returncode not in (None, 0)]
+            if failed:
+                _stop(running)
+                raise RuntimeError(
+                    f"flow process {running.index(failed[0])} exited with {failed[0].returncode}"
+                )
+            time.sleep(0.2)
+    except BaseException:
+        _stop(running)
+        raise
+    codes = [proc.returncode for proc in running]
+    if any(codes):
+        raise RuntimeError(f"flow processes exited with {codes}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(running: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """Ask the processes still running to stop, then kill those that do not."""
+    for proc in running:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class FlowThread:

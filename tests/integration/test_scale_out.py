@@ -1,5 +1,6 @@
-"""Scale-out: one worker, two worker threads, and two processes (Bytewax's own runner with
--i/-a) drain the same topics into separate warehouses and give identical answers."""
+"""Scale-out: one worker, two worker threads, and two processes (`pulse flow --processes 2`:
+Bytewax's own runner with -i/-a) drain the same topics into separate warehouses and give
+identical answers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 
 from ingest.topics import Topics, ensure_topics
 from tests import reference as ref
-from tests.conftest import free_port
 from tests.integration.test_flow_parity import assert_same
 from tests.pipeline import publish, synthetic_events, utc
 
@@ -65,15 +65,13 @@ def test_workers_and_processes_give_identical_answers(broker, tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
+    # two processes of Bytewax's runner (-i/-a), as `pulse flow --processes 2` starts them
     procs = _env(broker.bootstrap, topics.prefix, tmp_path / "procs")
-    addresses = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    cluster = ["-a", ";".join(addresses)]
-    running = [subprocess.Popen([*runner, "-i", str(i), *cluster], env=procs,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for i in range(2)]  # fmt: skip
-    for proc in running:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+    done = subprocess.run([*cli, "--processes", "2"], env=procs, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "with 2 processes" in done.stderr
+    assert (tmp_path / "procs" / "recovery" / "state").is_dir()  # as one process keeps it
 
     events = ref.load_events(drained.accepted)
     answers = [_answers(one), _answers(threads), _answers(procs)]
