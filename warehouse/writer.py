@@ -1,9 +1,11 @@
 """Batched, replay-safe writes of the flow's output.
 
 A batch written again after a crash is harmless: ``events``, ``sessions`` and
-``duplicates`` are ReplacingMergeTree tables keyed by the row's identity, and the writer
-stamps ``events`` and ``sessions`` rows with a strictly increasing write version, so the
-newest truth wins whatever was written before a crash; ``flow_progress`` keeps maxima.
+``duplicates`` are ReplacingMergeTree tables keyed by the row's identity, and
+``events`` and ``sessions`` rows are stamped with a strictly increasing version when they
+are encoded, so the newest truth wins whatever was written before a crash;
+``flow_progress`` keeps maxima. The minutes a batch changed are marked for the rollups
+when it is written.
 
 Rows are sent as ``JSONCompactEachRow`` encoded by msgspec and parsed by ClickHouse:
 ~1.7x less CPU per row than clickhouse-connect's Native encoding, which walks every value
@@ -99,10 +101,11 @@ class WarehouseWriter:
         cls, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> Encoded:
         """Stamp a batch's rows (by table, columns as in :data:`COLUMNS`) with the next
-        version and encode them. Versions grow in the order batches are encoded, which must
-        be the order they are written in. Rows are encoded at once, so the many small lists
-        they are made of die young instead of waiting in a queue for the garbage collector
-        to walk them. Needs no warehouse: a flow's workers encode, one process writes."""
+        version and encode them. Versions grow in the order batches are encoded in this
+        process, which must be the order each row's batches are written in: the flow's
+        rows belong to one user's shard, encoded and sent to the writer in order. Rows are
+        encoded at once, so the many small lists they are made of die young. Needs no
+        warehouse: a flow's workers encode, one process writes."""
         version = cls._next_version()
         lines = {}
         for table, columns in COLUMNS.items():
@@ -135,7 +138,10 @@ class WarehouseWriter:
                 if data:
                     self._client.raw_insert(table, columns, data, fmt="JSONCompactEachRow")
             if batch.minutes:
-                mark_dirty(self._client, batch.minutes, batch.version)
+                # Stamped now, not when encoded: batches encoded by several workers may
+                # arrive out of order, and a mark must be newer than any refresh that
+                # could have read the minute before these rows were in.
+                mark_dirty(self._client, batch.minutes, self._next_version())
 
 
 class BackgroundWriter:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from warehouse.rollups import EVENTS, mark_kind, refresh
 from warehouse.writer import BackgroundWriter, WarehouseWriter
 
 pytestmark = pytest.mark.integration
@@ -42,3 +43,24 @@ def test_a_failed_write_is_raised_by_flush(warehouse: Client) -> None:
         writer.flush()
     with pytest.raises(RuntimeError, match="writing to the warehouse failed"):
         writer.submit({"sessions": [session("s2", 1)]}, None)
+
+
+def test_a_batch_encoded_before_a_refresh_but_written_after_it_is_rolled_up(
+    warehouse: Client,
+) -> None:
+    # several workers encode; their batches reach the one writer in any order
+    writer = WarehouseWriter(warehouse)
+    early = WarehouseWriter.encode({"sessions": [session("a", 1)]}, {EVENTS: {T0}})
+    late = WarehouseWriter.encode({"sessions": [session("b", 1)]}, {EVENTS: {T0}})
+    assert early.version < late.version
+    kind = mark_kind(EVENTS, "1m")
+    dirty = (
+        "SELECT count() FROM rollup_marks FINAL "
+        f"WHERE kind = {kind} AND dirty > clean AND minute = fromUnixTimestamp64Milli({T0})"
+    )
+    writer.write_many([late])
+    assert warehouse.query(dirty).result_rows == [(1,)]
+    refresh(warehouse)
+    assert warehouse.query(dirty).result_rows == [(0,)]
+    writer.write_many([early])  # its rows were not in that refresh: the minute is dirty
+    assert warehouse.query(dirty).result_rows == [(1,)]
