@@ -79,8 +79,9 @@ def run_processes(
     env = {**os.environ, "PULSE_FLOW_STATE_DIR": str(recovery_dir / "state")}
     if exit_when_idle is not None:
         env["PULSE_FLOW_EXIT_WHEN_IDLE"] = str(exit_when_idle)
+    epoch_s = str(round(epoch.total_seconds()))  # the runner takes whole seconds
     runner = [sys.executable, "-m", "bytewax.run", "flows.app:get_flow()", "-a", addresses,
-              "-r", str(recovery_dir), "-s", str(epoch.total_seconds()), "-b", "0"]  # fmt: skip
+              "-r", str(recovery_dir), "-s", epoch_s, "-b", "0"]  # fmt: skip
     running = [subprocess.Popen([*runner, "-i", str(i)], env=env) for i in range(processes)]
     try:
         while any(proc.poll() is None for proc in running):
