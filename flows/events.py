@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,7 +26,7 @@ from flows.config import FlowConfig
 from flows.kafka_source import RoutingKafkaSource
 from flows.logic import FlowRules, enrich
 from flows.rows import Part, Progress, Read, batch_rows, merge_progress, progress_rows
-from flows.shard import SHARD_KEYS, Shard
+from flows.shard import Shard, shard_of_key
 from flows.state_store import ShardStore
 from ingest.events import decode_event
 from ingest.fx import FxRates
@@ -88,7 +87,7 @@ def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: 
             key = _user_id(value).user_id.encode()
         except msgspec.MsgspecError:
             key = b""  # not a Pulse event: the shard's step counts and logs it
-    return SHARD_KEYS[zlib.crc32(key) % len(SHARD_KEYS)], (value, topic, partition, offset)
+    return shard_of_key(key), (value, topic, partition, offset)
 
 
 def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:

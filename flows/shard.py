@@ -16,16 +16,21 @@ import msgspec
 from flows.logic import Enriched, FlowRules, StepOutput, UserState, step
 from flows.state_store import ShardStore
 
-__all__ = ["SHARDS", "SHARD_KEYS", "Shard", "shard_of"]
+__all__ = ["SHARDS", "Shard", "shard_of", "shard_of_key"]
 
 SHARDS = 64  # fixed: a shard's saved state is found again by its number
-SHARD_KEYS = [f"{i:02d}" for i in range(SHARDS)]
+_KEYS = [f"{i:02d}" for i in range(SHARDS)]
 _DECODE = msgspec.msgpack.Decoder(UserState).decode
 
 
 def shard_of(user_id: str) -> str:
     """The shard key of a user: the same in every process and run."""
-    return SHARD_KEYS[zlib.crc32(user_id.encode()) % SHARDS]
+    return shard_of_key(user_id.encode())
+
+
+def shard_of_key(key: bytes) -> str:
+    """The shard key of a Kafka record keyed by ``user_id`` (its UTF-8 bytes)."""
+    return _KEYS[zlib.crc32(key) % SHARDS]
 
 
 class Shard:
