@@ -22,8 +22,6 @@ import os
 import pstats
 import resource
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -37,22 +35,15 @@ def _free_port() -> int:
 
 
 def _run_processes(n: int, bootstrap: str, dsn: str, home: str, idle: float) -> tuple[float, float]:
-    """Drain with ``n`` Bytewax processes; wall seconds (idle wait subtracted) and CPU."""
-    env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": bootstrap, "PULSE_CLICKHOUSE_DSN": dsn,
-           "PULSE_HOME": home, "PULSE_FLOW_EXIT_WHEN_IDLE": str(idle)}  # fmt: skip
-    cluster = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(n))
-    runner = [sys.executable, "-m", "bytewax.run", "flows.app:get_flow()", "-a", cluster,
-              "-r", str(Path(home) / "recovery"), "-s", "5", "-b", "0"]  # fmt: skip
-    from bytewax.recovery import init_db_dir
+    """Drain with ``n`` Bytewax processes as ``pulse flow --processes n`` runs them; wall
+    seconds (idle wait subtracted) and CPU of all of them."""
+    from flows.run import run_processes
 
-    (Path(home) / "recovery").mkdir()
-    init_db_dir(Path(home) / "recovery", n)
+    os.environ.update({"PULSE_KAFKA_BOOTSTRAP": bootstrap, "PULSE_CLICKHOUSE_DSN": dsn,
+                       "PULSE_HOME": home})  # fmt: skip
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    procs = [subprocess.Popen([*runner, "-i", str(i)], env=env) for i in range(n)]
-    for proc in procs:
-        if proc.wait() != 0:
-            raise SystemExit(f"flow process exited with {proc.returncode}")
+    run_processes(n, recovery_dir=Path(home) / "recovery", exit_when_idle=idle)
     elapsed = time.perf_counter() - start - idle
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     return elapsed, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)

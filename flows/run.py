@@ -91,7 +91,7 @@ def run_processes(
                 raise RuntimeError(
                     f"flow process {running.index(failed[0])} exited with {failed[0].returncode}"
                 )
-            time.sleep(0.2)
+            time.sleep(0.05)
     except BaseException:
         _stop(running)
         raise
