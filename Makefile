@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver
 
-.PHONY: install system-deps lint format test test-unit demo bench clean
+GBSTATS_VENV := .venv-gbstats
+GBSTATS_STAMP := $(GBSTATS_VENV)/.installed-stamp
+
+.PHONY: install system-deps lint format test test-unit gbstats-parity demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,11 +38,26 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install system-deps lint
+test: install system-deps lint gbstats-parity
 	TZ=UTC $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: install
 	TZ=UTC $(BIN)/python -m pytest -q tests/unit
+
+# GrowthBook's gbstats 0.8, the reference of insights.experiments, in a venv of its own (it
+# pins numpy<2 and pandas<2). gbstats-parity answers the cases afresh, fails if the stored
+# tests/data/gbstats_cases.json is stale, and compares ours with the fresh answers.
+$(GBSTATS_STAMP):
+	test -x $(GBSTATS_VENV)/bin/python || $(PYTHON) -m venv $(GBSTATS_VENV)
+	$(GBSTATS_VENV)/bin/pip install --quiet --disable-pip-version-check 'gbstats==0.8.*'
+	touch $(GBSTATS_STAMP)
+
+gbstats-parity: install $(GBSTATS_STAMP)
+	@fresh=$$(mktemp -d) && trap 'rm -rf "$$fresh"' EXIT && \
+	$(GBSTATS_VENV)/bin/python tests/reference/gbstats_cases.py \
+	  --out "$$fresh/gbstats_cases.json" --check tests/data/gbstats_cases.json && \
+	PULSE_GBSTATS_CASES="$$fresh/gbstats_cases.json" TZ=UTC $(BIN)/python -m pytest -q \
+	  -p no:cacheprovider tests/unit/test_experiment_stats.py
 
 # Opens the Business overview in a browser when there is one; make demo DEMO_ARGS=--no-open
 demo: install
@@ -49,4 +67,4 @@ bench: install
 	$(BIN)/python bench/replay.py
 
 clean:
-	rm -rf $(VENV) .pulse .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(GBSTATS_VENV) .pulse .mypy_cache .ruff_cache
