@@ -46,9 +46,9 @@ class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     partition: int
     offset: int
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
         """The Kafka headers of the dead letter (the collector's, plus the origin)."""
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("pulse.reason", self.reason.encode()),
             ("pulse.source", b"flow"),
             ("pulse.topic", self.topic.encode()),

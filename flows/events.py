@@ -210,7 +210,7 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
 
 
-class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows, tuple[str, int]]):
+class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter, tuple[str, int]]):
     """One :class:`~flows.shard.Shard` behind Bytewax's stateful operator.
 
     Bytewax's snapshot is only the shard's key and generation; the users changed since the

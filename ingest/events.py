@@ -194,7 +194,7 @@ def _too_early(ts: int | datetime) -> str:
     """Why a timestamp before 2000 is rejected: epoch seconds are the usual mistake."""
     if type(ts) is int and MIN_TS_MS // 1000 <= ts < MAX_TS_MS // 1000:
         return f"ts: {ts} is before 2000-01-01; {_EXPECTED}, this looks like seconds"
-    if type(ts) is int and -(10**15) < ts:  # short enough to quote
+    if type(ts) is int and ts > -(10**18):  # short enough to quote
         return f"ts: {ts} is before 2000-01-01"
     return "ts: before 2000-01-01"
 
