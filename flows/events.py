@@ -23,12 +23,13 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from flows.config import FlowConfig
+from flows.dead_letters import DeadLetter, DeadLetterSink
 from flows.kafka_source import RoutingKafkaSource
 from flows.logic import FlowRules, enrich
 from flows.rows import Part, Progress, Read, batch_rows, merge_progress, progress_rows
 from flows.shard import Shard, shard_of_key
 from flows.state_store import ShardStore
-from ingest.events import decode_event
+from ingest.events import Rejection, validate
 from ingest.fx import FxRates
 from warehouse.client import connect
 from warehouse.migrate import migrate
@@ -39,9 +40,6 @@ from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 __all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
 
 
-UNDECODABLE = Counter(
-    "pulse_flow_undecodable_total", "Records on event topics that are not Pulse events", ["topic"]
-)
 FLOW_EVENTS = Counter("pulse_flow_events_total", "Events written to the warehouse by the flow")
 FLOW_DUPLICATES = Counter("pulse_flow_duplicates_total", "Repeated event_ids dropped by the flow")
 FLOW_NEWEST = Gauge("pulse_flow_newest_event_seconds", "Event time of the newest event written")
@@ -86,25 +84,31 @@ def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: 
         try:
             key = _user_id(value).user_id.encode()
         except msgspec.MsgspecError:
-            key = b""  # not a Pulse event: the shard's step counts and logs it
+            key = b""  # not a Pulse event: the shard's step dead-letters it
     return shard_of_key(key), (value, topic, partition, offset)
 
 
 def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
-    """A record -> its enriched event and where it was read from (None, counted and
-    logged, for a record that is not a Pulse event)."""
+    """A record -> its enriched event and where it was read from, or a dead letter for a
+    record the flow cannot decode or store.
+
+    Only a producer bypassing the edge can put such records on the event topics. They are
+    judged by the edge's rules, less the clock and size ones (``ingest.events.validate``),
+    so the verdict on a record is the same on every read of it."""
 
     parts = read.parts
+    currencies = fx.currencies
 
-    def decode(value: bytes, topic: str, partition: int, offset: int) -> Read | None:
+    def decode(value: bytes, topic: str, partition: int, offset: int) -> Read | DeadLetter:
         try:
-            event = decode_event(value)
-        except msgspec.MsgspecError as exc:
-            # Only a producer bypassing the edge can put these here: count and log each one.
-            UNDECODABLE.labels(topic).inc()
-            _log.warning("skipping record %s/%s@%s: %s", topic, partition, offset, exc)
-            return None
-        enriched = enrich(event, fx)
+            event = validate(value, now_ms=None, currencies=currencies, max_bytes=None)
+            if type(event) is Rejection:
+                return DeadLetter(value, event.reason, topic, partition, offset)
+            enriched = enrich(event, fx)  # type: ignore[arg-type]
+        except Exception as exc:  # no record may stop the flow, not even an unforeseen one
+            _log.exception("cannot process record %s/%s@%s", topic, partition, offset)
+            reason = f"cannot process: {type(exc).__name__}: {exc}"[:500]
+            return DeadLetter(value, reason, topic, partition, offset)
         part = parts.get((topic, partition))
         if part is None:
             part = parts[(topic, partition)] = Part(topic, partition)
@@ -206,7 +210,7 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
 
 
-class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows, tuple[str, int]]):
+class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter, tuple[str, int]]):
     """One :class:`~flows.shard.Shard` behind Bytewax's stateful operator.
 
     Bytewax's snapshot is only the shard's key and generation; the users changed since the
@@ -242,22 +246,28 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows, tuple[str, 
         # a quarter of a short retention: users idle for it are held at most 25% longer
         return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms / 4), _CHECK)
 
-    def on_batch(self, values: list[tuple[str, list[Record]]]) -> tuple[list[Rows], bool]:
+    def on_batch(
+        self, values: list[tuple[str, list[Record]]]
+    ) -> tuple[list[Rows | DeadLetter], bool]:
         shard = self._shard or self._open(values[0][0], None)
         decode = self._decode
-        reads = [
-            read
-            for _, records in values
-            for value, topic, partition, offset in records
-            if (read := decode(value, topic, partition, offset)) is not None
-        ]
+        reads = []
+        letters: list[Rows | DeadLetter] = []
+        for _, records in values:
+            for value, topic, partition, offset in records:
+                read = decode(value, topic, partition, offset)
+                if type(read) is Read:
+                    reads.append(read)
+                else:
+                    letters.append(read)
         if not reads:
-            return [], StatefulBatchLogic.RETAIN
+            return letters, StatefulBatchLogic.RETAIN
         folded = shard.fold([read.event for read in reads], self._read.settled_ms())
         batch = batch_rows([(reads, folded)])
         rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
                     batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
-        return [rows], StatefulBatchLogic.RETAIN
+        letters.append(rows)
+        return letters, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime:
         return self._wake
@@ -298,10 +308,22 @@ def build_flow(config: FlowConfig) -> Dataflow:
     )
     # (shard, (shard, [records])) per shard and fetch, in read order
     by_shard = op.input("kafka_shards", flow, source)
-    rows = op.stateful_batch(
+    # (shard, Rows | DeadLetter): a batch's rows, and the records it could not use
+    out = op.stateful_batch(
         "fold_shards",
         by_shard,
         lambda resume: _ShardLogic(rules, read, decode, config.state_dir, resume),
     )
-    op.output("warehouse", rows, _WarehouseSink(config))
+    split = op.branch("dead_or_alive", out, _is_dead_letter)
+    letters = op.map("dead_letter", split.trues, _value)
+    op.output("dead_letters", letters, DeadLetterSink(config.bootstrap, config.topics.dlq))
+    op.output("warehouse", split.falses, _WarehouseSink(config))
     return flow
+
+
+def _is_dead_letter(item: tuple[str, Rows | DeadLetter]) -> bool:
+    return type(item[1]) is DeadLetter
+
+
+def _value(item: tuple[str, Any]) -> Any:
+    return item[1]

@@ -3,6 +3,11 @@
 ``validate`` turns the raw bytes of one event into either an :class:`Event` (normalised:
 ``ts`` in epoch milliseconds, UTC) or a :class:`Rejection` with a reason a person can act
 on. It never raises on bad input: bad records are data.
+
+Every bound here is also what makes an event storable (``warehouse/sql``: ``ts`` in
+``DateTime`` minutes, quantities in ``UInt32``, money in finite ``Float64``), so the flow
+judges what it reads from the topics with the same rules (:func:`check`), without the one
+that depends on the clock.
 """
 
 from __future__ import annotations
@@ -14,11 +19,18 @@ from typing import Annotated, Literal
 import msgspec
 
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_COUNT",
     "MAX_EVENT_BYTES",
     "MAX_FUTURE_MS",
+    "MAX_ITEMS",
+    "MAX_QUANTITY",
+    "MAX_TS_MS",
+    "MIN_TS_MS",
     "Event",
     "Item",
     "Rejection",
+    "check",
     "decode_event",
     "encode_event",
     "validate",
@@ -26,15 +38,25 @@ __all__ = [
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_FUTURE_MS = 24 * 3600 * 1000
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+# 2100-01-01T00:00:00Z: the rollups' DateTime minutes end in 2106. Only an event that did
+# not come through the edge (whose limit is 24 h ahead) can get near it.
+MAX_TS_MS = 4_102_444_800_000
+MAX_AMOUNT = 1e9  # every money field, in its own currency
+MAX_QUANTITY = 100_000
+MAX_ITEMS = 1_000  # lines of a purchase
+MAX_COUNT = 2**32 - 1  # results_count: a UInt32
 
 _Id64 = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _Id128 = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Text = Annotated[str, msgspec.Meta(max_length=2048)]
-_Money = Annotated[float, msgspec.Meta(ge=0)]
-_Quantity = Annotated[int, msgspec.Meta(ge=1)]
-_Count = Annotated[int, msgspec.Meta(ge=0)]
-_Country = Annotated[str, msgspec.Meta(pattern="^[A-Z]{2}$")]
-_Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
+# NaN, infinities and numbers beyond a double are rejected by msgspec itself.
+_Money = Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+_Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+# The length as well as the pattern: a regex's ``$`` also matches before a final newline.
+_Country = Annotated[str, msgspec.Meta(min_length=2, max_length=2, pattern="^[A-Z]+$")]
+_Currency = Annotated[str, msgspec.Meta(min_length=3, max_length=3, pattern="^[A-Z]+$")]
 Device = Literal["desktop", "mobile", "tablet"]
 Channel = Literal["direct", "organic", "paid", "email", "social", "referral"]
 
@@ -75,7 +97,7 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     currency: _Currency | None = None
     order_id: _Id128 | None = None
     revenue: _Money | None = None
-    items: list[Item] | None = None
+    items: Annotated[list[Item], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
 
     @property
     def ts_ms(self) -> int:
@@ -102,25 +124,54 @@ _decoder = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 
 
-def validate(raw: bytes, *, now_ms: int, currencies: frozenset[str]) -> Event | Rejection:
-    """Check one event's bytes against every rule of CONTRACT §5."""
-    if len(raw) > MAX_EVENT_BYTES:
-        return Rejection(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES}-byte limit")
+def validate(
+    raw: bytes,
+    *,
+    now_ms: int | None,
+    currencies: frozenset[str],
+    max_bytes: int | None = MAX_EVENT_BYTES,
+) -> Event | Rejection:
+    """Check one event's bytes against every rule of CONTRACT §5.
+
+    The edge checks everything. The flow re-checks what it reads from the topics with
+    ``now_ms=None`` and ``max_bytes=None``: the clock rule is the edge's alone (see
+    :func:`check`), and the size limit applies to what a client sent, not to the
+    normalised event (``1e9`` is written back as ``1000000000.0``); every other bound
+    keeps what it accepts storable."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        return Rejection(f"event is {len(raw)} bytes, over the {max_bytes}-byte limit")
     try:
         event = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return Rejection(_reason(str(exc)))
     except msgspec.DecodeError as exc:
         return Rejection(f"not valid JSON: {exc}")
+    return check(event, currencies=currencies, now_ms=now_ms)
+
+
+def check(event: Event, *, currencies: frozenset[str], now_ms: int | None) -> Event | Rejection:
+    """The rules of CONTRACT §5 beyond types and ranges, on a decoded event; the event with
+    ``ts`` in epoch milliseconds, or why it is rejected.
+
+    ``now_ms`` None leaves out the one rule that depends on the clock (at most 24 h ahead):
+    the flow judges records read from the topics with it, so that its verdict on a record is
+    the same on every run, whenever and on whichever host it is read again (after a crash,
+    in a replay of old topics); what the edge accepted, the flow accepts."""
     ts = event.ts
-    if isinstance(ts, datetime):
+    if type(ts) is int:
+        ts_ms = ts
+    elif isinstance(ts, datetime):
         if ts.tzinfo is None:
             return Rejection("ts: RFC 3339 timestamp needs an offset (e.g. Z or +01:00)")
         ts_ms = _epoch_ms(ts)
-    else:
-        ts_ms = ts
-    if ts_ms > now_ms + MAX_FUTURE_MS:
-        return Rejection("ts: more than 24 h in the future")
+    else:  # only a hand-built Event can get here (msgspec decodes int or datetime)
+        return Rejection("ts: expected RFC 3339 with offset or epoch milliseconds")
+    if ts_ms < MIN_TS_MS:
+        return Rejection(_too_early(ts))
+    if now_ms is not None and ts_ms > now_ms + MAX_FUTURE_MS:
+        return Rejection(_too_late(ts, now_ms))
+    if ts_ms >= MAX_TS_MS:
+        return Rejection("ts: after 2099-12-31, beyond what the warehouse stores")
     for name in _REQUIRED.get(event.type, ()):
         if getattr(event, name) is None:
             return Rejection(f"{name}: required for {event.type} events")
@@ -134,6 +185,25 @@ def validate(raw: bytes, *, now_ms: int, currencies: frozenset[str]) -> Event | 
     if ts_ms is ts:
         return event
     return msgspec.structs.replace(event, ts=ts_ms)
+
+
+_EXPECTED = "epoch milliseconds expected"
+
+
+def _too_early(ts: int | datetime) -> str:
+    """Why a timestamp before 2000 is rejected: epoch seconds are the usual mistake."""
+    if type(ts) is int and MIN_TS_MS // 1000 <= ts < MAX_TS_MS // 1000:
+        return f"ts: {ts} is before 2000-01-01; {_EXPECTED}, this looks like seconds"
+    if type(ts) is int and ts > -(10**18):  # short enough to quote
+        return f"ts: {ts} is before 2000-01-01"
+    return "ts: before 2000-01-01"
+
+
+def _too_late(ts: int | datetime, now_ms: int) -> str:
+    """Why a timestamp over 24 h ahead is rejected: epoch microseconds are a usual mistake."""
+    if type(ts) is int and MIN_TS_MS <= ts // 1000 <= now_ms + MAX_FUTURE_MS:
+        return f"ts: more than 24 h in the future; {_EXPECTED}, this looks like microseconds"
+    return "ts: more than 24 h in the future"
 
 
 def decode_event(value: bytes) -> Event:

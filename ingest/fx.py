@@ -20,6 +20,9 @@ __all__ = ["DEFAULT_FX_FILE", "FxRates", "load_fx_rates"]
 
 DEFAULT_FX_FILE = Path(str(resources.files("ingest") / "data" / "fx_rates.csv"))
 _MS_PER_DAY = 86_400_000
+# Far above any currency's (a few EUR at most), and small enough that any amount an event
+# may carry (up to 10^9) stays a finite, exact-enough EUR amount.
+_MAX_RATE = 1e6
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,12 @@ def load_fx_rates(path: Path | None = None) -> FxRates:
                     cur, rate = row["currency"].strip().upper(), float(row["eur_per_unit"])
                 except (KeyError, ValueError, AttributeError) as exc:
                     raise ConfigError(f"PULSE_FX_RATES: {path} line {n}: {exc}") from None
-                if len(cur) != 3 or rate <= 0:
-                    raise ConfigError(f"PULSE_FX_RATES: {path} line {n}: bad currency or rate")
+                if len(cur) != 3 or not (cur.isascii() and cur.isalpha()):
+                    raise ConfigError(f"PULSE_FX_RATES: {path} line {n}: bad currency {cur!r}")
+                if not 0 < rate <= _MAX_RATE:  # also NaN and infinities
+                    raise ConfigError(
+                        f"PULSE_FX_RATES: {path} line {n}: rate must be > 0 and <= {_MAX_RATE:g}"
+                    )
                 table.setdefault(cur, []).append((day, rate))
     except OSError as exc:
         raise ConfigError(f"PULSE_FX_RATES: cannot read {path}: {exc.strerror}") from None

@@ -13,7 +13,7 @@ CURRENCIES = frozenset({"EUR", "PLN", "SEK"})
 
 
 def check(event: dict | bytes) -> Event | Rejection:
-    raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+    raw = event if isinstance(event, bytes) else json.dumps(event, separators=(",", ":")).encode()
     return validate(raw, now_ms=NOW_MS, currencies=CURRENCIES)
 
 
@@ -86,6 +86,56 @@ REJECTED = {
     "bad channel": (base(channel="tv"), "channel"),
     "bad country": (base(country="Germany"), "country"),
     "quantity not an integer": (base(type="add_to_cart", product_id="p", quantity=1.5), "quantity"),
+    # every number bounded so that what is accepted can be stored (CONTRACT §5, §12)
+    "ts before 2000": (base(ts=946_684_799_999), "ts: 946684799999 is before 2000-01-01"),
+    "ts -1": (base(ts=-1), "ts: -1 is before 2000-01-01"),
+    "ts 1800": (base(ts="1800-01-01T00:00:00Z"), "ts: before 2000-01-01"),
+    "ts in 1999 by its offset": (base(ts="2000-01-01T00:30:00+01:00"), "ts: before 2000"),
+    "ts huge negative": (base(ts=-(10**30)), "ts: before 2000-01-01"),
+    "ts in epoch seconds": (
+        base(ts=NOW_MS // 1000),
+        "ts: 1795176000 is before 2000-01-01; epoch milliseconds expected, this looks like seconds",
+    ),
+    "ts in epoch microseconds": (
+        base(ts=NOW_MS * 1000),
+        "ts: more than 24 h in the future; epoch milliseconds expected, "
+        "this looks like microseconds",
+    ),
+    "ts huge": (base(ts=10**30), "ts: more than 24 h in the future"),
+    "quantity over 100000": (
+        base(type="add_to_cart", product_id="p", quantity=100_001),
+        "quantity",
+    ),
+    "quantity 2^32+5": (base(type="add_to_cart", product_id="p", quantity=2**32 + 5), "quantity"),
+    "quantity boolean": (base(type="add_to_cart", product_id="p", quantity=True), "quantity"),
+    "price over 10^9": (
+        base(type="product_view", product_id="p", price=1e9 + 1, currency="EUR"),
+        "price: expected `float` <= 1000000000.0",
+    ),
+    "revenue 1e308": ({**PURCHASE, "revenue": 1e308}, "revenue"),
+    "cart_value over 10^9": (
+        base(type="begin_checkout", cart_value=2e9, currency="EUR"),
+        "cart_value",
+    ),
+    "item price over 10^9": (
+        {**PURCHASE, "items": [{"product_id": "p", "price": 1e10}]},
+        "items[0].price",
+    ),
+    "item quantity over 100000": (
+        {**PURCHASE, "items": [{"product_id": "p", "price": 1, "quantity": 100_001}]},
+        "items[0].quantity",
+    ),
+    "over 1000 items": ({**PURCHASE, "items": [{"product_id": "p", "price": 1}] * 1001}, "items"),
+    "results_count over a UInt32": (
+        base(type="search", query="q", results_count=2**32),
+        "results_count",
+    ),
+    "results_count negative": (base(type="search", query="q", results_count=-1), "results_count"),
+    "country with a newline": (base(country="DE\n"), "country"),
+    "currency with a newline": (
+        base(type="add_to_cart", product_id="p", price=1, currency="EUR\n"),
+        "currency",
+    ),
 }
 
 
@@ -131,6 +181,15 @@ ACCEPTED = {
         session_id="s", country="DE", device="mobile", channel="paid", page="/", user_agent="UA"
     ),
     "unknown fields are ignored": base(colour="red"),
+    "ts on 2000-01-01": base(ts=946_684_800_000),
+    "ts on 2000-01-01 by its offset": base(ts="1999-12-31T23:30:00-00:30"),
+    "largest amounts and quantities": {
+        **PURCHASE,
+        "revenue": 1e9,
+        "items": [{"product_id": "p", "price": 1e9, "quantity": 100_000}] * 10,
+    },
+    "1000 items": {**PURCHASE, "items": [{"product_id": "p", "price": 1}] * 1000},
+    "largest results_count": base(type="search", query="q", results_count=2**32 - 1),
 }
 
 

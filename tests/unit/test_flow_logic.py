@@ -152,21 +152,27 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
     assert counts(resumed) == (1, 0)
 
 
-def test_a_record_that_is_not_an_event_is_counted_and_skipped(tmp_path) -> None:
-    from prometheus_client import REGISTRY
-
+def test_records_the_flow_cannot_use_become_dead_letters_and_the_rest_goes_on() -> None:
     from flows import events as flow
+    from flows.dead_letters import DeadLetter
 
     progress = flow._ReadSoFar()
     logic = flow._ShardLogic(FlowRules(), progress, flow._decoder(FX, progress), None, None)
     good = b'{"event_id":"a","type":"page_view","ts":%d,"user_id":"u1"}' % T0
-    labels = {"topic": "odd"}
-    before = REGISTRY.get_sample_value("pulse_flow_undecodable_total", labels) or 0
+    early = b'{"event_id":"b","type":"page_view","ts":-1,"user_id":"u1"}'
     key, bad = flow._route(None, b"not json", "odd", 0, 0)
-    [rows] = logic.on_batch([(key, [bad, (good, "odd", 0, 1)])])[0]
+    out, _ = logic.on_batch([(key, [bad, (good, "odd", 0, 1), (early, "odd", 0, 2)])])
+    letters = [x for x in out if isinstance(x, DeadLetter)]
+    [rows] = [x for x in out if isinstance(x, flow.Rows)]
     assert (rows.events, rows.progress) == (1, {("odd", 0): (T0, 1)})
-    assert REGISTRY.get_sample_value("pulse_flow_undecodable_total", labels) == before + 1
-    assert logic.on_batch([(key, [bad])]) == ([], flow.StatefulBatchLogic.RETAIN)
+    assert [(d.value, d.topic, d.partition, d.offset) for d in letters] == [
+        (b"not json", "odd", 0, 0),
+        (early, "odd", 0, 2),
+    ]
+    assert letters[0].reason.startswith("not valid JSON")
+    assert letters[1].reason == "ts: -1 is before 2000-01-01"
+    # a batch of nothing but dead letters
+    assert logic.on_batch([(key, [bad])])[0] == [letters[0]]
 
 
 def test_nothing_is_pruned_that_a_topic_read_behind_may_still_bring() -> None:
