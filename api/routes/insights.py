@@ -14,6 +14,8 @@ from api.errors import ApiError
 from insights.lifecycle import InvalidTransition
 from insights.store import InsightNotFound, InsightStore, insight_document
 from warehouse.client import Client
+from warehouse.metrics import METRICS
+from warehouse.queries import check_time
 
 router = APIRouter(prefix="/v1", tags=["insights"])
 
@@ -44,19 +46,26 @@ async def list_insights(
     status: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query()] = None,
     severity: Annotated[Literal["critical", "warning", "info"] | None, Query()] = None,
     metric: Annotated[
-        str | None, Query(description="headline metric, e.g. conversion_rate")
+        str | None,
+        Query(
+            description="headline metric, e.g. conversion_rate",
+            json_schema_extra={"enum": list(METRICS)},
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
     """Insights, newest first, filtered by start time, status, severity and metric."""
+    after = check_time(_aware(since), "since") if since else None
+    if metric is not None and metric not in METRICS:
+        raise ApiError(400, f"metric: unknown metric; known: {', '.join(METRICS)}",
+                       code="invalid_parameters")  # fmt: skip
     store = InsightStore(client)
     found = await run_in_threadpool(
         lambda: store.find(
-            since=_aware(since) if since else None, status=status, severity=severity,
-            metric=metric, limit=limit,
+            since=after, status=status, severity=severity, metric=metric, limit=limit
         )
-    )  # fmt: skip
+    )
     return {"insights": [insight_document(i, _base(request)) for i in found]}
 
 
