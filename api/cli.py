@@ -562,7 +562,8 @@ def keys_list(
             row[column] = str(row[column])[:16].replace("T", " ") if row[column] else None
         cells = [row[c] for c in columns]
         table.add_row(*(", ".join(c) if isinstance(c, list) else str(c or "-") for c in cells))
-    out.print(table)
+    # piped (scripts, less): wide enough that no id or time is wrapped
+    (out if out.is_terminal else Console(width=200, soft_wrap=True)).print(table)
 
 
 @keys_app.command("revoke")

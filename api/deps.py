@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from clickhouse_connect.driver.client import Client
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator, WithJsonSchema
 
 from api.errors import ApiError
 from api.keys import KeyRecord, KeyRejected, KeyStore, Scope, allows
@@ -17,7 +19,39 @@ from api.ratelimit import RateLimiter
 from ingest.collector import Collector
 from ingest.settings import normalise_origin
 
-__all__ = ["Services", "get_services", "get_warehouse", "origin_allowed", "scoped"]
+__all__ = [
+    "IsoTime",
+    "Services",
+    "documented",
+    "get_services",
+    "get_warehouse",
+    "origin_allowed",
+    "scoped",
+]
+
+_NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would read "1700000000" as epoch seconds; a query time is ISO 8601 only
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 time like 2026-01-31T00:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+def documented(values: Iterable[str], pattern: str | None = None) -> WithJsonSchema:
+    """The OpenAPI schema of a string parameter checked by Pulse itself: its known values
+    (or a pattern), so clients and fuzzers know them, while a wrong one gets Pulse's own
+    400 naming what is allowed."""
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    else:
+        schema["enum"] = list(values)
+    return WithJsonSchema(schema)
 
 
 @dataclass

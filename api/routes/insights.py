@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_warehouse, scoped
+from api.deps import IsoTime, documented, get_warehouse, scoped
 from api.errors import ApiError
 from insights.lifecycle import InvalidTransition
 from insights.store import InsightNotFound, InsightStore, insight_document
@@ -41,16 +41,13 @@ def _aware(ts: datetime) -> datetime:
 async def list_insights(
     request: Request,
     since: Annotated[
-        datetime | None, Query(description="started at or after (ISO 8601); active ones always")
+        IsoTime | None, Query(description="started at or after (ISO 8601); active ones always")
     ] = None,
     status: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query()] = None,
     severity: Annotated[Literal["critical", "warning", "info"] | None, Query()] = None,
     metric: Annotated[
-        str | None,
-        Query(
-            description="headline metric, e.g. conversion_rate",
-            json_schema_extra={"enum": list(METRICS)},
-        ),
+        Annotated[str, documented(METRICS)] | None,
+        Query(description="headline metric, e.g. conversion_rate"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     client: Client = Depends(get_warehouse),

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Services, get_services, get_warehouse, scoped
+from api.deps import IsoTime, Services, documented, get_services, get_warehouse, scoped
 from warehouse.buckets import INTERVALS
 from warehouse.client import Client
 from warehouse.metrics import DIMENSIONS, METRICS
@@ -25,18 +25,14 @@ router = APIRouter(prefix="/v1", tags=["metrics"])
 
 _SESSION_DIMS = ["country", "device", "channel"]
 _ZONES = frozenset(available_timezones())
-_WHERE_ITEM = {"type": "string", "pattern": f"^({'|'.join(DIMENSIONS)})=.+$"}
+_WHERE_ITEM = documented((), pattern=f"^({'|'.join(DIMENSIONS)})=.+$")
 
 From = Annotated[
-    datetime, Query(alias="from", description="range start, ISO 8601 (2000-01-01 .. 2100-01-01)")
+    IsoTime, Query(alias="from", description="range start, ISO 8601 (2000-01-01 .. 2100-01-01)")
 ]
-To = Annotated[datetime, Query(description="range end (exclusive), ISO 8601")]
+To = Annotated[IsoTime, Query(description="range end (exclusive), ISO 8601")]
 Where = Annotated[
-    list[str] | None,
-    Query(
-        description="DIM=VALUE filter, repeatable",
-        json_schema_extra={"items": _WHERE_ITEM},
-    ),
+    list[Annotated[str, _WHERE_ITEM]] | None, Query(description="DIM=VALUE filter, repeatable")
 ]
 Tz = Annotated[str | None, Query(description="IANA timezone for buckets (default PULSE_TIMEZONE)")]
 
@@ -95,18 +91,12 @@ def _aware(ts: datetime, zone: ZoneInfo) -> datetime:
 
 @router.get("/metrics/{metric}", response_class=Response, responses=_DOCUMENT, **scoped("read"))
 async def get_metric(
-    metric: Annotated[
-        str,
-        Path(description="a metric of METRICS.md", json_schema_extra={"enum": list(METRICS)}),
-    ],
+    metric: Annotated[str, documented(METRICS), Path(description="a metric of METRICS.md")],
     from_: From,
     to: To,
-    interval: Annotated[
-        str, Query(description="bucket size", json_schema_extra={"enum": list(INTERVALS)})
-    ] = "1h",
+    interval: Annotated[str, documented(INTERVALS), Query(description="bucket size")] = "1h",
     by: Annotated[
-        str | None,
-        Query(description="breakdown dimension", json_schema_extra={"enum": list(DIMENSIONS)}),
+        Annotated[str, documented(DIMENSIONS)] | None, Query(description="breakdown dimension")
     ] = None,
     where: Where = None,
     tz: Tz = None,
@@ -130,8 +120,8 @@ async def get_funnel(
     from_: From,
     to: To,
     by: Annotated[
-        str | None,
-        Query(description="breakdown dimension", json_schema_extra={"enum": _SESSION_DIMS}),
+        Annotated[str, documented(_SESSION_DIMS)] | None,
+        Query(description="breakdown dimension"),
     ] = None,
     where: Where = None,
     tz: Tz = None,
@@ -152,11 +142,7 @@ async def get_top_products(
     from_: From,
     to: To,
     by: Annotated[
-        str,
-        Query(
-            description="ranking measure",
-            json_schema_extra={"enum": ["revenue", "views", "units"]},
-        ),
+        str, documented(["revenue", "views", "units"]), Query(description="ranking measure")
     ] = "revenue",
     limit: Annotated[int, Query(ge=0, le=1000)] = 10,
     where: Where = None,
