@@ -456,11 +456,12 @@ def query(
     zone = tz or settings.timezone
     try:
         start, end = datetime.fromisoformat(from_), datetime.fromisoformat(to)
-        start = start if start.tzinfo else start.replace(tzinfo=ZoneInfo(zone))
-        end = end if end.tzinfo else end.replace(tzinfo=ZoneInfo(zone))
+        if start.tzinfo is None or end.tzinfo is None:
+            start = start if start.tzinfo else start.replace(tzinfo=ZoneInfo(zone))
+            end = end if end.tzinfo else end.replace(tzinfo=ZoneInfo(zone))
         q = MetricQuery(metric, start, end, interval, by, parse_where(where), zone)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except (ValueError, KeyError) as exc:  # KeyError: ZoneInfoNotFoundError
+        raise typer.BadParameter(str(exc).strip("'\"")) from None
     render(fetch_metric(settings, q), format, out)
 
 
