@@ -348,6 +348,7 @@ def ensure_key_file(
 ) -> Path:
     """Keep a key of ``scope`` in ``path`` (mode 0600): the one already there while it
     is still valid, else a new one (the old one, if any, is revoked)."""
+    store.records()  # a damaged store stops here, with a message naming the file
     try:
         current = path.read_text().strip()
     except FileNotFoundError:
