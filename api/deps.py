@@ -2,20 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from clickhouse_connect.driver.client import Client
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator, WithJsonSchema
 
 from api.errors import ApiError
-from api.keys import KeyStore, Scope, allows
+from api.keys import KeyRecord, KeyRejected, KeyStore, Scope, allows
+from api.ratelimit import RateLimiter
 from ingest.collector import Collector
+from ingest.settings import normalise_origin
 
-__all__ = ["Services", "get_services", "get_warehouse", "scoped"]
+__all__ = [
+    "IsoTime",
+    "Services",
+    "documented",
+    "get_services",
+    "get_warehouse",
+    "origin_allowed",
+    "scoped",
+]
+
+_NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?([eE][-+]?\d+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would read "1700000000" as epoch seconds; a query time is ISO 8601 only
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("expected an ISO 8601 time like 2026-01-31T00:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+
+
+def documented(values: Iterable[str], pattern: str | None = None) -> WithJsonSchema:
+    """The OpenAPI schema of a string parameter checked by Pulse itself: its known values
+    (or a pattern), so clients and fuzzers know them, while a wrong one gets Pulse's own
+    400 naming what is allowed."""
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    else:
+        schema["enum"] = list(values)
+    return WithJsonSchema(schema)
 
 
 @dataclass
@@ -30,6 +66,9 @@ class Services:
     allowed_lateness: timedelta = timedelta(minutes=10)
     # name -> callable raising when that dependency is not ready
     readiness: dict[str, Callable[[], object]] = field(default_factory=dict)
+    # page origins allowed to send events from browsers (PULSE_CORS_ORIGINS, normalised)
+    cors_origins: frozenset[str] = frozenset()
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 def get_services(request: Request) -> Services:
@@ -49,19 +88,58 @@ def get_warehouse(request: Request) -> Client:
 _bearer = HTTPBearer(auto_error=False, description="An API key from `pulse keys create`")
 
 
-def _require(scope: Scope) -> Callable[..., str]:
+def origin_allowed(origin: str, record: KeyRecord | None, services: Services) -> bool:
+    """Whether a browser page at ``origin`` may send events (with ``record``'s key): the
+    key's own ``--origin`` list when it has one, else ``PULSE_CORS_ORIGINS``."""
+    try:
+        origin = normalise_origin(origin)
+    except ValueError:
+        return False
+    if record is not None and record.origins:
+        return origin in record.origins
+    return origin in services.cors_origins
+
+
+def _same_origin(request: Request, origin: str) -> bool:
+    try:
+        return normalise_origin(origin) == normalise_origin(
+            f"{request.url.scheme}://{request.headers.get('host', '')}"
+        )
+    except ValueError:
+        return False
+
+
+def _require(scope: Scope) -> Callable[..., KeyRecord]:
     def check(
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    ) -> str:
+    ) -> KeyRecord:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise ApiError(401, "missing API key: send Authorization: Bearer <key>")
-        granted = get_services(request).keys.scope_of(credentials.credentials)
-        if granted is None:
-            raise ApiError(401, "unknown API key")
-        if not allows(granted, scope):
+        services = get_services(request)
+        try:
+            record = services.keys.authenticate(credentials.credentials)
+        except KeyRejected as exc:
+            raise ApiError(401, exc.reason) from None
+        if not allows(record.scope, scope):
             raise ApiError(403, f"this key lacks the {scope!r} scope")
-        return granted
+        origin = request.headers.get("origin")
+        if (
+            scope == "ingest"
+            and origin
+            and not _same_origin(request, origin)
+            and not origin_allowed(origin, record, services)
+        ):
+            raise ApiError(403, "this key may not send events from this page's origin")
+        wait = services.limiter.take(record.id, record.scope)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"too many requests for this key; retry in {wait:.1f} s",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
+        services.keys.record_use(record)
+        return record
 
     return check
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 
 from api.deps import Services
-from api.keys import KeyStore
+from api.keys import KeyStore, ensure_key_file
 from flows.config import flow_config
 from flows.run import FlowThread
 from ingest.broker import EmbeddedBroker, wait_for_port
@@ -78,12 +77,9 @@ def recovery_dir(settings: Settings) -> Path:
 
 def write_cli_key(settings: Settings, keys: KeyStore) -> Path:
     """A read key for local commands (``pulse query``) while this process holds the
-    embedded warehouse; stored like a password file (mode 0600) under PULSE_HOME."""
-    path = settings.home / "cli-read.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(keys.create("read") + "\n")
-    return path
+    embedded warehouse; stored like a password file (mode 0600) under PULSE_HOME, and
+    reused by the next start while it is valid."""
+    return ensure_key_file(keys, settings.home / "cli-read.key", "read", name="cli-read")
 
 
 @contextlib.contextmanager
@@ -116,6 +112,7 @@ def open_stack(
         stack.callback(producer.close)
         services = Services(
             keys=KeyStore(settings.keys_file),
+            cors_origins=frozenset(settings.cors_origins),
             collector=Collector(producer, topics, fx.currencies),
             warehouse=warehouse,
             timezone=settings.timezone,

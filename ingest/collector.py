@@ -13,16 +13,30 @@ from dataclasses import dataclass, field
 import msgspec
 from prometheus_client import Counter
 
-from ingest.events import Event, encode_event, validate
+from ingest.events import MAX_EVENT_BYTES, Event, encode_event, validate
 from ingest.producer import Batch, EventProducer
 from ingest.topics import Topics
 
-__all__ = ["BodyError", "Collector", "IngestResult", "RejectedEvent", "split_body"]
+__all__ = [
+    "MAX_DEAD_LETTER_BYTES",
+    "BodyError",
+    "Collector",
+    "IngestResult",
+    "RejectedEvent",
+    "split_body",
+]
 
 EVENTS_ACCEPTED = Counter("pulse_events_accepted_total", "Events accepted at the edge", ["source"])
 EVENTS_REJECTED = Counter(
     "pulse_events_rejected_total", "Events rejected at the edge (sent to the DLQ)", ["source"]
 )
+
+
+# A dead letter keeps the original bytes up to this size: half of librdkafka's default
+# message.max.bytes (1,000,000), so that a record with its headers always fits. Longer
+# ones (only an event of a near-1 MiB body) keep their start and a ``pulse.truncated``
+# header with the original size.
+MAX_DEAD_LETTER_BYTES = 512 * 1024
 
 
 class BodyError(ValueError):
@@ -87,12 +101,15 @@ class Collector:
                 )
                 result.accepted += 1
             else:
-                batch.send(
-                    topics.dlq,
-                    None,
-                    raw,
-                    [("pulse.reason", checked.reason.encode()), ("pulse.source", source.encode())],
-                )
+                headers = [
+                    ("pulse.reason", checked.reason.encode()),
+                    ("pulse.source", source.encode()),
+                ]
+                value = raw
+                if len(raw) > MAX_DEAD_LETTER_BYTES:  # would not fit one Kafka message
+                    value = raw[:MAX_DEAD_LETTER_BYTES]
+                    headers.append(("pulse.truncated", str(len(raw)).encode()))
+                batch.send(topics.dlq, None, value, headers)
                 result.rejected.append(RejectedEvent(index, checked.reason))
         EVENTS_ACCEPTED.labels(source).inc(result.accepted)
         EVENTS_REJECTED.labels(source).inc(len(result.rejected))
@@ -107,20 +124,57 @@ class Collector:
 
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+MAX_DEPTH = 64  # an event nests 3 levels (event, items, item); anything this deep is an attack
+
+
+def _too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON value ``raw`` nests objects and arrays deeper than ``limit``."""
+    try:
+        value: object = msgspec.json.decode(raw)
+    except RecursionError:  # msgspec stops at the interpreter's recursion limit
+        return True
+    except msgspec.DecodeError:
+        return False  # not JSON: validation rejects it with that reason
+    level: list[object] = [value]
+    for _ in range(limit):  # level by level: the walk itself cannot overflow
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)  # type: ignore[attr-defined]
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def _check_depth(raws: list[bytes]) -> list[bytes]:
+    for index, raw in enumerate(raws):
+        # Only an event with that many brackets can be that deep, and one over the size
+        # limit is rejected unread: the common event costs two byte counts.
+        many = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+        if many and len(raw) <= MAX_EVENT_BYTES and _too_deep(raw):
+            raise BodyError(f"event {index} nests deeper than {MAX_DEPTH} levels")
+    return raws
 
 
 def split_body(body: bytes) -> list[bytes]:
     """Split a JSON-array or JSONL body into one ``bytes`` per event.
 
     A malformed JSON array is a :class:`BodyError`; in JSONL each non-blank line is an
-    event on its own, so one bad line is one rejected event, not a failed request.
+    event on its own, so one bad line is one rejected event, not a failed request. A body
+    nested deeper than ``MAX_DEPTH`` is a :class:`BodyError` (a bounded check: it never
+    recurses without limit).
     """
     stripped = body.strip()
     if not stripped:
         raise BodyError("empty body: send a JSON array or JSON lines")
     if stripped.startswith(b"["):
         try:
-            return [bytes(raw) for raw in _raw_list.decode(stripped)]
+            raws = [bytes(raw) for raw in _raw_list.decode(stripped)]
+        except RecursionError:
+            raise BodyError(f"body nests deeper than {MAX_DEPTH} levels") from None
         except msgspec.DecodeError as exc:
             raise BodyError(f"malformed JSON array: {exc}") from None
-    return [line for line in (ln.strip() for ln in stripped.split(b"\n")) if line]
+        return _check_depth(raws)
+    return _check_depth([line for line in (ln.strip() for ln in stripped.split(b"\n")) if line])

@@ -9,14 +9,22 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ingest.errors import ConfigError
 
-__all__ = ["DEFAULT_BOOTSTRAP", "Settings", "load_settings", "parse_duration"]
+__all__ = [
+    "DEFAULT_BOOTSTRAP",
+    "Settings",
+    "load_settings",
+    "normalise_origin",
+    "parse_duration",
+]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
@@ -34,6 +42,30 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
         raise ValueError(f"expected a duration like 30m, 90s, 1h or seconds, got {value!r}")
     number, unit = match.groups()
     return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
+
+
+def normalise_origin(value: str) -> str:
+    """``https://Shop.example.com:443/`` -> ``https://shop.example.com``, as browsers send it
+    in ``Origin``; a ValueError for anything that is not a page origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        port, parts = -1, urlsplit("")
+    if (
+        port == -1
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise ValueError(f"expected origins like https://shop.example.com, got {value!r}")
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
 class Settings(BaseSettings):
@@ -59,6 +91,19 @@ class Settings(BaseSettings):
     fx_rates: Path | None = Field(None, description="CSV date,currency,eur_per_unit")
     topic_partitions: int = Field(4, ge=1, le=1024)
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$", description="prepended to topics")
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="page origins allowed to send events from browsers, comma-separated"
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())  # type: ignore[call-overload]
+        out = []
+        for item in (str(i).strip() for i in items):
+            if item:
+                out.append(normalise_origin(item))
+        return tuple(dict.fromkeys(out))
 
     @field_validator("session_timeout", "allowed_lateness", "flow_retention", mode="before")
     @classmethod

@@ -2,30 +2,111 @@
 
 Every value is bound by the driver; dimension names come from a fixed list. Results are
 plain dicts in the shapes of CONTRACT §7 (``ts`` labels are RFC 3339 in the query's zone).
+
+Every question is bounded before it runs (CONTRACT §12: a query too large to answer is a
+400): times lie in ``[EARLIEST, LATEST)``, a range spans at most ``MAX_RANGE``, and a
+metric document has at most ``POINT_BUDGET`` points (buckets × breakdown values). A
+parameter out of bounds is a :class:`QueryError` naming it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+from zoneinfo import available_timezones
 
 from clickhouse_connect.driver.client import Client
 
-from warehouse.buckets import bucket_sql, make_grid
+from ingest.errors import PulseError
+from warehouse.buckets import INTERVALS, bucket_sql, make_grid
 from warehouse.metrics import DIMENSIONS, METRICS, Metric
 from warehouse.rollups import EVENTS, GRAINS, LEVELS, STARTS, first_dirty_of
 
 __all__ = [
+    "EARLIEST",
     "FUNNEL_STEPS",
+    "LATEST",
+    "MAX_RANGE",
+    "POINT_BUDGET",
     "MetricQuery",
+    "QueryError",
+    "check_budget",
+    "check_range",
+    "check_time",
     "complete_until",
     "funnel",
     "metric_series",
     "top_products",
 ]
+
+# No event is older than 2000-01-01 (CONTRACT §5); 2100 leaves every real question inside,
+# and both are far within what ClickHouse's DateTime64 holds (1900-2299).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# Five years: a range no dashboard asks for in one request (the pages ask for up to 7 days,
+# Grafana's longest quick range is 5 years).
+MAX_RANGE = timedelta(days=5 * 366)
+# Points (buckets × breakdown values) of one metric document: 30 days at 1m is 43,200
+# buckets, so a month by minute on one slice, or by device, fits; a year by minute does not.
+POINT_BUDGET = 200_000
+# Upper bounds of a breakdown's values, where the event format fixes them (None counts
+# once): 3 devices, 6 channels, 26 × 26 two-letter country codes. Categories are open.
+_MAX_VALUES = {"device": 4, "channel": 7, "country": 26 * 26 + 1}
+_ZONES = frozenset(available_timezones())
+# A document's grid is made once for its series and once for its partial flags.
+_grid = lru_cache(maxsize=4)(make_grid)
+
+
+class QueryError(PulseError, ValueError):
+    """A query parameter out of bounds or unknown; the message names the parameter."""
+
+
+def _shown(value: str) -> str:
+    """A caller's value as quoted in an error (long ones cut)."""
+    return repr(value if len(value) <= 64 else value[:64] + "…")
+
+
+def check_time(value: datetime, name: str) -> datetime:
+    """``value`` if it is timezone-aware and within ``[EARLIEST, LATEST]``."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise QueryError(f"{name}: needs a timezone offset (e.g. Z or +01:00)")
+    if not EARLIEST <= value <= LATEST:
+        raise QueryError(
+            f"{name}: {value.isoformat()} is outside {EARLIEST:%Y-%m-%d}..{LATEST:%Y-%m-%d}"
+        )
+    return value
+
+
+def check_range(start: datetime, end: datetime) -> None:
+    """A range ``[start, end)``: both ends in bounds, ``start`` before ``end``, at most
+    ``MAX_RANGE`` long."""
+    check_time(start, "from")
+    check_time(end, "to")
+    if end <= start:
+        raise QueryError("to: must be after from")
+    if end - start > MAX_RANGE:
+        raise QueryError(
+            f"from/to: the range spans {(end - start).days:,} days, over the "
+            f"{MAX_RANGE.days:,}-day limit; ask for a shorter range"
+        )
+
+
+def check_budget(buckets: int, slices: int = 1, budget: int = POINT_BUDGET) -> None:
+    """Refuse a metric document of more than ``budget`` points."""
+    if buckets * slices <= budget:
+        return
+    size = f"{buckets:,} buckets" + (f" × {slices:,} slices" if slices > 1 else "")
+    raise QueryError(
+        f"interval: {size} over the {budget:,} budget; "
+        "use a coarser interval or a shorter range"
+        + (" or filter with where=" if slices > 1 else "")
+    )
+
 
 FUNNEL_STEPS = ("product_view", "add_to_cart", "begin_checkout", "purchase")
 _SESSION_ATTRS = ("country", "device", "channel")
@@ -64,17 +145,34 @@ class MetricQuery:
     def __post_init__(self) -> None:
         metric = METRICS.get(self.metric)
         if metric is None:
-            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
+            raise QueryError(
+                f"metric: unknown metric {_shown(self.metric)}; known: {', '.join(METRICS)}"
+            )
+        if self.interval not in INTERVALS:
+            raise QueryError(f"interval: expected one of {', '.join(INTERVALS)}")
+        if self.tz not in _ZONES:
+            raise QueryError(f"tz: unknown timezone {_shown(self.tz)}; use an IANA name like UTC")
         if metric.forced_by and self.by not in (None, metric.forced_by):
-            raise ValueError(f"{self.metric} is always broken down by {metric.forced_by}")
-        for dim in [*([self.by] if self.by else []), *self.where]:
+            raise QueryError(f"by: {self.metric} is always broken down by {metric.forced_by}")
+        for name, dim in [
+            *([("by", self.by)] if self.by else []),
+            *(("where", d) for d in self.where),
+        ]:
             if dim not in DIMENSIONS:
-                raise ValueError(f"unknown dimension {dim!r}; use {', '.join(DIMENSIONS)}")
+                raise QueryError(
+                    f"{name}: unknown dimension {_shown(dim)}; use {', '.join(DIMENSIONS)}"
+                )
             if not metric.accepts(dim):
-                raise ValueError(f"{self.metric} cannot be sliced by {dim}")
+                raise QueryError(f"{name}: {self.metric} cannot be sliced by {dim}")
         for dim, value in self.where.items():
             if not value:
-                raise ValueError(f"where {dim}= needs a value")
+                raise QueryError(f"where: {dim}= needs a value")
+        check_range(self.start, self.end)
+
+    @property
+    def buckets(self) -> int:
+        """About how many buckets the range spans (one more when it is not aligned)."""
+        return math.ceil((self.end - self.start).total_seconds() / INTERVALS[self.interval])
 
     @property
     def definition(self) -> Metric:
@@ -208,8 +306,11 @@ def _rollup_sql(
     return series, values
 
 
+_EMPTY: dict[str, Any] = {"count": 0, "money": 0.0, "ratio": None}
+
+
 def _empty(kind: str) -> Any:
-    return {"count": 0, "money": 0.0, "ratio": None}[kind]
+    return _EMPTY[kind]
 
 
 def _clean(value: Any, kind: str) -> Any:
@@ -223,16 +324,24 @@ def _clean(value: Any, kind: str) -> Any:
     return round(value, 2) if kind == "money" else value
 
 
-def metric_series(client: Client, q: MetricQuery, *, rollups: bool = True) -> list[dict[str, Any]]:
+def metric_series(
+    client: Client, q: MetricQuery, *, rollups: bool = True, budget: int | None = None
+) -> list[dict[str, Any]]:
     """``[{"ts", "value", <dim>?}]`` for every bucket (and breakdown value) of the range.
 
     Buckets made only of periods whose rollups are current are read from the rollups
     (the coarsest grain that tiles them: UTC days, hours, minutes); from the first bucket
     holding a dirty minute on, from the raw events (all of them with ``rollups=False``).
+    With a ``budget``, a series of more points than that is a :class:`QueryError`, raised
+    before the series is read (a breakdown's values are counted first when they could be
+    too many).
     """
-    grid = make_grid(q.start, q.end, q.interval, q.tz)
+    if budget is not None:
+        check_budget(q.buckets, 1, budget)
+    grid = _grid(q.start, q.end, q.interval, q.tz)
     bounds = [*grid.starts, grid.end]
-    parts: list[tuple[str, str | None, dict[str, Any]]] = []
+    # (series SQL, breakdown values SQL, parameters, whether the series rows miss values)
+    parts: list[tuple[str, str | None, dict[str, Any], bool]] = []
     cut = 0  # buckets before this index come from the rollups
     if rollups and _uses_rollups(q):
         # Each bucket from the coarsest rows current for it: days, hours, minutes. A grain
@@ -251,30 +360,42 @@ def metric_series(client: Client, q: MetricQuery, *, rollups: bool = True) -> li
                     end = min(end, sum(1 for b in bounds[1:] if b <= since.timestamp()))
             ends[grain] = end
         # an event rollup's series rows already name every breakdown value
-        needs_values = q.breakdown and _family(q) == STARTS
+        needs_values = _family(q) == STARTS
         for grain in reversed(grains):
             if ends[grain] > cut:
                 params: dict[str, Any] = {}
                 series_sql, values_sql = _rollup_sql(
                     q, bounds[cut], bounds[ends[grain]], grain, params
                 )
-                parts.append((series_sql, values_sql if needs_values else None, params))
+                parts.append((series_sql, values_sql, params, needs_values))
                 cut = ends[grain]
     if cut < len(grid.starts):
         params = {}
         series_sql = _series_sql(q, bounds[cut], grid.end, params)
-        parts.append((series_sql, _dim_values_sql(q, params) if q.breakdown else None, params))
+        raw_values = _dim_values_sql(q, params) if q.breakdown else None
+        parts.append((series_sql, raw_values, params, True))
     kind = q.definition.kind
     dim = q.breakdown
     found: dict[tuple[int, Any], Any] = {}
     values: set[str | None] = set()
-    for part_sql, part_values_sql, part_params in parts:
+    counted = False
+    if dim and budget is not None:
+        buckets = len(grid.starts)
+        if buckets * _MAX_VALUES.get(dim, budget + 1) > budget:
+            # count the breakdown's values first, so that too many points are never read
+            for _, part_values_sql, part_params, _ in parts:
+                assert part_values_sql is not None
+                rows = client.query(part_values_sql, parameters=part_params).result_rows
+                values.update(r[0] or None for r in rows)
+            check_budget(buckets, max(len(values), 1), budget)
+            counted = True
+    for part_sql, part_values_sql, part_params, needed in parts:
         for row in client.query(part_sql, parameters=part_params).result_rows:
             key = (int(row[0]), (row[1] or None) if dim else None)
             found[key] = row[-1]
-        if dim and part_values_sql:
+        if dim and part_values_sql and needed and not counted:
             rows = client.query(part_values_sql, parameters=part_params).result_rows
-            values |= {r[0] or None for r in rows}
+            values.update(r[0] or None for r in rows)
     if not dim:
         return [
             {"ts": grid.label(b), "value": _clean(found.get((b, None)), kind)} for b in grid.starts
@@ -298,9 +419,12 @@ def funnel(
 ) -> list[dict[str, Any]]:
     """Sessions starting in ``[start, end)`` reaching each step, in order (METRICS.md)."""
     where = dict(where or {})
-    for dim in [*([by] if by else []), *where]:
+    for name, dim in [*([("by", by)] if by else []), *(("where", d) for d in where)]:
         if dim not in _SESSION_ATTRS:
-            raise ValueError(f"the funnel can be sliced by {', '.join(_SESSION_ATTRS)} only")
+            raise QueryError(
+                f"{name}: the funnel can be sliced by {', '.join(_SESSION_ATTRS)} only"
+            )
+    check_range(start, end)
     params: dict[str, Any] = {"lo": start, "hi": end}
     sess = _SESS.format(where=_STARTS_IN_RANGE)
     conds = _filters(where, params, "")
@@ -370,12 +494,13 @@ def top_products(
 ) -> list[dict[str, Any]]:
     """Products ranked by ``revenue``, ``views`` or ``units``; ties by ``product_id``."""
     if by not in ("revenue", "views", "units"):
-        raise ValueError("by must be revenue, views or units")
+        raise QueryError("by: must be revenue, views or units")
     where = dict(where or {})
     category = where.pop("category", None)
     for dim in where:
         if dim not in _SESSION_ATTRS:
-            raise ValueError(f"unknown dimension {dim!r}")
+            raise QueryError(f"where: unknown dimension {_shown(dim)}; use {', '.join(DIMENSIONS)}")
+    check_range(start, end)
     params: dict[str, Any] = {"lo": start, "hi": end}
     in_range = "ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}"
     join = ""
@@ -452,12 +577,18 @@ def complete_until(client: Client, allowed_lateness: timedelta) -> datetime | No
 
 
 def metric_document(
-    client: Client, q: MetricQuery, allowed_lateness: timedelta, *, rollups: bool = True
+    client: Client,
+    q: MetricQuery,
+    allowed_lateness: timedelta,
+    *,
+    rollups: bool = True,
+    budget: int | None = POINT_BUDGET,
 ) -> dict[str, Any]:
-    """The API/CLI document: series plus ``complete_until``; later buckets are partial."""
-    series = metric_series(client, q, rollups=rollups)
+    """The API/CLI document: series plus ``complete_until``; later buckets are partial.
+    At most ``budget`` points (a :class:`QueryError` beyond)."""
+    series = metric_series(client, q, rollups=rollups, budget=budget)
     done = complete_until(client, allowed_lateness)
-    grid = make_grid(q.start, q.end, q.interval, q.tz)
+    grid = _grid(q.start, q.end, q.interval, q.tz)  # the one metric_series made
     ends = dict(zip(map(grid.label, grid.starts), [*grid.starts[1:], grid.end], strict=True))
     for point in series:
         if done is None or ends[point["ts"]] > done.timestamp():

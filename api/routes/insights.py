@@ -9,11 +9,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import get_warehouse, scoped
+from api.deps import IsoTime, documented, get_warehouse, scoped
 from api.errors import ApiError
 from insights.lifecycle import InvalidTransition
 from insights.store import InsightNotFound, InsightStore, insight_document
 from warehouse.client import Client
+from warehouse.metrics import METRICS
+from warehouse.queries import check_time
 
 router = APIRouter(prefix="/v1", tags=["insights"])
 
@@ -39,24 +41,28 @@ def _aware(ts: datetime) -> datetime:
 async def list_insights(
     request: Request,
     since: Annotated[
-        datetime | None, Query(description="started at or after (ISO 8601); active ones always")
+        IsoTime | None, Query(description="started at or after (ISO 8601); active ones always")
     ] = None,
     status: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query()] = None,
     severity: Annotated[Literal["critical", "warning", "info"] | None, Query()] = None,
     metric: Annotated[
-        str | None, Query(description="headline metric, e.g. conversion_rate")
+        Annotated[str, documented(METRICS)] | None,
+        Query(description="headline metric, e.g. conversion_rate"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
     """Insights, newest first, filtered by start time, status, severity and metric."""
+    after = check_time(_aware(since), "since") if since else None
+    if metric is not None and metric not in METRICS:
+        raise ApiError(400, f"metric: unknown metric; known: {', '.join(METRICS)}",
+                       code="invalid_parameters")  # fmt: skip
     store = InsightStore(client)
     found = await run_in_threadpool(
         lambda: store.find(
-            since=_aware(since) if since else None, status=status, severity=severity,
-            metric=metric, limit=limit,
+            since=after, status=status, severity=severity, metric=metric, limit=limit
         )
-    )  # fmt: skip
+    )
     return {"insights": [insight_document(i, _base(request)) for i in found]}
 
 

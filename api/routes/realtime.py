@@ -19,7 +19,13 @@ router = APIRouter(prefix="/v1", tags=["realtime"])
 @router.get("/realtime", **scoped("read"))
 async def realtime(
     request: Request,
-    window: Annotated[str, Query(description="how far back, e.g. 15m, 1h, 24h")] = "1h",
+    window: Annotated[
+        str,
+        Query(
+            description="how far back, e.g. 15m, 1h, 24h (at most 31d)",
+            pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m|min|h|d)?$",
+        ),
+    ] = "1h",
     services: Services = Depends(get_services),
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
@@ -27,10 +33,11 @@ async def realtime(
     anomalies and recommendations over the last ``window``."""
     try:
         span = parse_duration(window)
-    except ValueError as exc:
-        raise ApiError(422, f"window: {exc}") from None
-    if not span.total_seconds() > 0 or span.total_seconds() > 31 * 86400:
-        raise ApiError(422, "window: expected a duration between 1s and 31d")
+    except (ValueError, OverflowError):
+        span = None
+    if span is None or not 0 < span.total_seconds() <= 31 * 86400:
+        raise ApiError(400, "window: expected a duration between 1s and 31d, e.g. 1h",
+                       code="invalid_parameters")  # fmt: skip
     doc = await run_in_threadpool(
         lambda: live_summary(
             client, span, services.allowed_lateness, base_url=str(request.base_url).rstrip("/")

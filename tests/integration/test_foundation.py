@@ -67,6 +67,8 @@ def test_every_command_answers_help() -> None:
         "dashboards export",
         "dashboards provision",
         "keys create",
+        "keys list",
+        "keys revoke",
     ]
     top = run_pulse("--help")
     assert top.returncode == 0

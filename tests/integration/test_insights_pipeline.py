@@ -174,7 +174,7 @@ def test_insight_lifecycle_on_pipeline_output(pipeline: Client, tmp_path: Path) 
         }
         bad = httpx.post(f"{url}/v1/insights/{insight.id}/feedback", headers=admin,
                          json={"label": "maybe"})  # fmt: skip
-        assert bad.status_code == 422 and "error" in bad.json()
+        assert bad.status_code == 400 and "label" in bad.json()["error"]["message"]
     finally:
         server.should_exit = True
         thread.join(10)

@@ -48,6 +48,17 @@ def site(broker, warehouse_dsn, tmp_path_factory):
     client.command(f"DROP DATABASE `{database}`")
 
 
+# Collects what the Content-Security-Policy blocks, from before the page's first script.
+_WATCH_CSP = (
+    "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+    " (e) => window.__csp.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline')));"
+)
+
+
+def _watch_csp(driver) -> None:
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _WATCH_CSP})
+
+
 def _panels(driver) -> list[dict]:
     return driver.execute_script(
         "return [...document.querySelectorAll('.panel')].map(p => ({"
@@ -62,6 +73,7 @@ def test_overview_renders_and_an_insight_is_acknowledged(site) -> None:
 
     served, insights, store = site
     driver = browser(1280, 1180)
+    _watch_csp(driver)
     try:
         driver.get(served.url + "/")
         enter_key(driver, served.keys["read"])
@@ -111,6 +123,8 @@ def test_overview_renders_and_an_insight_is_acknowledged(site) -> None:
         )
         stored = store.get(first)  # read back from ClickHouse
         assert stored is not None and stored.status == "acknowledged"
+        # the page works under its security headers: nothing was blocked
+        assert driver.execute_script("return window.__csp") == []
         assert stored.acknowledged_at is not None
         driver.save_screenshot(str(ARTIFACTS / "overview-after-ack.png"))
     finally:
