@@ -146,6 +146,8 @@ def validate(
         return Rejection(_reason(str(exc)))
     except msgspec.DecodeError as exc:
         return Rejection(f"not valid JSON: {exc}")
+    except RecursionError:  # msgspec recurses into the nesting of an unknown field
+        return Rejection("nested too deeply: an event is a flat object")
     return check(event, currencies=currencies, now_ms=now_ms)
 
 

@@ -158,8 +158,9 @@ def test_each_rule_rejects_with_a_reason_naming_the_field(event: dict, field: st
             .replace(b"}", b', "pad": "' + b"p" * MAX_EVENT_BYTES + b'"}'),
             "event is",
         ),
+        (b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
     ],
-    ids=["malformed", "array", "number", "over-32KiB"],
+    ids=["malformed", "array", "number", "over-32KiB", "deep-unknown-field"],
 )
 def test_non_events_are_rejected(raw: bytes, reason: str) -> None:
     result = check(raw)
