@@ -23,6 +23,7 @@ from typing import NamedTuple
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from warehouse.moves import MOVES, apply_moves
 from warehouse.rollups import mark_dirty
 
 __all__ = ["COLUMNS", "BackgroundWriter", "Encoded", "WarehouseWriter"]
@@ -70,7 +71,7 @@ class Encoded(NamedTuple):
             return batches[0]
         lines = {
             table: b"".join(b.lines[table] for b in batches if table in b.lines)
-            for table in COLUMNS
+            for table in (*COLUMNS, MOVES)
             if any(table in b.lines for b in batches)
         }
         minutes: dict[int, set[int]] = {}
@@ -120,6 +121,11 @@ class WarehouseWriter:
                 for at in times:
                     row[at] = row[at] / 1000  # type: ignore[operator]
             lines[table] = _encode_lines(rows)
+        moves = batch.get(MOVES)  # events moved to another session (warehouse.moves)
+        if moves:
+            for move in moves:
+                move[-1] = version
+            lines[MOVES] = _encode_lines(moves)
         return Encoded(lines, version, minutes)
 
     def write(
@@ -137,6 +143,9 @@ class WarehouseWriter:
                 data = batch.lines.get(table)
                 if data:
                     self._client.raw_insert(table, columns, data, fmt="JSONCompactEachRow")
+            moves = batch.lines.get(MOVES)
+            if moves:  # after the inserts: every row a move rewrites is in
+                apply_moves(self._client, moves, COLUMNS["events"])
             if batch.minutes:
                 # Stamped now, not when encoded: batches encoded by several workers may
                 # arrive out of order, and a mark must be newer than any refresh that

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from flows.logic import Enriched, FlowRules, enrich
-from flows.shard import _DECODE, SHARDS, Shard, shard_of
+from flows.shard import SHARDS, Shard, shard_of
 from flows.state_store import KEEP_GENERATIONS, ShardStore
 from ingest.events import Event, Item
 from ingest.fx import load_fx_rates
@@ -195,14 +195,13 @@ def test_a_resume_finds_each_users_state_exactly_as_it_was(tmp_path: Path) -> No
         if rng.random() < 0.1:
             shard.forget(t - 2 * 3600 * 1000)
         gen = shard.snapshot()
-        states[gen] = {u: encode(s) for u, s in shard._users.items()}
+        states[gen] = {u: encode(shard.state(u)) for u in shard.users()}
     assert len(states) > 100
-    assert any(len(s.seen_events) < s.arrivals - 100 for s in shard._users.values())  # pruned
+    final = [shard.state(u) for u in shard.users()]
+    assert any(len(s.events) < s.arrivals - 100 for s in final if s)  # pruned
     for gen in sorted(states, reverse=True)[: KEEP_GENERATIONS + 1]:  # newest first
-        store = resumed(path, gen)._store
-        loaded = {u: store.load(u) for u in list(store._unloaded)}
-        got = {u: encode(_DECODE(raw)) for u, raw in loaded.items() if raw is not None}
-        assert got == states[gen], gen
+        again = resumed(path, gen)
+        assert {u: encode(again.state(u)) for u in again.users()} == states[gen], gen
 
 
 def test_a_log_written_before_records_were_encoded_in_one_call_is_read(tmp_path: Path) -> None:
@@ -211,7 +210,7 @@ def test_a_log_written_before_records_were_encoded_in_one_call_is_read(tmp_path:
     shard.fold([ev("a", "u1", T0)])
     assert shard.snapshot() == 1
     # the earlier format: each state encoded on its own, then the list (None: forgotten)
-    old = [("u1", T0, msgspec.msgpack.encode(shard._users["u1"])), ("u2", 0, None)]
+    old = [("u1", T0, msgspec.msgpack.encode(shard.state("u1"))), ("u2", 0, None)]
     db = shard._store._db
     assert db is not None
     db.execute("UPDATE log SET users = ? WHERE gen = 1", (msgspec.msgpack.encode(old),))
