@@ -244,8 +244,9 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows, tuple[str, 
         return self._shard
 
     def _next_check(self) -> datetime:
-        # a quarter of a short retention: users idle for it are held at most 25% longer
-        return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms / 4), _CHECK)
+        # an eighth of a short retention: users idle for it are held at most 12.5% longer
+        # (a pass reads the header of each user held: ~0.2 µs a user)
+        return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms / 8), _CHECK)
 
     def on_batch(self, values: list[tuple[str, list[Record]]]) -> tuple[list[Rows], bool]:
         shard = self._shard or self._open(values[0][0], None)
