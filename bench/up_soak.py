@@ -421,9 +421,11 @@ def _report(
     peak = max(rows, key=lambda r: r["rss_mb"])
     end_of_load, last = load[-1], rows[-1]
     rate = end_of_load["accepted"] / max(end_of_load["t_s"], 1.0)
-    title = (f"pulse up: {args.rate:,.0f} events/s over HTTP for {args.minutes:g} min, "
-             f"retention {args.retention} — peak RSS {peak['rss_mb']:,.0f} MB, second-half "
-             f"slope {per_min:+.1f} MB/min")  # fmt: skip
+    title = (
+        f"pulse up: {rate:,.0f} events/s over HTTP ({args.rate:,.0f} asked) for "
+        f"{args.minutes:g} min, retention {args.retention} — peak RSS {peak['rss_mb']:,.0f} MB, "
+        f"second-half slope {per_min:+.1f} MB/min"
+    )
     write_svg(svg_path, rows, title, end_of_load["t_s"])
     png = _png(svg_path)
     if png is not None and args.plot is not None:
