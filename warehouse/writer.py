@@ -4,8 +4,10 @@ A batch written again after a crash is harmless: ``events``, ``sessions`` and
 ``duplicates`` are ReplacingMergeTree tables keyed by the row's identity, and
 ``events`` and ``sessions`` rows are stamped with a strictly increasing version when they
 are encoded, so the newest truth wins whatever was written before a crash;
-``flow_progress`` keeps maxima. The minutes a batch changed are marked for the rollups
-when it is written.
+``flow_progress`` keeps maxima. A batch may also carry moves: events a merge of derived
+sessions moved to another session, rewritten in the warehouse once the batch's rows are in
+(:mod:`warehouse.moves`). The minutes a batch changed are marked for the rollups when it is
+written.
 
 Rows are sent as ``JSONCompactEachRow`` encoded by msgspec and parsed by ClickHouse:
 ~1.7x less CPU per row than clickhouse-connect's Native encoding, which walks every value
