@@ -1,6 +1,6 @@
 """Soak: memory of the event flow over a long run at a steady rate.
 
-    .venv/bin/python bench/soak.py [--minutes 60] [--rate 3000] [--every 10] [--retention 6h]
+    .venv/bin/python bench/soak.py [--minutes 60] [--rate 3000] [--every 10] [--retention 48h]
                                    [--daily]
 
 Starts the embedded broker on a free port and the event flow in this process
@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
-        "--retention", default="6h", help="the flow's PULSE_FLOW_RETENTION (e.g. 20m, 6h)"
+        "--retention", default="48h", help="the flow's PULSE_FLOW_RETENTION (e.g. 20m, 48h)"
     )
     parser.add_argument(
         "--daily",

@@ -41,9 +41,9 @@ class FlowRules(msgspec.Struct, frozen=True):
     """The knobs of the flow, from the settings."""
 
     session_timeout_ms: int = 30 * 60 * 1000
-    # How long (event time) ids and sessions are remembered: a session's events are exact
-    # when they come up to this minus the session timeout late (docs/architecture.md).
-    retention_ms: int = 6 * 3600 * 1000
+    # How long (event time) ids and sessions are remembered: a repeat is found up to this
+    # late, a session's events are exact up to this minus the timeout (docs/architecture.md)
+    retention_ms: int = 48 * 3600 * 1000
 
 
 # msgspec Structs rather than dataclasses: built in C (the flow makes several per event),

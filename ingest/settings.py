@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     session_timeout: timedelta = timedelta(minutes=30)
     allowed_lateness: timedelta = timedelta(minutes=10)
     flow_retention: timedelta = Field(
-        timedelta(hours=6), description="how long the flow remembers a user's ids and sessions"
+        timedelta(hours=48), description="how long the flow remembers a user's ids and sessions"
     )
     fx_rates: Path | None = Field(None, description="CSV date,currency,eur_per_unit")
     topic_partitions: int = Field(4, ge=1, le=1024)

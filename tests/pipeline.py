@@ -99,7 +99,7 @@ def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[by
                 )
             out.append(e)
     # Arrival order differs from event time: each event is up to 3 h late (the flow
-    # remembers 6 h per user, far beyond PULSE_ALLOWED_LATENESS).
+    # remembers 48 h per user, far beyond PULSE_ALLOWED_LATENESS).
     jitter = {id(e): rng.uniform(0, 3 * 3600) for e in out}
     out.sort(key=lambda e: _epoch(e["ts"]) + jitter[id(e)])
     repeats = [dict(rng.choice(out)) for _ in range(len(out) // 20)]  # client re-sends
