@@ -4,9 +4,9 @@ Nothing here imports Bytewax or a client. The flow keys events by ``user_id`` an
 each through :func:`step` with that user's :class:`UserState`, so the rules are tested
 alone and would move to another engine unchanged.
 
-What a step emits is *current truth*, written idempotently downstream: an event row
-(replaced when its session changes, ``rev`` higher), the session's whole aggregate
-(replaced on every change), and tombstones for sessions absorbed by a merge.
+What a step emits is *current truth*, written idempotently downstream: an event row, the
+session's whole aggregate (replaced on every change), and for a merge of derived sessions,
+tombstones for the sessions absorbed and the moves of their events' rows.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import msgspec
 
+from flows.ids import IdSet, id_hash
 from ingest.events import Event
 from ingest.fx import FxRates
 from ingest.useragent import device_from_user_agent
@@ -23,6 +24,7 @@ __all__ = [
     "KEEP_SESSIONS",
     "Enriched",
     "FlowRules",
+    "Move",
     "Placed",
     "SessionAgg",
     "StepOutput",
@@ -39,7 +41,9 @@ class FlowRules(msgspec.Struct, frozen=True):
     """The knobs of the flow, from the settings."""
 
     session_timeout_ms: int = 30 * 60 * 1000
-    retention_ms: int = 48 * 3600 * 1000  # how long ids and sessions are remembered
+    # How long (event time) ids and sessions are remembered: a repeat is found up to this
+    # late, a session's events are exact up to this minus the timeout (docs/architecture.md)
+    retention_ms: int = 48 * 3600 * 1000
 
 
 # msgspec Structs rather than dataclasses: built in C (the flow makes several per event),
@@ -59,19 +63,17 @@ class Enriched(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class Placed(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """An accepted event placed in its session (``rev`` grows when it is moved)."""
+    """An accepted event placed in its session."""
 
     enriched: Enriched
     session_key: str
     is_order: bool  # the first purchase carrying this order_id
-    rev: int = 0
 
 
 class SessionAgg(msgspec.Struct, array_like=True, gc=False):
-    """Everything METRICS.md needs of one session, kept exact as events arrive."""
+    """Everything METRICS.md needs of one session, kept exact as events arrive (its key
+    and user are where it is kept)."""
 
-    key: str
-    user_id: str
     first_ms: int
     last_ms: int
     first_arrival: int  # tie-break between events of the same first time: arrival order
@@ -103,13 +105,24 @@ class SessionAgg(msgspec.Struct, array_like=True, gc=False):
         self.rev = max(self.rev, other.rev) + 1
 
 
-class _Span(msgspec.Struct, array_like=True):
-    """A derived (inactivity) session and its events, kept so a merge can move them."""
+class Move(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A merge moved every event of session ``old`` into session ``new``. Their rows are
+    already written (or in the same batch): the warehouse rewrites them with the new key,
+    finding them by their times (:func:`flows.ids.pack_times`) and the old key."""
+
+    old: str
+    new: str
+    times: bytes
+
+
+class _Span(msgspec.Struct, array_like=True, gc=False):
+    """A derived (inactivity) session and the times of its events: the events themselves
+    are in the warehouse, where a merge has their rows moved (:class:`Move`)."""
 
     key: str
     first_ms: int
     last_ms: int
-    members: list[Placed] = []
+    times: bytearray = bytearray()  # pack_times of its events, in arrival order
 
 
 class StepOutput(msgspec.Struct, gc=False):
@@ -120,31 +133,27 @@ class StepOutput(msgspec.Struct, gc=False):
     """
 
     placed: Placed  # the event in its session
-    session: SessionAgg  # that session's aggregate now
-    moved: list[Placed] | tuple[()] = ()  # events a merge moved into the session (rev + 1)
+    session: SessionAgg  # that session's aggregate now (its key: placed.session_key)
+    moves: list[Move] | tuple[()] = ()  # sessions a merge moved into the session
     tombstones: list[tuple[str, int]] | tuple[()] = ()  # (absorbed session key, rev)
     # (first, last) ms of a session whose attributes may have changed (a new first event or
     # a merge): every minute it spans needs its rollups recomputed.
     reattributed: list[tuple[int, int]] | tuple[()] = ()
 
-    @property
-    def events(self) -> list[Placed]:
-        """Every event row this step changes: the moved ones, then its own."""
-        return [*self.moved, self.placed]
-
 
 class UserState(msgspec.Struct, array_like=True, gc=False):
-    """What the flow remembers about one user (snapshotted for recovery).
+    """What the flow remembers about one user (encoded while the user is idle, and
+    snapshotted for recovery: see :mod:`flows.shard`).
 
-    Not tracked by the garbage collector, and nothing in it is for most users (the dicts
-    hold strings, ints and untracked Structs; ``spans`` is a tuple, empty unless the user
-    sends events without ``session_id``): a flow with a million users in memory would
-    otherwise spend ~10% of its time having the collector walk them."""
+    Compact by design, since a flow holds millions: ids as 16-byte entries of an
+    :class:`~flows.ids.IdSet`, a session's aggregate without its key or user, a derived
+    session's events as their times. Not tracked by the garbage collector (nothing in it
+    can refer back to it)."""
 
-    seen_events: dict[str, int] = {}  # event_id -> ts_ms
-    seen_orders: dict[str, int] | None = None  # order_id -> ts_ms (None: no order yet)
+    events: IdSet = msgspec.field(default_factory=IdSet)  # event ids and their times
+    orders: IdSet | None = None  # order ids and their times (None: no order yet)
     sessions: dict[str, SessionAgg] = {}
-    spans: tuple[_Span, ...] = ()
+    spans: tuple[_Span, ...] = ()  # derived sessions, for events without session_id
     arrivals: int = 0
     newest_ms: int = 0
     # The event time after which something remembered may be older than the retention
@@ -169,33 +178,32 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
         retention = rules.retention_ms
         newest = self.newest_ms
         horizon = (newest if settled_ms is None else min(newest, settled_ms)) - retention
-        seen = {k: v for k, v in self.seen_events.items() if v >= horizon}
-        self.seen_events = seen
-        if self.seen_orders:
-            self.seen_orders = {k: v for k, v in self.seen_orders.items() if v >= horizon}
+        oldest = self.events.prune(horizon)  # a span's events are among them
+        if self.orders:
+            self.orders.prune(horizon)
         if len(self.sessions) > KEEP_SESSIONS:
             self.sessions = {k: s for k, s in self.sessions.items() if s.last_ms >= horizon}
         if self.spans:
             self.spans = tuple(s for s in self.spans if s.last_ms >= horizon)
-        oldest = min(seen.values(), default=newest)  # a span's events are among them
+        oldest = newest if oldest is None else oldest
         self.prune_after = max(oldest + retention, newest + retention // 4)
 
 
 def _place_derived(
-    state: UserState, placed: Placed, timeout_ms: int
-) -> tuple[Placed, list[Placed], list[tuple[str, int]]]:
+    state: UserState, e: Enriched, timeout_ms: int
+) -> tuple[str, list[Move], list[tuple[str, int]]]:
     """Put an event without ``session_id`` into its inactivity session.
 
     A gap of exactly the timeout stays in the session. An event that bridges two sessions
-    merges them: the later one's events move (re-emitted with a higher ``rev``) and its
-    aggregate becomes a tombstone. Returns the placed event, the moved ones, the tombstones.
+    merges them: the later one's events move (:class:`Move`) and its aggregate becomes a
+    tombstone. Returns the session's key, the moves, the tombstones.
     """
-    ts = placed.enriched.ts_ms
-    moved: list[Placed] = []
+    ts = e.ts_ms
+    moves: list[Move] = []
     tombstones: list[tuple[str, int]] = []
     near = [s for s in state.spans if s.first_ms - timeout_ms <= ts <= s.last_ms + timeout_ms]
     if not near:
-        span = _Span(f"{placed.enriched.event.user_id}/{ts}", ts, ts)
+        span = _Span(f"{e.event.user_id}/{ts}", ts, ts)
         state.spans = (*state.spans, span)
     else:
         near.sort(key=lambda s: s.first_ms)
@@ -207,14 +215,11 @@ def _place_derived(
             gone = state.sessions.pop(other.key)
             state.sessions[span.key].absorb(gone)
             tombstones.append((other.key, gone.rev + 1))
-            for member in other.members:
-                moved_one = Placed(member.enriched, span.key, member.is_order, member.rev + 1)
-                span.members.append(moved_one)
-                moved.append(moved_one)
+            moves.append(Move(other.key, span.key, bytes(other.times)))
+            span.times += other.times
         span.first_ms, span.last_ms = min(span.first_ms, ts), max(span.last_ms, ts)
-    placed = Placed(placed.enriched, span.key, placed.is_order, placed.rev)
-    span.members.append(placed)
-    return placed, moved, tombstones
+    span.times += ts.to_bytes(8, "little", signed=True)
+    return span.key, moves, tombstones
 
 
 def step(
@@ -228,10 +233,8 @@ def step(
     state = state or UserState()
     ev = e.event
     ts = e.ts_ms
-    seen = state.seen_events
-    if ev.event_id in seen:
+    if not state.events.add(id_hash(ev.event_id), ts):
         return state, None
-    seen[ev.event_id] = ts
     if ts > state.newest_ms:
         state.newest_ms = ts
         if ts > state.prune_after:
@@ -242,27 +245,20 @@ def step(
     state.arrivals += 1
     is_order = False
     if ev.order_id is not None and ev.type == "purchase":
-        orders = state.seen_orders
+        orders = state.orders
         if orders is None:
-            orders = state.seen_orders = {}
-        is_order = ev.order_id not in orders
-        orders.setdefault(ev.order_id, ts)
-    session_id = ev.session_id
-    moved: list[Placed] | tuple[()] = ()
+            orders = state.orders = IdSet()
+        is_order = orders.add(id_hash(ev.order_id), ts)
+    key = ev.session_id
+    moves: list[Move] | tuple[()] = ()
     tombstones: list[tuple[str, int]] | tuple[()] = ()
     reattributed: list[tuple[int, int]] | tuple[()] = ()
-    if session_id is not None:
-        placed = Placed(e, session_id, is_order)
-        session = state.sessions.get(session_id)
-    else:
-        placed, moved, tombstones = _place_derived(
-            state, Placed(e, "", is_order), rules.session_timeout_ms
-        )
-        session = state.sessions.get(placed.session_key)
+    if key is None:
+        key, moves, tombstones = _place_derived(state, e, rules.session_timeout_ms)
+    session = state.sessions.get(key)
     if session is None:
-        session = SessionAgg(placed.session_key, ev.user_id, ts, ts, state.arrivals,
-                             ev.country, e.device, ev.channel)  # fmt: skip
-        state.sessions[placed.session_key] = session
+        session = SessionAgg(ts, ts, state.arrivals, ev.country, e.device, ev.channel)
+        state.sessions[key] = session
         session.add(e, ts, state.arrivals)
     else:
         first_ms, first_arrival = session.first_ms, session.first_arrival
@@ -271,7 +267,8 @@ def step(
             reattributed = [(session.first_ms, session.last_ms)]
     # The session is the state object itself: it may have moved on by the time the sink
     # writes it, and then the sink writes a newer truth, which is what the table keeps.
-    return state, StepOutput(placed, session, moved or (), tombstones or (), reattributed)
+    placed = Placed(e, key, is_order)
+    return state, StepOutput(placed, session, moves or (), tombstones or (), reattributed)
 
 
 def enrich(event: Event, fx: FxRates) -> Enriched:

@@ -16,7 +16,10 @@ from typing import NamedTuple
 
 import msgspec
 
+from flows.ids import unpack_times
 from flows.logic import Enriched, Placed, SessionAgg, StepOutput
+from flows.logic import Move as LogicMove
+from warehouse.moves import MOVES
 from warehouse.rollups import EVENTS, MINUTE_MS, STARTS, minutes_of
 
 __all__ = [
@@ -80,32 +83,21 @@ class _Gone(msgspec.Struct, frozen=True, gc=False):
 def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None]]]) -> Batch:
     """The rows of a batch: ``folded`` pairs reads with what each changed (None: a repeat).
 
-    Within a batch only the newest version of a row matters, so each is built once: an
-    event's row (replaced when a merge moves the event, ``rev`` higher), a session's row
-    from its aggregate as it is now (sessions change with nearly every event) or its
-    tombstone, one ``duplicates`` row per repeat; and per partition, how far it was read.
+    Each new event is one row; a session's row is built once, from its aggregate as it is
+    at the end of the batch (sessions change with nearly every event) or its tombstone;
+    one ``duplicates`` row per repeat; and per partition, how far it was read. A merge
+    moves the rows of this batch in place and leaves the rows written before to the
+    warehouse (``moves``: :mod:`warehouse.moves`).
     """
     event_rows: list[list[object]] = []
-    row_of: dict[str, int] = {}  # event_id -> index of its row
-    moved_rev: dict[str, int] = {}  # event_id -> rev of its row, when above 0
+    derived: dict[str, list[list[object]]] = {}  # derived session key -> its rows here
+    moves: list[Move] = []
     sessions: dict[str, SessionAgg | _Gone] = {}
+    users: dict[str, str] = {}  # session key -> user
     progress: dict[Part, list[int]] = {}  # partition -> [newest event ms, offset read]
     dups: list[list[object]] = []
     spans: list[tuple[int, int]] = []
     count = 0
-
-    def put(placed: Placed, part: Part, offset: int) -> None:
-        """An event row that may replace one of this batch (a merge moved the event)."""
-        event_id = placed.enriched.event.event_id
-        i = row_of.get(event_id)
-        if i is None:
-            row_of[event_id] = len(event_rows)
-            event_rows.append(event_row(placed, part, offset))
-        elif placed.rev >= moved_rev.get(event_id, 0):
-            event_rows[i] = event_row(placed, part, offset)
-            if placed.rev:
-                moved_rev[event_id] = placed.rev
-
     for reads, outs in folded:
         count += len(reads)
         for read, out in zip(reads, outs, strict=True):
@@ -122,24 +114,24 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
                 dups.append(duplicate_row(ts_ms, read.event.event.event_id, part, offset))
                 continue
             placed = out.placed
-            event_id = placed.enriched.event.event_id
-            if out.moved or event_id in row_of:
-                for moved in out.moved:
-                    put(moved, part, offset)
-                put(placed, part, offset)
-            else:  # the common case: a new event, once
-                row_of[event_id] = len(event_rows)
-                event_rows.append(event_row(placed, part, offset))
+            key, event = placed.session_key, placed.enriched.event
+            row = event_row(placed, part, offset)
+            event_rows.append(row)
+            if event.session_id is None:
+                derived.setdefault(key, []).append(row)
+            for move in out.moves:
+                _move(move, event.user_id, derived, moves)
             session = out.session
-            old = sessions.get(session.key)
+            old = sessions.get(key)
             if old is None or session.rev >= old.rev:
-                sessions[session.key] = session
+                sessions[key] = session
+                users[key] = event.user_id
             for gone, rev in out.tombstones:
                 sessions[gone] = _Gone(rev)
             if out.reattributed:
                 spans.extend(out.reattributed)
     session_rows = [
-        tombstone_row(key) if type(agg) is _Gone else session_row(agg)  # type: ignore[arg-type]
+        tombstone_row(key) if type(agg) is _Gone else session_row(key, users[key], agg)  # type: ignore[arg-type]
         for key, agg in sessions.items()
     ]
     # Minutes whose rollups change: event measures where events were written, start
@@ -152,13 +144,35 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
         event_minutes.update(span)
         start_minutes.update(span)
     tables = {"events": event_rows, "sessions": session_rows, "duplicates": dups}
+    if moves:
+        tables[MOVES] = [[user, old, new, list(unpack_times(times)), 0]
+                         for user, old, new, times in moves]  # fmt: skip
     newest = max((ts for ts, _ in progress.values()), default=0)
     by_part = {(p.topic, p.partition): (ts, offset) for p, (ts, offset) in progress.items()}
     return Batch(tables, {EVENTS: event_minutes, STARTS: start_minutes},
                  count - len(dups), len(dups), newest, by_part)  # fmt: skip
 
 
+Move = tuple[str, str, str, bytes]  # user, old session key, new session key, event times
+
+
+def _move(
+    move: LogicMove, user: str, derived: dict[str, list[list[object]]], moves: list[Move]
+) -> None:
+    """A merge's move: this batch's rows of the old session take the new key here; the
+    rows written before are moved by the warehouse, once this batch is in."""
+    rows = derived.pop(move.old, None)
+    if rows:
+        for row in rows:
+            row[_SESSION_KEY] = move.new
+        derived.setdefault(move.new, []).extend(rows)
+    moves.append((user, move.old, move.new, move.times))
+
+
 _NO_ITEMS = ((), (), (), ())  # an event without items: four empty arrays
+
+
+_SESSION_KEY = 4  # the index of session_key in an events row
 
 
 def event_row(p: Placed, part: Part, offset: int) -> list[object]:
@@ -181,10 +195,10 @@ def event_row(p: Placed, part: Part, offset: int) -> list[object]:
     ]  # fmt: skip
 
 
-def session_row(s: SessionAgg) -> list[object]:
+def session_row(key: str, user_id: str, s: SessionAgg) -> list[object]:
     """The ``sessions`` row of a session's current aggregate."""
     return [
-        s.key, s.user_id, s.first_ms, s.last_ms, s.country or "", s.device or "",
+        key, user_id, s.first_ms, s.last_ms, s.country or "", s.device or "",
         s.channel or "", s.events, s.pageviews, 0, 0,
     ]  # fmt: skip
 

@@ -12,44 +12,60 @@ A record stays while it holds the newest state of some user, or while a resume c
 go back to it (:data:`KEEP_GENERATIONS`). When fewer than half of a record's users still
 have their newest state in it, those users are saved again with the next generation, so
 the log stays within about twice the live state (a log-structured store's compaction).
-A record is encoded in one call, states inline; on resume it is read once, its users'
-states kept as undecoded slices (``msgspec.Raw``) and decoded when a user next shows up.
+Which record holds a user's newest state is the shard's to remember (it keeps every
+user's encoded state anyway, :mod:`flows.shard`); the store counts per record only how
+many users still live there, and reads a record's users back from disk when it is to be
+compacted. A record is encoded in one call, states inline.
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a committed snapshot survives the flow's
-process being killed (not a power cut, like Bytewax's own recovery store).
+process being killed (not a power cut, like Bytewax's own recovery store). The log is only
+appended to and read back at a resume, so SQLite's page cache is kept small.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-__all__ = ["KEEP_GENERATIONS", "ShardStore"]
+__all__ = ["KEEP_GENERATIONS", "Saved", "ShardStore"]
 
 # Older records are kept this many generations: Bytewax resumes from the last epoch
 # committed by every worker, at most a couple of epochs behind the newest snapshot.
 KEEP_GENERATIONS = 8
 
-# (user_id, newest event ms, state or None when forgotten). The state is anything msgspec
-# encodes (the caller's state object, or the Raw slice of a user carried over).
-Saved = tuple[str, int, Any]
+# (user_id, newest event ms, state or None when forgotten, generation of the record that
+# held the user's newest state until now or None). The state is anything msgspec encodes
+# inline (here the Raw slice of the user's encoded state).
+Saved = tuple[str, int, Any, int | None]
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[str, int, msgspec.Raw]]).decode
 _NIL = 1  # the length of an encoded None: a forgotten user
 _BIN = frozenset({0xC4, 0xC5, 0xC6})  # a state encoded on its own first (logs before 2026-12)
+_PAGE_CACHE_KIB = 256  # per shard; SQLite's default is 2 MiB
 
 
-def _state(raw: msgspec.Raw) -> msgspec.Raw | bytes | None:
-    """A saved state as read back: None for a forgotten user."""
+def _state(raw: msgspec.Raw) -> bytes | None:
+    """A saved state as read back, encoded (None for a forgotten user)."""
     if len(raw) == _NIL:
         return None
     if memoryview(raw)[0] in _BIN:
         return msgspec.msgpack.decode(raw, type=bytes)
-    return raw
+    return bytes(raw)
+
+
+@dataclass(slots=True)
+class _Record:
+    """What the store knows of one saved record."""
+
+    size: int  # users saved in it
+    live: int  # users whose newest state is in it
+    dead_since: int | None = None  # the generation in which its last live user moved on
+    forgets: bool = False  # it forgets users: it goes only once it is the oldest
 
 
 class ShardStore:
@@ -58,14 +74,9 @@ class ShardStore:
     def __init__(self, path: Path | None, resume_gen: int | None) -> None:
         self._db: sqlite3.Connection | None = None
         self.persistent = path is not None
-        self._home: dict[str, int] = {}  # user -> generation of the record with its newest
-        self._live: dict[int, int] = {}  # generation -> users whose newest state is there
-        self._size: dict[int, int] = {}  # generation -> users saved in it
-        self._members: dict[int, list[str]] = {}  # generation -> users saved in it
-        self._dead: dict[int, int] = {}  # generation -> when its last live user moved on
-        self._forgets: set[int] = set()  # generations forgetting users
-        # Saved users not loaded since a resume: newest event ms and encoded state.
-        self._unloaded: dict[str, tuple[int, msgspec.Raw | bytes]] = {}
+        self._records: dict[int, _Record] = {}
+        # What a resume found, for the shard to take: user -> (generation, newest, state).
+        self._found: dict[str, tuple[int, int, bytes]] = {}
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,67 +86,59 @@ class ShardStore:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
         db.execute("CREATE TABLE IF NOT EXISTS log (gen INTEGER PRIMARY KEY, users BLOB)")
         self._db = db
         if resume_gen is not None:
             db.execute("DELETE FROM log WHERE gen > ?", (resume_gen,))
-            for gen, blob in db.execute("SELECT gen, users FROM log ORDER BY gen"):
-                saved = [(user, newest, _state(raw)) for user, newest, raw in _decode(blob)]
-                self._index(gen, saved)
-                for user, newest, state in saved:
-                    if state is None:
-                        self._unloaded.pop(user, None)
-                    else:
-                        self._unloaded[user] = (newest, state)
+            self._read_back()
 
-    @property
-    def resumed(self) -> bool:
-        """Whether saved users may be missing from memory (lookups can find something)."""
-        return bool(self._unloaded)
+    def _read_back(self) -> None:
+        assert self._db is not None
+        found = self._found
+        for gen, blob in self._db.execute("SELECT gen, users FROM log ORDER BY gen"):
+            saved = [(user, newest, _state(raw), found.get(user, (None,))[0])
+                     for user, newest, raw in _decode(blob)]  # fmt: skip
+            self._index(gen, saved)
+            for user, newest, state, _ in saved:
+                if state is None:
+                    found.pop(user, None)
+                else:
+                    found[user] = (gen, newest, state)
 
-    def load(self, user_id: str) -> msgspec.Raw | bytes | None:
-        """The encoded saved state of ``user_id`` not loaded yet (None: unknown or
-        forgotten)."""
-        saved = self._unloaded.pop(user_id, None)
-        return None if saved is None else saved[1]
+    def take_found(self) -> dict[str, tuple[int, int, bytes]]:
+        """The users a resume read back: ``user -> (generation of the record holding
+        the newest state, newest event ms, encoded state)``; empty afterwards."""
+        found, self._found = self._found, {}
+        return found
 
-    def idle_users(self, horizon_ms: int) -> list[str]:
-        """Saved users not loaded since the resume and idle since before ``horizon_ms``;
-        users in memory are the caller's to look at."""
-        return [u for u, (newest, _) in self._unloaded.items() if newest < horizon_ms]
+    def to_rewrite(self, gen: int) -> list[tuple[int, list[str]]]:
+        """Records old and mostly superseded enough that the users whose newest state is
+        still there should be saved again with generation ``gen``, so they can go:
+        ``(record's generation, the users saved in it)``, read back from disk."""
+        old = [g for g, r in self._records.items()
+               if r.live and g <= gen - KEEP_GENERATIONS and r.live * 2 < r.size]  # fmt: skip
+        if not old or self._db is None:
+            return []
+        read = self._db.execute
+        return [(g, [user for user, _, _ in _decode(blob)])
+                for g in old
+                for (blob,) in read("SELECT users FROM log WHERE gen = ?", (g,))]  # fmt: skip
 
-    def to_rewrite(self, gen: int) -> list[str]:
-        """Users to save again with generation ``gen`` so that old, mostly superseded
-        records can go: those whose newest state sits in such a record."""
-        home = self._home
-        return [
-            user
-            for g, live in self._live.items()
-            if live and g <= gen - KEEP_GENERATIONS and live * 2 < self._size[g]
-            for user in self._members[g]
-            if home.get(user) == g
-        ]
-
-    def save(self, gen: int, saved: Sequence[Saved], rewrite: Sequence[str] = ()) -> None:
-        """Append ``(user_id, newest_ms, state or None)`` as generation ``gen``; users of
-        ``rewrite`` (from :meth:`to_rewrite`) not loaded are carried over as saved."""
+    def save(self, gen: int, saved: Sequence[Saved]) -> None:
+        """Append ``saved`` (see :data:`Saved`) as generation ``gen``."""
         db = self._db
-        if db is None:
+        if db is None or not saved:
             return
-        rows = list(saved)
-        unloaded = self._unloaded
-        rows.extend((user, *unloaded[user]) for user in rewrite if user in unloaded)
-        if not rows:
-            return
-        self._index(gen, rows)
+        self._index(gen, saved)
         done = self._deletable(gen)
         db.execute("BEGIN")
-        db.execute("INSERT OR REPLACE INTO log VALUES (?, ?)", (gen, _encode(rows)))
+        db.execute("INSERT OR REPLACE INTO log VALUES (?, ?)",
+                   (gen, _encode([row[:3] for row in saved])))  # fmt: skip
         db.executemany("DELETE FROM log WHERE gen = ?", [(g,) for g in done])
         db.execute("COMMIT")
         for g in done:
-            del self._live[g], self._size[g], self._dead[g], self._members[g]
-            self._forgets.discard(g)
+            del self._records[g]
 
     def _deletable(self, gen: int) -> list[int]:
         """Records no resume needs: no user's newest state in them for KEEP_GENERATIONS.
@@ -143,34 +146,31 @@ class ShardStore:
         would bring those users back on a resume."""
         done: list[int] = []
         oldest = True
-        for g in sorted(self._size):
-            since = self._dead.get(g)
+        for g in sorted(self._records):
+            record = self._records[g]
+            since = record.dead_since
             if since is None or since > gen - KEEP_GENERATIONS:
                 oldest = False
                 continue
-            if g in self._forgets and not oldest:
+            if record.forgets and not oldest:
                 continue
             done.append(g)
         return done
 
-    def _index(self, gen: int, rows: Sequence[Saved]) -> None:
-        home, live, dead = self._home, self._live, self._dead
-        live[gen] = self._size[gen] = len(rows)
-        self._members[gen] = [user for user, _, _ in rows]
-        for user, _, state in rows:
-            old = home.get(user)
+    def _index(self, gen: int, saved: Sequence[Saved]) -> None:
+        records = self._records
+        record = records[gen] = _Record(len(saved), len(saved))
+        for _, _, state, before in saved:
+            old = None if before is None else records.get(before)
             if old is not None:
-                live[old] -= 1
-                if not live[old]:
-                    dead[old] = gen
+                old.live -= 1
+                if not old.live:
+                    old.dead_since = gen
             if state is None:  # forgotten: this record holds it only for a resume
-                home.pop(user, None)
-                live[gen] -= 1
-                self._forgets.add(gen)
-            else:
-                home[user] = gen
-        if not live[gen]:
-            dead[gen] = gen
+                record.live -= 1
+                record.forgets = True
+        if not record.live:
+            record.dead_since = gen
 
     def close(self) -> None:
         if self._db is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
@@ -17,7 +18,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from ingest.errors import WarehouseBusy, WarehouseError
 
-__all__ = ["DEFAULT_DATABASE", "Client", "connect", "database_of", "redact_dsn"]
+__all__ = ["CHDB_OPTIONS", "DEFAULT_DATABASE", "Client", "connect", "database_of", "redact_dsn"]
 
 DEFAULT_DATABASE = "pulse"
 
@@ -40,6 +41,18 @@ def redact_dsn(dsn: str) -> str:
 
 
 _OPENED: set[Path] = set()  # embedded paths this process has opened (it holds their lock)
+
+# The embedded engine lives in the process of `pulse up` beside the flow and the API, so its
+# caches are bounded well below a server's defaults (5 GiB each for marks and primary
+# indexes): they only ever hold the marks and keys of the few tables Pulse reads. Engine
+# settings take effect when the process first opens the engine.
+CHDB_OPTIONS = {
+    "mark_cache_size": 128 * 2**20,
+    "index_mark_cache_size": 32 * 2**20,
+    "primary_index_cache_size": 64 * 2**20,
+    "query_condition_cache_size": 16 * 2**20,
+    "compiled_expression_cache_size": 32 * 2**20,
+}
 
 
 def _locked_elsewhere(path: Path) -> bool:
@@ -67,16 +80,18 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
             f"the embedded warehouse {dsn} is open in another process (a running `pulse up`?)"
         )
     try:
+        options: dict[str, Any] = {}
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
             _OPENED.add(path)
             base_dsn = dsn
+            options["chdb_options"] = CHDB_OPTIONS
         else:
             base_dsn = urlsplit(dsn)._replace(path="/default").geturl()
         if create:
-            admin = clickhouse_connect.get_client(dsn=base_dsn)
+            admin = clickhouse_connect.get_client(dsn=base_dsn, **options)
             admin.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
-        return clickhouse_connect.get_client(dsn=base_dsn, database=database)
+        return clickhouse_connect.get_client(dsn=base_dsn, database=database, **options)
     except (ClickHouseError, OSError) as exc:
         if path is not None and _locked_elsewhere(path):
             raise WarehouseBusy(

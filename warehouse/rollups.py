@@ -61,16 +61,16 @@ def mark_kind(family: int, grain: str) -> int:
 
 
 # Inserted by position: the order is the tables' (aliases with _ keep the state columns
-# visible to the final counts).
+# visible to the final counts, taken from the merged sets rather than merging them twice).
 _EVENT_MEASURES = """
     sum(events) AS events, sum(pageviews) AS pageviews, sum(orders) AS orders,
     sum(revenue) AS revenue, sum(units) AS units,
     uniqExactMergeState(visitors) AS visitors_, uniqExactMergeState(sessions) AS sessions_,
     uniqExactMergeState(purchase_sessions) AS purchase_sessions_,
     uniqExactMergeState(cart_sessions) AS cart_sessions_,
-    uniqExactMerge(visitors) AS n_visitors, uniqExactMerge(sessions) AS n_sessions,
-    uniqExactMerge(purchase_sessions) AS n_purchase_sessions,
-    uniqExactMerge(cart_sessions) AS n_cart_sessions"""
+    finalizeAggregation(visitors_) AS n_visitors, finalizeAggregation(sessions_) AS n_sessions,
+    finalizeAggregation(purchase_sessions_) AS n_purchase_sessions,
+    finalizeAggregation(cart_sessions_) AS n_cart_sessions"""
 
 _START_MEASURES = """
     sum(started) AS started, sum(bounces) AS bounces, sum(start_pageviews) AS start_pageviews,
@@ -163,15 +163,20 @@ FROM (
 GROUP BY level, t, country, device, channel
 """
 
-# An hour (a UTC day) from the minutes (hours) below it.
+# An hour (a UTC day) from the minutes (hours) below it, one grouping level at a time
+# and a few source rows per block: the exact sets of a period are merged whole and each
+# level holds every user and session of the period once, so a step holds one level's
+# merged sets and a few of the sets it merges (an hour of 2M sessions: 0.28 GB at the
+# peak, was 3.3 GB; docs/benchmarks.md).
 _REFRESH_COARSER = """
 INSERT INTO {into}
 SELECT level, {start}(t) AS tt, country, device, channel, {measures},
        {{v:UInt64}} AS version
 FROM {source} FINAL
-WHERE t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
+WHERE level = {{level:UInt8}} AND t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
   AND {start}(t) IN {{starts:Array(DateTime)}}
 GROUP BY level, tt, country, device, channel
+SETTINGS max_block_size = 8
 """
 _FAMILIES = {
     EVENTS: ("rollup", _REFRESH_EVENTS, _EVENT_MEASURES),
@@ -280,7 +285,9 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
         into=f"{prefix}_{grain}", source=f"{prefix}_{source}", start=_START_OF[grain],
         measures=measures,
     )  # fmt: skip
-    client.command(sql, parameters={"lo": lo, "hi": hi, "starts": periods, "v": _version()})
+    for level in sorted(set(LEVELS.values())):
+        params = {"level": level, "lo": lo, "hi": hi, "starts": periods, "v": _version()}
+        client.command(sql, parameters=params)
 
 
 def rebuild(client: Client, *, chunk: int = 1440) -> int:

@@ -4,8 +4,10 @@ A batch written again after a crash is harmless: ``events``, ``sessions`` and
 ``duplicates`` are ReplacingMergeTree tables keyed by the row's identity, and
 ``events`` and ``sessions`` rows are stamped with a strictly increasing version when they
 are encoded, so the newest truth wins whatever was written before a crash;
-``flow_progress`` keeps maxima. The minutes a batch changed are marked for the rollups
-when it is written.
+``flow_progress`` keeps maxima. A batch may also carry moves: events a merge of derived
+sessions moved to another session, rewritten in the warehouse once the batch's rows are in
+(:mod:`warehouse.moves`). The minutes a batch changed are marked for the rollups when it is
+written.
 
 Rows are sent as ``JSONCompactEachRow`` encoded by msgspec and parsed by ClickHouse:
 ~1.7x less CPU per row than clickhouse-connect's Native encoding, which walks every value
@@ -23,6 +25,7 @@ from typing import NamedTuple
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from warehouse.moves import MOVES, apply_moves
 from warehouse.rollups import mark_dirty
 
 __all__ = ["COLUMNS", "BackgroundWriter", "Encoded", "WarehouseWriter"]
@@ -70,7 +73,7 @@ class Encoded(NamedTuple):
             return batches[0]
         lines = {
             table: b"".join(b.lines[table] for b in batches if table in b.lines)
-            for table in COLUMNS
+            for table in (*COLUMNS, MOVES)
             if any(table in b.lines for b in batches)
         }
         minutes: dict[int, set[int]] = {}
@@ -120,6 +123,11 @@ class WarehouseWriter:
                 for at in times:
                     row[at] = row[at] / 1000  # type: ignore[operator]
             lines[table] = _encode_lines(rows)
+        moves = batch.get(MOVES)  # events moved to another session (warehouse.moves)
+        if moves:
+            for move in moves:
+                move[-1] = version
+            lines[MOVES] = _encode_lines(moves)
         return Encoded(lines, version, minutes)
 
     def write(
@@ -137,6 +145,9 @@ class WarehouseWriter:
                 data = batch.lines.get(table)
                 if data:
                     self._client.raw_insert(table, columns, data, fmt="JSONCompactEachRow")
+            moves = batch.lines.get(MOVES)
+            if moves:  # after the inserts: every row a move rewrites is in
+                apply_moves(self._client, moves, COLUMNS["events"])
             if batch.minutes:
                 # Stamped now, not when encoded: batches encoded by several workers may
                 # arrive out of order, and a mark must be newer than any refresh that

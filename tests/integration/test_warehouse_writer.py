@@ -64,3 +64,57 @@ def test_a_batch_encoded_before_a_refresh_but_written_after_it_is_rolled_up(
     assert warehouse.query(dirty).result_rows == [(0,)]
     writer.write_many([early])  # its rows were not in that refresh: the minute is dirty
     assert warehouse.query(dirty).result_rows == [(1,)]
+
+
+def _keys(warehouse: Client) -> dict[str, str]:
+    rows = warehouse.query("SELECT event_id, session_key FROM events FINAL").result_rows
+    return dict(rows)
+
+
+def test_a_merge_moves_rows_written_before_and_a_replay_changes_nothing(
+    warehouse: Client,
+) -> None:
+    from flows.rows import batch_rows
+    from tests.unit.test_flow_logic import MIN, ev
+    from tests.unit.test_flow_rows import fold
+
+    reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("x", T0 + 55 * MIN),
+                        ev("c", T0 + 25 * MIN)])  # fmt: skip
+    a, b = f"u1/{T0}", f"u1/{T0 + 50 * MIN}"
+    writer = WarehouseWriter(warehouse)
+    writer.write(batch_rows([(reads[:3], outs[:3])]).tables)
+    assert _keys(warehouse) == {"a": a, "b": b, "x": b}
+    bridge = WarehouseWriter.encode(batch_rows([(reads[3:], outs[3:])]).tables)
+    writer.write_many([bridge])
+    assert _keys(warehouse) == {"a": a, "b": a, "x": a, "c": a}
+    moved = warehouse.query(
+        "SELECT event_id, version, topic, offset FROM events FINAL WHERE event_id IN ('b', 'x')"
+        " ORDER BY event_id"
+    ).result_rows
+    # the rows as stored, with the merging batch's version (the read they came from kept)
+    assert [(e, v, o) for e, v, _, o in moved] == [
+        ("b", bridge.version, 1),
+        ("x", bridge.version, 2),
+    ]
+    writer.write_many([bridge])  # written again after a crash: nothing is left to move
+    assert _keys(warehouse) == {"a": a, "b": a, "x": a, "c": a}
+    assert warehouse.query("SELECT count() FROM events FINAL").result_rows == [(4,)]
+
+
+def test_moves_of_batches_written_together_go_where_the_last_one_says(
+    warehouse: Client,
+) -> None:
+    from flows.rows import batch_rows
+    from tests.unit.test_flow_logic import MIN, ev
+    from tests.unit.test_flow_rows import fold
+
+    # a | b written; then c merges b into a, and in the next batch, z and e merge a into z
+    reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN),
+                        ev("z", T0 - 50 * MIN), ev("e", T0 - 25 * MIN)])  # fmt: skip
+    writer = WarehouseWriter(warehouse)
+    writer.write(batch_rows([(reads[:2], outs[:2])]).tables)
+    second = WarehouseWriter.encode(batch_rows([(reads[2:3], outs[2:3])]).tables)
+    third = WarehouseWriter.encode(batch_rows([(reads[3:], outs[3:])]).tables)
+    writer.write_many([second, third])  # one write: the inserts, then the moves
+    z = f"u1/{T0 - 50 * MIN}"
+    assert _keys(warehouse) == {"a": z, "b": z, "c": z, "z": z, "e": z}

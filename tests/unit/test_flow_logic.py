@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flows.logic import KEEP_SESSIONS, FlowRules, StepOutput, UserState, enrich, step
+from flows.ids import id_hash, unpack_times
+from flows.logic import KEEP_SESSIONS, FlowRules, Move, StepOutput, UserState, enrich, step
 from ingest.events import Event, Item
 from ingest.fx import load_fx_rates
 
@@ -35,12 +36,12 @@ def test_repeated_order_id_counts_one_order() -> None:
     items = [Item(product_id="p", price=10.0)]
     p = {"type_": "purchase", "order_id": "o1", "revenue": 10.0, "currency": "EUR", "items": items}
     _, outs = run([ev("a", T0, **p), ev("b", T0 + MIN, **p)])
-    assert [o.events[0].is_order for o in outs if o] == [True, False]
+    assert [o.placed.is_order for o in outs if o] == [True, False]
 
 
 def test_gap_of_exactly_the_timeout_stays_in_the_session() -> None:
     _, outs = run([ev("a", T0), ev("b", T0 + 30 * MIN), ev("c", T0 + 60 * MIN + 1)])
-    keys = [o.events[-1].session_key for o in outs if o]
+    keys = [o.placed.session_key for o in outs if o]
     assert keys[0] == keys[1] != keys[2]
 
 
@@ -48,15 +49,31 @@ def test_late_event_bridging_two_sessions_merges_them() -> None:
     state, outs = run([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN)])
     first, second, bridge = outs
     assert first and second and bridge
-    assert first.events[0].session_key != second.events[0].session_key
-    survivor = first.events[0].session_key
-    # b moves into a's session with a higher rev, b's session becomes a tombstone
-    moved = [p for p in bridge.events if p.enriched.event.event_id == "b"]
-    assert moved and moved[0].session_key == survivor and moved[0].rev == 1
-    assert bridge.tombstones == [(second.events[0].session_key, second.session.rev + 1)]
+    survivor, absorbed = first.placed.session_key, second.placed.session_key
+    assert survivor != absorbed
+    # b's row moves into a's session (the warehouse finds it by its time), b's session
+    # becomes a tombstone
+    assert bridge.moves == [Move(absorbed, survivor, (T0 + 50 * MIN).to_bytes(8, "little"))]
+    assert bridge.tombstones == [(absorbed, second.session.rev + 1)]
     agg = bridge.session
-    assert (agg.key, agg.events, agg.first_ms, agg.last_ms) == (survivor, 3, T0, T0 + 50 * MIN)
-    assert len(state.sessions) == 1
+    assert bridge.placed.session_key == survivor
+    assert (agg.events, agg.first_ms, agg.last_ms) == (3, T0, T0 + 50 * MIN)
+    assert list(state.sessions) == [survivor]
+    [span] = state.spans
+    assert sorted(unpack_times(span.times)) == [T0, T0 + 25 * MIN, T0 + 50 * MIN]
+
+
+def test_merges_chain_and_every_moved_session_carries_all_its_events_times() -> None:
+    # a | b | c, each 40 minutes apart; d bridges b and c, then e bridges a and b+c
+    state, outs = run([ev("a", T0), ev("b", T0 + 40 * MIN), ev("c", T0 + 80 * MIN),
+                       ev("d", T0 + 60 * MIN), ev("e", T0 + 20 * MIN)])  # fmt: skip
+    a, b, c, d, e = outs
+    assert a and b and c and d and e
+    keys = [o.placed.session_key for o in (a, b, c)]
+    assert [(m.old, m.new) for m in d.moves] == [(keys[2], keys[1])]
+    assert [(m.old, m.new) for m in e.moves] == [(keys[1], keys[0])]
+    assert sorted(unpack_times(e.moves[0].times)) == [T0 + 40 * MIN, T0 + 60 * MIN, T0 + 80 * MIN]
+    assert e.session.events == 5 and list(state.sessions) == [keys[0]]
 
 
 def test_session_attributes_come_from_the_first_event_even_when_it_arrives_late() -> None:
@@ -95,7 +112,7 @@ def test_memory_is_bounded_by_the_retention() -> None:
     assert state is not None
     # ids older than the retention go within a quarter retention: at most the events of
     # the last 75 minutes (one every 40 minutes, each its own session) are remembered
-    assert 1 <= len(state.seen_events) <= 2 and 1 <= len(state.spans) <= 2
+    assert 1 <= len(state.events) <= 2 and 1 <= len(state.spans) <= 2
     assert len(state.sessions) <= KEEP_SESSIONS + 1
 
 
@@ -107,7 +124,7 @@ def test_a_user_who_keeps_coming_back_holds_only_the_retentions_worth() -> None:
         state, out = step(state, enrich(e, FX), rules)
         assert out is not None and out.session.events == i % 60 + 1
     assert state is not None
-    assert 60 <= len(state.seen_events) <= 75 and len(state.sessions) == 10
+    assert 60 <= len(state.events) <= 75 and len(state.sessions) == 10
     # a repeat within the retention is still one; older ones are forgotten
     assert step(state, enrich(ev("e580", T0 + 580 * MIN), FX), rules)[1] is None
     # a session coming back after a long gap still finds its aggregate
@@ -180,9 +197,9 @@ def test_nothing_is_pruned_that_a_topic_read_behind_may_still_bring() -> None:
     state, _ = step(None, enrich(ev("a", T0, session_id="s"), FX), rules, settled_ms=T0)
     # this user's page views are read three hours ahead of another topic
     state, _ = step(state, enrich(ev("b", T0 + 180 * MIN), FX), rules, settled_ms=T0)
-    assert "a" in state.seen_events and "s" in state.sessions
+    assert id_hash("a") in state.events and "s" in state.sessions
     state, out = step(state, enrich(ev("c", T0 + MIN, session_id="s"), FX), rules, T0 + MIN)
     assert out is not None and out.session.events == 2  # the session was still there
     # once every partition has been read past the retention, the old ones go
     state, _ = step(state, enrich(ev("d", T0 + 300 * MIN), FX), rules, settled_ms=T0 + 300 * MIN)
-    assert set(state.seen_events) == {"d"} and len(state.spans) == 1
+    assert len(state.events) == 1 and id_hash("d") in state.events and len(state.spans) == 1

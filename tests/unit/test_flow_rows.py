@@ -6,6 +6,7 @@ from flows.logic import UserState, enrich, step
 from flows.rows import Part, Read, batch_rows, merge_progress, progress_rows
 from ingest.events import Event
 from tests.unit.test_flow_logic import FX, MIN, RULES, T0, ev
+from warehouse.moves import MOVES, collapse
 from warehouse.rollups import EVENTS, STARTS
 from warehouse.writer import COLUMNS
 
@@ -15,6 +16,7 @@ PART = Part("user.events.page_view", 3)
 
 
 def fold(events: list[Event], first_offset: int = 0) -> tuple[list[Read], list]:
+    """Fold one user's events; the reads and outputs, for batches cut from them."""
     state: UserState | None = None
     reads, outs = [], []
     for offset, event in enumerate(events, first_offset):
@@ -71,3 +73,28 @@ def test_progress_is_the_maxima_over_batches_one_row_per_partition() -> None:
         ["t", 0, T0 + MIN, 9, T0 + 5 * MIN],
         ["t", 1, T0, 3, T0 + 5 * MIN],
     ]
+
+
+def test_a_merge_moves_earlier_batches_rows_in_the_warehouse_and_this_batchs_here() -> None:
+    # a | b, then c bridges them (b's row was written before), d joins b's session in the
+    # same batch before e bridges that again into a session before a.
+    reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN),
+                        ev("z", T0 - 50 * MIN), ev("e", T0 - 25 * MIN)])  # fmt: skip
+    first = batch_rows([(reads[:2], outs[:2])])
+    assert MOVES not in first.tables
+    later = batch_rows([(reads[2:], outs[2:])])
+    z_key, a_key, b_key = f"u1/{T0 - 50 * MIN}", f"u1/{T0}", f"u1/{T0 + 50 * MIN}"
+    rows = {r[EVENT["event_id"]]: r[EVENT["session_key"]] for r in later.tables["events"]}
+    assert rows == {"c": z_key, "z": z_key, "e": z_key}  # c's row moved with a's session
+    # the rows written before move in the warehouse, in the order the merges were made
+    moves = [(user, old, new, sorted(times)) for user, old, new, times, _ in later.tables[MOVES]]
+    assert moves == [
+        ("u1", b_key, a_key, [T0 + 50 * MIN]),
+        ("u1", a_key, z_key, [T0, T0 + 25 * MIN, T0 + 50 * MIN]),
+    ]
+    assert collapse([(*m[:3], m[3], i) for i, m in enumerate(moves)]) == [
+        ("u1", b_key, z_key, [T0 + 50 * MIN], 1),
+        ("u1", a_key, z_key, [T0, T0 + 25 * MIN, T0 + 50 * MIN], 1),
+    ]
+    tombstones = {r[SESSION["session_key"]] for r in later.tables["sessions"] if r[-1]}
+    assert tombstones == {a_key, b_key}

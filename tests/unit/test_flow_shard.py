@@ -4,14 +4,18 @@ rolled back on resume to the generation Bytewax committed, forgotten when idle."
 from __future__ import annotations
 
 import random
+import sqlite3
+import sys
+import tracemalloc
 import zlib
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from flows.ids import unpack_times
 from flows.logic import Enriched, FlowRules, enrich
-from flows.shard import _DECODE, SHARDS, Shard, shard_of
+from flows.shard import SHARDS, Shard, shard_of
 from flows.state_store import KEEP_GENERATIONS, ShardStore
 from ingest.events import Event, Item
 from ingest.fx import load_fx_rates
@@ -195,14 +199,13 @@ def test_a_resume_finds_each_users_state_exactly_as_it_was(tmp_path: Path) -> No
         if rng.random() < 0.1:
             shard.forget(t - 2 * 3600 * 1000)
         gen = shard.snapshot()
-        states[gen] = {u: encode(s) for u, s in shard._users.items()}
+        states[gen] = {u: encode(shard.state(u)) for u in shard.users()}
     assert len(states) > 100
-    assert any(len(s.seen_events) < s.arrivals - 100 for s in shard._users.values())  # pruned
+    final = [shard.state(u) for u in shard.users()]
+    assert any(len(s.events) < s.arrivals - 100 for s in final if s)  # pruned
     for gen in sorted(states, reverse=True)[: KEEP_GENERATIONS + 1]:  # newest first
-        store = resumed(path, gen)._store
-        loaded = {u: store.load(u) for u in list(store._unloaded)}
-        got = {u: encode(_DECODE(raw)) for u, raw in loaded.items() if raw is not None}
-        assert got == states[gen], gen
+        again = resumed(path, gen)
+        assert {u: encode(again.state(u)) for u in again.users()} == states[gen], gen
 
 
 def test_a_log_written_before_records_were_encoded_in_one_call_is_read(tmp_path: Path) -> None:
@@ -211,9 +214,104 @@ def test_a_log_written_before_records_were_encoded_in_one_call_is_read(tmp_path:
     shard.fold([ev("a", "u1", T0)])
     assert shard.snapshot() == 1
     # the earlier format: each state encoded on its own, then the list (None: forgotten)
-    old = [("u1", T0, msgspec.msgpack.encode(shard._users["u1"])), ("u2", 0, None)]
+    old = [("u1", T0, msgspec.msgpack.encode(shard.state("u1"))), ("u2", 0, None)]
     db = shard._store._db
     assert db is not None
     db.execute("UPDATE log SET users = ? WHERE gen = 1", (msgspec.msgpack.encode(old),))
     outs = resumed(path, 1).fold([ev("a", "u1", T0), ev("b", "u1", T0)])
     assert outs[0] is None and outs[1] is not None
+
+
+def test_users_are_held_encoded_and_decoded_when_they_show_up_again(tmp_path: Path) -> None:
+    shard = fresh(tmp_path / "s.sqlite3")
+    shard.fold([ev("a", "u1", T0, "s1"), ev("b", "u2", T0), ev("c", "u1", T0 + MIN, "s1")])
+    assert shard._hot and not shard._held  # decoded while they change
+    assert shard.snapshot() == 1
+    assert not shard._hot and sorted(shard._held) == ["u1", "u2"]  # bytes from now on
+    assert shard.held_bytes == sum(len(b) for b in shard._held.values())
+    outs = shard.fold([ev("c", "u1", T0), ev("d", "u1", T0 + 2 * MIN, "s1")])
+    assert outs[0] is None and outs[1] is not None and outs[1].session.events == 3
+    assert list(shard._hot) == ["u1"]
+    shard.snapshot()
+    u1 = shard.state("u1")
+    assert u1 is not None and u1.arrivals == 3 and len(u1.events) == 3
+    assert shard.held_bytes == sum(len(b) for b in shard._held.values())
+    assert shard.forget(T0 + 30 * 1000) == 1 and shard.users() == ["u1"]
+    assert shard.held_bytes == len(shard._held["u1"])
+
+
+def test_memory_per_held_user_stays_under_a_bound() -> None:
+    """~1.4 KB per user when states were Python objects; now the encoded bytes (~140),
+    the user's key and its slot in the shard's dict (~270 in all here)."""
+    users = [f"user-{i:06d}" for i in range(3000)]
+    events = [
+        ev(f"{i:08x}-{j:04x}-4000-8000-000000000000", user, T0 + j * MIN, f"sess-{i:06d}",
+           country="DE", channel="paid", device="mobile")
+        for j in range(3) for i, user in enumerate(users)
+    ]  # fmt: skip
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        shard = fresh(None)
+        for at in range(0, len(events), 500):
+            shard.fold(events[at : at + 500])
+        shard.snapshot()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(shard) == len(users)
+    keys = sum(sys.getsizeof(user) for user in users)  # the events' user_id strings
+    per_user = (held + keys) / len(users)
+    assert per_user < 300, per_user
+    assert shard.held_bytes / len(users) < 150  # the encoded state, with its header
+
+
+def test_memory_per_remembered_event_stays_under_a_bound() -> None:
+    rules = FlowRules(retention_ms=48 * 3600 * 1000)
+    for session, bound in (("s1", 17), (None, 25)):  # a derived session also keeps times
+        shard = Shard(rules, ShardStore(None, None))
+        n = 5000
+        shard.fold([ev(f"event-{i:032d}", "u1", T0 + i * 1000, session) for i in range(n)])
+        shard.snapshot()
+        assert len(shard.state("u1").events) == n  # type: ignore[union-attr]
+        assert shard.held_bytes / n < bound, (session, shard.held_bytes / n)
+
+
+def _legacy_state() -> list[Any]:
+    """A user's state in the layout saved before 2026-12-06: ids as strings, sessions with
+    their key and user, a derived session's events whole."""
+    span = f"u1/{T0}"
+    event = {"event_id": "d", "type": "page_view", "ts": T0, "user_id": "u1"}
+    return [
+        {"a": T0, "d": T0},
+        None,
+        {"s": ["s", "u1", T0, T0, 1, "DE", None, "paid", 1, 1, 1],
+         span: [span, "u1", T0, T0, 2, None, None, None, 1, 1, 1]},
+        [[span, T0, T0, [[[event, T0, None, None, None, None, []], span, False, 0]]]],
+        2, T0, T0 + 3600 * 1000,
+    ]  # fmt: skip
+
+
+def test_a_state_saved_in_the_earlier_layout_is_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    fresh(path)._store.close()
+    db = sqlite3.connect(path)
+    record = msgspec.msgpack.encode([("u1", T0, _legacy_state())])
+    db.execute("INSERT INTO log VALUES (1, ?)", (record,))
+    db.commit()
+    db.close()
+    shard = resumed(path, 1)
+    later = T0 + 40 * MIN
+    outs = shard.fold([ev("a", "u1", T0 + MIN), ev("b", "u1", T0 + 2 * MIN, "s"),
+                       ev("e", "u1", later), ev("f", "u1", T0 + 20 * MIN)])  # fmt: skip
+    repeat, same_session, alone, bridge = outs
+    assert repeat is None
+    assert same_session is not None and same_session.session.events == 2
+    assert same_session.session.country == "DE"
+    assert alone is not None and alone.placed.session_key == f"u1/{later}"
+    # the late event joins the derived session found in the old state and merges the new one
+    assert bridge is not None and bridge.placed.session_key == f"u1/{T0}"
+    [move] = bridge.moves
+    assert (move.old, list(unpack_times(move.times))) == (f"u1/{later}", [later])
+    [span] = shard.state("u1").spans  # type: ignore[union-attr]
+    assert sorted(unpack_times(span.times)) == [T0, T0 + 20 * MIN, later]
