@@ -63,8 +63,9 @@ class DetectorConfig:
     """Buckets scored 0 at the start of a series."""
     alert_surprise: float = 2.25
     """Surprise (``-log10 p``) of an alert; it maps to the score 0.5."""
-    event_gap: int = 144
-    """Buckets without an alert that end an event."""
+    event_gap: int = 64
+    """Buckets without an alert that end an event (the longest scale: what a feature
+    remembers of an incident)."""
     escalation: float = 2.0
     """Within an event, a bucket must beat the peak surprise this many times to count."""
     damping: float = 0.3
@@ -159,6 +160,7 @@ class Detector:
             min_weeks=config.seasonal_min_weeks,
             strength_ratio=config.seasonal_strength,
             strength_window=config.seasonal_window,
+            smooth=min(config.seasonal_scales),
         )
         self._last_hot = -(10**9)
         self._peak = 0.0
