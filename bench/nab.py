@@ -56,8 +56,8 @@ SHARED = ROOT.parent / "shared"
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 GRID: dict[str, tuple[Any, ...]] = {
-    "alert_surprise": (2.0, 2.25, 2.5),
-    "event_gap": (72, 144, 288),
+    "event_gap": (64, 96, 144),
+    "escalation": (1.5, 2.0),
 }
 """The parameters the leave-one-category-out evaluation re-chooses, and their candidates."""
 
