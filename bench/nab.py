@@ -37,6 +37,7 @@ import itertools
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -155,9 +156,7 @@ def score_corpus(
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(score_file, files, itertools.repeat(config)))
-    return {f.key: s for f, (s, _) in zip(files, results, strict=True)}, sum(
-        t for _, t in results
-    )
+    return {f.key: s for f, (s, _) in zip(files, results, strict=True)}, sum(t for _, t in results)
 
 
 def _scorer_module(path: Path) -> ModuleType:
@@ -305,61 +304,87 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def loco(
-    files: Sequence[NabFile], scorer: Scorer, base: dict[str, Any], jobs: int
+    files: Sequence[NabFile],
+    scorer_path: Path,
+    base: dict[str, Any],
+    jobs: int,
+    resolutions: Sequence[int] = (),
 ) -> list[str]:
-    """Leave-one-category-out over the grid; the report's lines."""
+    """Leave-one-category-out over the grid; the report's lines.
+
+    With ``resolutions`` (minutes), the files are also scored as means over buckets of
+    those lengths (`resample`), and a parameter set is chosen by its mean standard score
+    over the native and resampled files of the other categories.
+    """
     names = list(GRID)
     grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*GRID.values())]
     chosen = {n: base.get(n, getattr(DEFAULT, n)) for n in names}
     if chosen not in grid:
         grid.append(chosen)
-    results = []
+    views = [("native", list(files))] + [(f"{m}m", resample(files, m)) for m in resolutions]
+    scorers = {name: Scorer(fs, scorer_path) for name, fs in views}
+    results: list[tuple[dict[str, Any], dict[str, dict[str, list[float]]]]] = []
     for params in grid:
-        scores, _ = score_corpus(files, _config_with({**base, **params}), jobs)
-        results.append((params, scores))
+        config = _config_with({**base, **params})
+        results.append((params, {name: score_corpus(fs, config, jobs)[0] for name, fs in views}))
     cats = sorted({f.category for f in files})
     by_cat = {c: [f.key for f in files if f.category == c] for c in cats}
     all_keys = [f.key for f in files]
+    native = scorers["native"]
 
     def label(params: dict[str, Any]) -> str:
         return " ".join(f"{k}={v}" for k, v in params.items())
 
-    lines = [f"grid: {len(grid)} parameter sets over {', '.join(names)}"]
-    for params, scores in results:
-        full = scorer.sweep(all_keys, scores, "standard")
-        lines.append(f"  {label(params):40s} all {full.score:6.2f}")
-    chosen_scores = next(s for p, s in results if p == chosen)
+    def criterion(keys: list[str], by_view: dict[str, dict[str, list[float]]]) -> float:
+        return statistics.fmean(
+            scorers[name].sweep(keys, by_view[name], "standard").score for name, _ in views
+        )
+
+    view_names = [name for name, _ in views]
+    lines = [
+        f"grid: {len(grid)} parameter sets over {', '.join(names)}; "
+        f"chosen by the mean standard score over {', '.join(view_names)}"
+    ]
+    lines.append(f"  {'':40s} " + " ".join(f"{n:>7s}" for n in view_names))
+    for params, by_view in results:
+        cells = [scorers[n].sweep(all_keys, by_view[n], "standard").score for n in view_names]
+        lines.append(f"  {label(params):40s} " + " ".join(f"{c:7.2f}" for c in cells))
+    chosen_views = next(v for p, v in results if p == chosen)
     lines.append(f"chosen: {label(chosen)}")
+    extra = "".join(f" {'chosen ' + n:>10s} {'LOCO ' + n:>9s}" for n in view_names[1:])
     lines.append(
-        f"{'category':24s} {'chosen':>8s} {'LOCO':>8s} {'LOCO@thr':>9s}  winner without it"
+        f"{'category':24s} {'chosen':>8s} {'LOCO':>8s} {'LOCO@thr':>9s}{extra}  winner without it"
     )
     for cat in cats:
         rest = [k for k in all_keys if k not in by_cat[cat]]
-        ranked = [(scorer.sweep(rest, s, "standard"), p, s) for p, s in results]
-        top, params, scores = max(ranked, key=lambda r: r[0].score)
-        own_chosen = scorer.sweep(by_cat[cat], chosen_scores, "standard")
-        own = scorer.sweep(by_cat[cat], scores, "standard")
-        carried = sum(
-            scorer.file_raw(k, scores[k], top.threshold, "standard") for k in by_cat[cat]
-        )
+        params, by_view = max(results, key=lambda r: criterion(rest, r[1]))
+        scores = by_view["native"]
+        top = native.sweep(rest, scores, "standard")
+        own_chosen = native.sweep(by_cat[cat], chosen_views["native"], "standard")
+        own = native.sweep(by_cat[cat], scores, "standard")
+        carried = sum(native.file_raw(k, scores[k], top.threshold, "standard") for k in by_cat[cat])
         n = own.n_windows
-        if n:
-            at_thr = f"{100.0 * (carried + n) / (2 * n):9.2f}"
-            lines.append(
-                f"{cat:24s} {own_chosen.score:8.2f} {own.score:8.2f} {at_thr}  {label(params)}"
-            )
-        else:
+        if not n:
+            chosen_thr = native.sweep(rest, chosen_views["native"], "standard").threshold
             chosen_fp = sum(
-                scorer.file_raw(
-                    k, chosen_scores[k], scorer.sweep(rest, chosen_scores, "standard").threshold,
-                    "standard",
-                )
+                native.file_raw(k, chosen_views["native"][k], chosen_thr, "standard")
                 for k in by_cat[cat]
             )
             lines.append(
                 f"{cat:24s} {'FP ' + format(chosen_fp, '.2f'):>8s} {'':>8s} "
                 f"{'FP ' + format(carried, '.2f'):>9s}  {label(params)} (no windows: raw FP cost)"
             )
+            continue
+        cells = ""
+        for name in view_names[1:]:
+            a = scorers[name].sweep(by_cat[cat], chosen_views[name], "standard").score
+            b = scorers[name].sweep(by_cat[cat], by_view[name], "standard").score
+            cells += f" {a:10.2f} {b:9.2f}"
+        at_thr = 100.0 * (carried + n) / (2 * n)
+        lines.append(
+            f"{cat:24s} {own_chosen.score:8.2f} {own.score:8.2f} {at_thr:9.2f}{cells}"
+            f"  {label(params)}"
+        )
     return lines
 
 
@@ -386,7 +411,7 @@ def plot_svg(file: NabFile, scores: list[float], thr: float, path: Path) -> None
     step = max(1, n // 1800)
     series = " ".join(f"{x(i):.1f},{y_val(file.values[i]):.1f}" for i in range(0, n, step))
     score_line = " ".join(
-        f"{x(i):.1f},{y_score(max(scores[i:i + step])):.1f}" for i in range(0, n, step)
+        f"{x(i):.1f},{y_score(max(scores[i : i + step])):.1f}" for i in range(0, n, step)
     )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
@@ -437,7 +462,16 @@ def main() -> int:
     ap.add_argument("--files", action="store_true", help="per-file report")
     ap.add_argument("--loco", action="store_true", help="leave-one-category-out evaluation")
     ap.add_argument(
-        "--resample", type=int, default=0, metavar="MINUTES",
+        "--loco-resample",
+        default="15,30,60",
+        metavar="MINUTES,...",
+        help="--loco also scores the files resampled to these bucket lengths ('' for none)",
+    )
+    ap.add_argument(
+        "--resample",
+        type=int,
+        default=0,
+        metavar="MINUTES",
         help="stress test: score the files as means over MINUTES-long buckets",
     )
     ap.add_argument("--plot", action="append", default=[], metavar="CATEGORY/FILE.csv")
@@ -483,15 +517,11 @@ def main() -> int:
         for profile in PROFILES:
             sw = scorer.sweep(keys, scores, profile)
             print(f"{profile:19s} thr={sw.threshold:.6f} raw={sw.raw:9.3f} score={sw.score:7.3f}")
-    by_cat = sorted({f.category for f in files})
-    print(
-        "by category (own sweep, standard): "
-        + ", ".join(
-            f"{c} {scorer.sweep([k for k in keys if k.startswith(c + '/')], scores, 'standard').score:.1f}"
-            for c in by_cat
-            if any(f.windows for f in files if f.category == c)
-        )
-    )
+    own = {
+        c: scorer.sweep([k for k in keys if k.startswith(c + "/")], scores, "standard").score
+        for c in sorted({f.category for f in files if f.windows})
+    }
+    print("by category (own sweep, standard): " + ", ".join(f"{c} {v:.1f}" for c, v in own.items()))
     if args.files:
         lines = file_report(files, scores, scorer, standard.threshold)
         (out / "files.txt").write_text("\n".join(lines) + "\n")
@@ -502,9 +532,12 @@ def main() -> int:
             print(f"--plot {key}: no such file", file=sys.stderr)
             continue
         name = Path(key).stem
-        plot_svg(match[0], scores[key], standard.threshold, ROOT / "docs" / "img" / f"nab-{name}.svg")
+        plot_svg(
+            match[0], scores[key], standard.threshold, ROOT / "docs" / "img" / f"nab-{name}.svg"
+        )
     if args.loco:
-        lines = loco(files, scorer, overrides, args.jobs)
+        resolutions = [int(m) for m in args.loco_resample.split(",") if m]
+        lines = loco(files, args.scorer, overrides, args.jobs, resolutions)
         (out / "loco.txt").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
     return 0

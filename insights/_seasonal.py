@@ -57,6 +57,7 @@ class SeasonalProfile:
         self._raw: deque[float] = deque(maxlen=strength_window)
         self._resid: deque[float] = deque(maxlen=strength_window)
         self._recent: deque[tuple[float, float]] = deque(maxlen=max(1, smooth))
+        self._sums = [0.0, 0.0]
         self._raw_smooth: deque[float] = deque(maxlen=strength_window)
         self._resid_smooth: deque[float] = deque(maxlen=strength_window)
         self._pushes = 0
@@ -90,10 +91,7 @@ class SeasonalProfile:
         if best is not None:
             self._raw.append(value)
             self._resid.append(value - ready[best])
-            self._recent.append((value, value - ready[best]))
-            k = len(self._recent)
-            self._raw_smooth.append(math.fsum(r for r, _ in self._recent) / k)
-            self._resid_smooth.append(math.fsum(e for _, e in self._recent) / k)
+            self._smooth(value, value - ready[best])
             self._pushes += 1
             if self._pushes % 64 == 0:
                 self.useful = self._residuals_small()
@@ -102,6 +100,24 @@ class SeasonalProfile:
             self._daily.setdefault(d_slot, deque(maxlen=self.days)).append(value)
         if w_slot is not None:
             self._weekly.setdefault(w_slot, deque(maxlen=self.weeks)).append(value)
+
+    def _smooth(self, raw: float, resid: float) -> None:
+        """Append the trailing means (over ``smooth`` pushes) of the values and residuals."""
+        if len(self._recent) == self._recent.maxlen:
+            old_raw, old_resid = self._recent[0]
+            self._sums[0] -= old_raw
+            self._sums[1] -= old_resid
+        self._recent.append((raw, resid))
+        self._sums[0] += raw
+        self._sums[1] += resid
+        if self._pushes % 1024 == 0:  # wash out floating-point drift
+            self._sums = [
+                math.fsum(r for r, _ in self._recent),
+                math.fsum(e for _, e in self._recent),
+            ]
+        k = len(self._recent)
+        self._raw_smooth.append(self._sums[0] / k)
+        self._resid_smooth.append(self._sums[1] / k)
 
     def _predictions(self, ts: datetime) -> tuple[float | None, float | None]:
         d_slot, w_slot = self._slots(ts)
