@@ -1,7 +1,8 @@
 """The streaming detector on the Numenta Anomaly Benchmark (development part).
 
     .venv/bin/python bench/nab.py [--data DIR] [--out DIR] [--jobs N] [--set NAME=VALUE ...]
-                                  [--files] [--loco] [--plot FILE ...]
+                                  [--files] [--resample MINUTES] [--loco]
+                                  [--loco-resample MINUTES,...] [--plot FILE ...]
 
 Runs `insights.detector` (its default `DetectorConfig`, or that with ``--set`` overrides)
 over every ``<category>/<file>.csv`` of the NAB data (default ``../shared/data/nab``), one
@@ -15,13 +16,20 @@ reward_low_FP_rate and reward_low_FN_rate profiles.
 the delay of its first detection (in rows and as a fraction of the window) and its
 credit, and the false positives with their cost; also written to ``OUT/files.txt``.
 
+``--resample MINUTES`` is a stress test, not NAB's score: every file as means over
+clock buckets of that length, windows moved to the buckets they cover (the in-process
+sweep scores it; results under ``OUT-<MINUTES>m``). Two weeks of 5-minute rows become
+336 hourly ones: the same anomalies with few rows and few daily cycles.
+
 ``--loco`` is the leave-one-category-out evaluation. Every parameter set of the grid
-(``GRID``: the chosen set and its neighbours on a few parameters) scores every file; then
-for each category the grid winner on the *other* categories (standard profile, threshold
-swept over those categories) scores the left-out one, with its own threshold sweep (as
-an unseen part of NAB is scored) and with the threshold carried over from the others. A
-category without windows (artificialNoAnomaly) reports its false-positive cost at the
-carried threshold instead. Written to ``OUT/loco.txt`` as well.
+(``GRID``: the chosen set and its neighbours on a few parameters) scores every file, as
+it is and resampled to each ``--loco-resample`` length (default 15, 30, 60 minutes);
+then for each category the grid winner on the *other* categories (mean standard score
+over those resolutions, threshold swept over those categories) scores the left-out
+one, with its own threshold sweep (as an unseen part of NAB is scored) and with the
+threshold carried over from the others, and at each resolution. A category without
+windows (artificialNoAnomaly) reports its false-positive cost at the carried threshold
+instead. Written to ``OUT/loco.txt`` as well.
 
 ``--plot FILE`` draws each named file (``category/file.csv``) with its windows, the
 detector's score and the standard threshold into ``docs/img/nab-<file>.svg``.

@@ -29,11 +29,11 @@ Each closed bucket is scored once, online, from what came before it only:
    later on an hourly series, 64 let the tail of an incident on a 5-minute series
    alert again.
 
-Every length counts buckets, not time, so one parameter set serves 1-minute to hourly
-series; `bench/nab.py` checks that on the Numenta Anomaly Benchmark, also with the files
-averaged to 15-, 30- and 60-minute buckets (``--resample``) and category by category
-(``--loco``, each category scored with the parameters chosen without it). Results in
-``docs/benchmarks.md``.
+Every length but the profile's days and weeks counts buckets, not time. `bench/nab.py`
+checks on the Numenta Anomaly Benchmark that one parameter set holds from 5-minute to
+hourly buckets (``--resample``: the files averaged to 15, 30 and 60 minutes) and from
+category to category (``--loco``: each scored with the parameters chosen without it).
+Results in ``docs/benchmarks.md``.
 
 The caller feeds closed buckets only, in time order: an incomplete bucket is never
 scored. `score_series` runs a fresh detector over a whole series.
