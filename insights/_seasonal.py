@@ -4,12 +4,14 @@ The expected value of a bucket is the median of the same slot (time of day, or t
 week) over the last few days or weeks: a median, so one odd day does not move the
 profile. Both profiles are tracked and the one with the smaller recent error is used. The
 profile only counts as *useful* when its residuals are much smaller than the spread of
-the series itself; a series without a daily or weekly rhythm falls back to the plain
-value.
+the series itself, compared on the values and on their trailing means (``smooth``
+buckets): heavy noise hides a daily shape in single values, not in their means. A series
+without a daily or weekly rhythm falls back to the plain value.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from datetime import datetime
@@ -27,7 +29,7 @@ class SeasonalProfile:
     timestamps. ``min_days``/``min_weeks`` past values of a slot are needed before that
     profile predicts. ``strength_ratio`` is the largest ratio of residual spread to series
     spread (mean absolute deviation over the last ``strength_window`` buckets) for which
-    the profile is used.
+    the profile is used, on the values or on their trailing means over ``smooth`` buckets.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class SeasonalProfile:
         min_weeks: int,
         strength_ratio: float,
         strength_window: int,
+        smooth: int = 1,
     ) -> None:
         self.days = days
         self.weeks = weeks
@@ -53,6 +56,10 @@ class SeasonalProfile:
         self._err = {"daily": 0.0, "weekly": 0.0}
         self._raw: deque[float] = deque(maxlen=strength_window)
         self._resid: deque[float] = deque(maxlen=strength_window)
+        self._recent: deque[tuple[float, float]] = deque(maxlen=max(1, smooth))
+        self._sums = [0.0, 0.0]
+        self._raw_smooth: deque[float] = deque(maxlen=strength_window)
+        self._resid_smooth: deque[float] = deque(maxlen=strength_window)
         self._pushes = 0
 
     def expected(self, ts: datetime) -> dict[str, float]:
@@ -84,6 +91,7 @@ class SeasonalProfile:
         if best is not None:
             self._raw.append(value)
             self._resid.append(value - ready[best])
+            self._smooth(value, value - ready[best])
             self._pushes += 1
             if self._pushes % 64 == 0:
                 self.useful = self._residuals_small()
@@ -92,6 +100,24 @@ class SeasonalProfile:
             self._daily.setdefault(d_slot, deque(maxlen=self.days)).append(value)
         if w_slot is not None:
             self._weekly.setdefault(w_slot, deque(maxlen=self.weeks)).append(value)
+
+    def _smooth(self, raw: float, resid: float) -> None:
+        """Append the trailing means (over ``smooth`` pushes) of the values and residuals."""
+        if len(self._recent) == self._recent.maxlen:
+            old_raw, old_resid = self._recent[0]
+            self._sums[0] -= old_raw
+            self._sums[1] -= old_resid
+        self._recent.append((raw, resid))
+        self._sums[0] += raw
+        self._sums[1] += resid
+        if self._pushes % 1024 == 0:  # wash out floating-point drift
+            self._sums = [
+                math.fsum(r for r, _ in self._recent),
+                math.fsum(e for _, e in self._recent),
+            ]
+        k = len(self._recent)
+        self._raw_smooth.append(self._sums[0] / k)
+        self._resid_smooth.append(self._sums[1] / k)
 
     def _predictions(self, ts: datetime) -> tuple[float | None, float | None]:
         d_slot, w_slot = self._slots(ts)
@@ -118,14 +144,24 @@ class SeasonalProfile:
         self._last = ts
 
     def _residuals_small(self) -> bool:
-        raw = _mean_abs_dev(self._raw)
-        return raw > 0 and _mean_abs_dev(self._resid) < self.strength_ratio * raw
+        # On the values, or on their trailing means: noise averages out in the means, a
+        # daily shape does not, so a noisy seasonal series still passes on the means,
+        # and a coarse one (hourly: a 16-hour mean flattens the day) on the values.
+        return any(
+            _ratio(resid, raw) < self.strength_ratio
+            for raw, resid in ((self._raw, self._resid), (self._raw_smooth, self._resid_smooth))
+        )
 
 
 def _median_if(values: deque[float] | None, need: int) -> float | None:
     if values is None or len(values) < need:
         return None
     return statistics.median(values)
+
+
+def _ratio(resid: deque[float], raw: deque[float]) -> float:
+    spread = _mean_abs_dev(raw)
+    return _mean_abs_dev(resid) / spread if spread > 0 else math.inf
 
 
 def _mean_abs_dev(values: deque[float]) -> float:

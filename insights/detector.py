@@ -7,7 +7,10 @@ Each closed bucket is scored once, online, from what came before it only:
    show on the scale that averages the noise away. When the series has a daily or weekly
    rhythm (`insights._seasonal`), trailing means of the residual against the learnt
    profile (``seasonal_scales``) are watched as well: a normal evening peak is expected,
-   a missing one is not.
+   a missing one is not. The profile counts as a rhythm when its residuals spread much
+   less than the series, judged on the values and on their trailing means over the
+   shortest seasonal scale: on a noisy 5-minute series the daily shape only shows in the
+   means, on an hourly one a 16-bucket mean flattens the day and only the values show it.
 2. **Novelty.** Each feature is compared with its own past: the distance to the nearest
    earlier value (`insights._novelty`), turned into a surprise ``-log10 p`` by a tail
    fitted to the distances seen so far. An earlier outlier only makes its own
@@ -20,7 +23,17 @@ Each closed bucket is scored once, online, from what came before it only:
 4. **Alerting.** The largest surprise is squashed to ``[0, 1]`` (``alert_surprise`` maps to
    0.5). Within an event (surprises at or above ``alert_surprise`` less than
    ``event_gap`` buckets apart) a bucket keeps its score only if it beats the event's peak
-   ``escalation`` times; the others are damped, so one incident raises one alert.
+   ``escalation`` times; the others are damped, so one incident raises one alert. The
+   gap is 1.5 times the longest scale, a little longer than a feature stays elevated
+   after an incident: 144 buckets (until 2026-12) swallowed a second incident days
+   later on an hourly series, 64 let the tail of an incident on a 5-minute series
+   alert again.
+
+Every length but the profile's days and weeks counts buckets, not time. `bench/nab.py`
+checks on the Numenta Anomaly Benchmark that one parameter set holds from 5-minute to
+hourly buckets (``--resample``: the files averaged to 15, 30 and 60 minutes) and from
+category to category (``--loco``: each scored with the parameters chosen without it).
+Results in ``docs/benchmarks.md``.
 
 The caller feeds closed buckets only, in time order: an incomplete bucket is never
 scored. `score_series` runs a fresh detector over a whole series.
@@ -63,8 +76,8 @@ class DetectorConfig:
     """Buckets scored 0 at the start of a series."""
     alert_surprise: float = 2.25
     """Surprise (``-log10 p``) of an alert; it maps to the score 0.5."""
-    event_gap: int = 144
-    """Buckets without an alert that end an event."""
+    event_gap: int = 96
+    """Buckets without an alert that end an event (1.5 times the longest scale)."""
     escalation: float = 2.0
     """Within an event, a bucket must beat the peak surprise this many times to count."""
     damping: float = 0.3
@@ -159,6 +172,7 @@ class Detector:
             min_weeks=config.seasonal_min_weeks,
             strength_ratio=config.seasonal_strength,
             strength_window=config.seasonal_window,
+            smooth=min(config.seasonal_scales),
         )
         self._last_hot = -(10**9)
         self._peak = 0.0

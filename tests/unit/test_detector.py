@@ -162,3 +162,60 @@ def test_config_is_frozen_and_series_lengths_must_match() -> None:
         DEFAULT.warmup = 5  # type: ignore[misc]
     with pytest.raises(ValueError):
         score_series(stamps(10), [1.0] * 9)
+
+
+def noisy_daily(n: int, seed: int, sd: float, minutes: int = 5) -> list[float]:
+    """A daytime hump of 30 over a floor of 50 (06:00-20:00), Gaussian noise ``sd``."""
+    rng = random.Random(seed)
+    out = []
+    for ts in stamps(n, minutes):
+        hour = ts.hour + ts.minute / 60
+        hump = 30.0 * math.sin(math.pi * (hour - 6) / 14) if 6 <= hour <= 20 else 0.0
+        out.append(50.0 + hump + rng.gauss(0.0, sd))
+    return out
+
+
+def test_missing_daytime_hump_is_flagged_on_a_noisy_series() -> None:
+    # noise 8 against a hump of 30: single values hide the shape, trailing means do not
+    n = 20 * DAY
+    values = noisy_daily(n, seed=12, sd=8.0)
+    start = 18 * DAY + 10 * 12  # day 18, 10:00 to 16:00 at the floor
+    values[start : start + 72] = [v - 25.0 for v in values[start : start + 72]]
+    scores = score_series(stamps(n), values)
+    assert max(scores[start : start + 72]) >= 0.55
+    assert max(scores[start : start + 72]) > max(scores[3 * DAY : start])
+    assert sum(s >= ALERT for s in scores[3 * DAY : start]) <= 3  # 15 days
+
+
+def test_a_second_incident_after_the_event_gap_raises_its_own_alert() -> None:
+    values = noise(2000, seed=13)
+    values[1500] += 60.0
+    values[1650] -= 60.0  # 150 buckets later: a new event
+    scores = score_series(stamps(2000), values)
+    assert scores[1500] >= 0.7
+    assert scores[1650] >= 0.7
+
+
+def test_short_hourly_series_flags_a_spike_and_stays_quiet_otherwise() -> None:
+    # three weeks of hourly values: 504 rows, seven daily cycles before the spike
+    n = 21 * 24
+    values = noisy_daily(n, seed=14, sd=3.0, minutes=60)
+    spike, drop = 10 * 24 + 12, 15 * 24 + 12  # five days (120 hours) apart
+    values[spike] += 40.0
+    values[drop] -= 60.0  # far below anything seen
+    scores = score_series(stamps(n, minutes=60), values)
+    assert scores[spike] >= 0.6
+    assert scores[drop] >= ALERT  # a new event, not damped as part of the first
+    quiet = [s for i, s in enumerate(scores[5 * 24 :], start=5 * 24) if i not in (spike, drop)]
+    assert sum(s >= ALERT for s in quiet) <= 2
+
+
+def test_level_shift_on_a_daily_series_alerts_then_goes_quiet() -> None:
+    n = 16 * DAY
+    values = noisy_daily(n, seed=15, sd=3.0)
+    shift = 10 * DAY + 12 * 12
+    values[shift:] = [v + 20.0 for v in values[shift:]]
+    scores = score_series(stamps(n), values)
+    assert max(scores[shift : shift + 12]) >= 0.6
+    # one incident, one alert: no alert once the shift is a day old
+    assert sum(s >= ALERT for s in scores[shift + DAY :]) <= 2
