@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -229,16 +230,36 @@ def _running(settings: Settings, command: str) -> Iterator[None]:
 def run_stack(settings: Settings) -> None:
     """``pulse up``: everything in this one process."""
     embedded = settings.embedded_broker
+    stopped: list[Stack] = []  # the stack, once started (a Ctrl-C may come before)
     with (
         _running(settings, "up"),
         contextlib.suppress(KeyboardInterrupt),
         open_stack(settings, start_broker=embedded, run_flow=True, run_detector=True) as stack,
     ):
+        stopped.append(stack)
         try:
             _serve(stack)
         finally:
             _stopping(stack)
-    _console.print("Pulse stopped.")
+    _stopped(stopped)
+
+
+def _stopped(stacks: list[Stack]) -> None:
+    """Say how the stop went. A flow that could not finish (its writes failing) may still
+    hold a thread in Bytewax: exit without waiting for it; nothing it had not written
+    was committed, and an embedded broker holding it was left running."""
+    parts = stacks[0].parts if stacks else None
+    if parts is None or parts.clean:
+        _console.print("Pulse stopped.")
+        return
+    _console.print(
+        "Pulse stopped, but the flow could not write everything it read: the next start "
+        "reads it again" + (" from the embedded broker, left running" if parts.broker else ""),
+        highlight=False,
+    )  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _stopping(stack: Stack) -> None:
@@ -340,11 +361,13 @@ def run_demo(settings: Settings, *, open_page: bool = True) -> None:
     settings = settings.model_copy(update={"allowed_lateness": timedelta(seconds=30)})
     past, live = demo_simulations()
     embedded = settings.embedded_broker
+    stopped: list[Stack] = []
     with (
         _running(settings, "demo"),
         contextlib.suppress(KeyboardInterrupt),
         open_stack(settings, start_broker=embedded, run_flow=True) as stack,
     ):
+        stopped.append(stack)
         traffic = _DemoTraffic(stack, past, live)
         traffic.start()
         key = stack.services.keys.create("admin")
@@ -371,4 +394,4 @@ def run_demo(settings: Settings, *, open_page: bool = True) -> None:
         finally:
             traffic.close()
             _stopping(stack)
-    _console.print("Pulse stopped.")
+    _stopped(stopped)

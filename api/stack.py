@@ -61,6 +61,7 @@ class Stack:
     services: Services
     producer: ConfluentProducer
     notes: list[str] = field(default_factory=list)  # said once at start-up
+    parts: _Parts | None = None  # after the stack closed: parts.clean says how it went
 
 
 def require_broker(bootstrap: str, embedded: bool, timeout: float = 3.0) -> None:
@@ -172,6 +173,7 @@ class _Parts:
     producer: ConfluentProducer | None = None
     flow: FlowThread | None = None
     detector: DetectorLoop | None = None
+    clean: bool = True  # after close(): everything read was written and stopped
 
     def close(self) -> None:
         """Detector, then the producer (what it holds reaches the broker), then the flow —
@@ -186,6 +188,7 @@ class _Parts:
         if self.flow is not None:
             drain = self.drain_s if self.broker is not None else 0.0
             drained = self.flow.stop(timeout=20.0, drain=drain)
+        self.clean = drained
         if self.broker is None:
             return
         if drained:
@@ -273,4 +276,4 @@ def open_stack(
                 lambda: connect(settings.warehouse_dsn), detect_config(settings)
             ).start()
             services.readiness["detector"] = parts.detector.check
-        yield Stack(settings, bootstrap, topics, fx, warehouse, services, producer, notes)
+        yield Stack(settings, bootstrap, topics, fx, warehouse, services, producer, notes, parts)

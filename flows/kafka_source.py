@@ -179,38 +179,44 @@ class _Partition(StatefulSourcePartition[Any, State]):
 
     def _compare(self, cluster_id: str | None, ids: dict[str, str | None]) -> None:
         new_cluster = self._cluster is not None and cluster_id and cluster_id != self._cluster
-        restarted = []
+        restarted: dict[str, str] = {}
         for topic, topic_id in ids.items():
             known = self._ids[topic]
             if topic_id is None:
                 if known is not None or self._offsets[topic] > 0:
-                    restarted.append((topic, "was deleted"))
+                    restarted[topic] = "deleted"
             elif known is not None and known != topic_id:
-                restarted.append((topic, "was created again (new topic id)"))
+                restarted[topic] = "created again (new topic id)"
             elif known is None and new_cluster and self._offsets[topic] > 0:
-                restarted.append((topic, "is on a new broker (new cluster id)"))
+                restarted[topic] = "on a new broker (new cluster id)"
             self._ids[topic] = topic_id
         self._cluster = cluster_id or self._cluster
-        for topic, why in restarted:
-            self._restart(topic, why)
+        self._restart(restarted)
         if restarted or self._suspect:
             self._suspect = False
             self._assign()  # records fetched while in doubt are fetched again
 
-    def _restart(self, topic: str, why: str) -> None:
-        """Read ``topic`` again from its start; count what the old one had that was not
-        read."""
-        read = max(self._offsets[topic], 0)
-        lost = max(0, self._high[topic] - read)
-        BROKER_RESETS.labels(topic).inc()
-        BROKER_LOST.labels(topic).inc(lost)
+    def _restart(self, restarted: dict[str, str]) -> None:
+        """Read these topics (partition of this index; topic -> why) again from their
+        start; count and log what the old ones held that was not read."""
+        if not restarted:
+            return
+        lost = 0
+        for topic in restarted:
+            unread = max(0, self._high[topic] - max(self._offsets[topic], 0))
+            BROKER_RESETS.labels(topic).inc()
+            BROKER_LOST.labels(topic).inc(unread)
+            lost += unread
+            self._offsets[topic] = OFFSET_BEGINNING
+            self._high[topic] = 0
+        whys = sorted(set(restarted.values()))
         _log.warning(
-            "Kafka topic %s partition %d %s: reading it from its start; %d record(s) it held"
-            " that the flow had not read are lost (the old broker kept them in memory only)",
-            topic, self._partition, why, lost,
+            "Kafka partition %d of %s restarted (%s): reading it from its start; %s",
+            self._partition, ", ".join(restarted), "; ".join(whys),
+            f"{lost} record(s) the flow had not read were lost with the old one (the "
+            "embedded broker keeps records in memory only)" if lost else
+            "the flow had read everything the old one held",
         )  # fmt: skip
-        self._offsets[topic] = OFFSET_BEGINNING
-        self._high[topic] = 0
 
     def _check_ends(self, now: float, read: bool) -> None:
         """Remember the highest end offset seen (what a broker that dies would lose), and
@@ -219,7 +225,7 @@ class _Partition(StatefulSourcePartition[Any, State]):
         if not read and now < self._next_high:
             return
         self._next_high = now + 0.1
-        restarted = False
+        restarted = {}
         for topic, offset in self._offsets.items():
             try:
                 _, high = self._consumer.get_watermark_offsets(
@@ -230,11 +236,11 @@ class _Partition(StatefulSourcePartition[Any, State]):
             if high < 0:
                 continue
             if 0 <= high < offset:
-                self._restart(topic, f"ends at {high}, before the saved offset {offset}")
-                restarted = True
+                restarted[topic] = f"its end {high} is before the saved offset {offset}"
             elif high > self._high[topic]:
                 self._high[topic] = high
         if restarted:
+            self._restart(restarted)
             self._assign()
 
     def next_batch(self) -> list[Any]:
@@ -289,7 +295,7 @@ class _Partition(StatefulSourcePartition[Any, State]):
             raise RuntimeError(f"error reading Kafka topic {topic!r}: {error}")
         if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
             if topic in self._offsets:
-                self._restart(topic, "has no record at the saved offset any more")
+                self._restart({topic: "no record at the saved offset any more"})
                 self._assign()
             return
         now = time.monotonic()

@@ -169,7 +169,11 @@ class FlowThread:
             return self.error is None
         if drain > 0:
             self._drain.set()
-            self._thread.join(drain)
-        self._stop.set()
-        self._thread.join(timeout)
+            deadline = time.monotonic() + drain
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                if self.status.failing_since is not None:
+                    break  # the warehouse is unavailable: nothing more can be written now
+                self._thread.join(0.2)
+        self._stop.set()  # a write being retried gives up: its epoch is not committed
+        self._thread.join(timeout if self.status.failing_since is None else min(timeout, 5.0))
         return not self._thread.is_alive() and self.error is None
