@@ -82,8 +82,9 @@ def stop(
     force: Annotated[
         bool,
         typer.Option(
+            "--force",
             help="stop an embedded broker left by a crash even when what it holds cannot be "
-            "written to the warehouse first (those events are then lost)"
+            "written to the warehouse first (those events are then lost)",
         ),
     ] = False,
 ) -> None:

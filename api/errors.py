@@ -88,6 +88,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # never a bare text 500: the caller gets the JSON error body, the log the details
-        _log.error("unexpected error answering a request", exc_info=exc)
+        # never a bare text 500: the caller gets the JSON error body; the server still
+        # logs the traceback (Starlette re-raises the error after this answer)
         return error_response(500, "internal_error", "an unexpected error occurred")

@@ -172,7 +172,9 @@ class _Partition(StatefulSourcePartition[Any, State]):
         for topic, future in described.items():
             try:
                 topic_id = str(future.result().topic_id)
-            except KafkaException:
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue  # not known now: judged at the next lookup
                 topic_id = None  # deleted (not created again yet)
             ids[topic] = None if topic_id == _ZERO_ID else topic_id
         self._compare(cluster_id, ids)
