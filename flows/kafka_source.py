@@ -150,7 +150,7 @@ class _Partition(StatefulSourcePartition[Any, State]):
         the answer of the one under way (never blocks the flow)."""
         if self._check is None:
             if now >= self._next_check:
-                topics = TopicCollection(list(self._offsets))
+                topics = TopicCollection(self._source.topics)
                 self._check = (
                     self._admin.describe_topics(topics, request_timeout=5.0),
                     self._admin.describe_cluster(request_timeout=5.0),
@@ -169,14 +169,31 @@ class _Partition(StatefulSourcePartition[Any, State]):
         except KafkaException:
             return  # the broker is unreachable: keep waiting
         ids: dict[str, str | None] = {}
+        added = []
         for topic, future in described.items():
             try:
-                topic_id = str(future.result().topic_id)
+                description = future.result()
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    continue  # not known now: judged at the next lookup
-                topic_id = None  # deleted (not created again yet)
-            ids[topic] = None if topic_id == _ZERO_ID else topic_id
+                if (
+                    topic in self._offsets
+                    and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                ):
+                    ids[topic] = None  # deleted (not created again yet)
+                continue  # otherwise not known now: judged at the next lookup
+            text = str(description.topic_id)
+            topic_id = None if text == _ZERO_ID else text
+            indexes = {p.id for p in description.partitions}
+            self._source.new_partitions(topic, indexes)
+            if topic in self._offsets:
+                ids[topic] = topic_id
+            elif self._partition in indexes:  # a partition created since this one started
+                self._offsets[topic], self._ids[topic], self._high[topic] = (
+                    OFFSET_BEGINNING, topic_id, 0)  # fmt: skip
+                added.append(topic)
+        if added:
+            _log.warning("Kafka topics %s have a new partition %d: reading it from its start",
+                         ", ".join(added), self._partition)  # fmt: skip
+            self._assign()
         self._compare(cluster_id, ids)
 
     def _compare(self, cluster_id: str | None, ids: dict[str, str | None]) -> None:
@@ -337,6 +354,19 @@ class RoutingKafkaSource(FixedPartitionedSource[Any, State]):
         self.idle_s = idle_s
         self.stop = stop
         self.drain = drain  # set: end once every partition is read to its end
+        self._indexes: set[int] | None = None  # the partition indexes at start
+        self._warned: set[tuple[str, int]] = set()
+
+    def new_partitions(self, topic: str, indexes: set[int]) -> None:
+        """Say (once) which partitions of ``topic`` no input partition of this flow reads:
+        created after it started, they are read from their start after a restart."""
+        unread = indexes - (self._indexes or indexes) - {i for t, i in self._warned if t == topic}
+        for index in sorted(unread):
+            self._warned.add((topic, index))
+            _log.warning(
+                "Kafka topic %s has a partition %d created after the flow started: it is read "
+                "from its start once the flow restarts", topic, index,
+            )  # fmt: skip
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self.brokers})
@@ -346,6 +376,7 @@ class RoutingKafkaSource(FixedPartitionedSource[Any, State]):
             if meta.error is not None:
                 raise RuntimeError(f"cannot list partitions of Kafka topic {topic!r}: {meta.error}")
             indexes.update(meta.partitions)
+        self._indexes = indexes
         return [f"partition-{i}" for i in sorted(indexes)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: State | None) -> _Partition:

@@ -33,6 +33,8 @@ RECREATED = Counter(
 )
 # deliveries failing this long while the broker answers: the client is recreated
 _STALLED_S = 5.0
+# readiness: records wait and no acknowledgement came for this long
+_OVERDUE_S = 2.0
 # delivery errors meaning the broker no longer knows this producer: recreate at once
 _STATE_LOST = frozenset(
     {"PRODUCER_FENCED", "UNKNOWN_PRODUCER_ID", "OUT_OF_ORDER_SEQUENCE_NUMBER",
@@ -113,6 +115,7 @@ class ConfluentProducer(EventProducer):
             **extra,
         }
         self._on_new_broker = on_new_broker
+        self._prepared = True  # on_new_broker ran since the client was (re)created
         self._health = _Health()
         self._closed = threading.Event()
         self._wake = threading.Event()  # something for the watcher to look at
@@ -149,7 +152,7 @@ class ConfluentProducer(EventProducer):
         the broker now."""
         from confluent_kafka import KafkaException
 
-        self._health.ready()
+        self._health.ready(len(self._producer))
         try:
             self._producer.list_topics(timeout=2.0)
         except KafkaException as exc:
@@ -210,6 +213,7 @@ class ConfluentProducer(EventProducer):
                 health.cluster_id = meta.cluster_id
                 continue
             health.reachable(meta.cluster_id or known)
+            self._prepare()
             failing = health.failing_since
             if failing is not None and time.monotonic() - failing >= _STALLED_S:
                 self._recreate(f"deliveries fail although the broker answers ({health.last_error})")
@@ -230,13 +234,21 @@ class ConfluentProducer(EventProducer):
             old.purge()
         with contextlib.suppress(Exception):
             old.flush(1.0)  # serves the purged records' callbacks: their batches fail
-        if self._on_new_broker is not None:
-            try:
-                self._on_new_broker()
-            except Exception as exc:  # the broker may still be starting; creating topics
-                _log.warning("after the broker changed: %s", exc)  # is retried by the next
-                self._health.suspect = True  # probe's recreation only if needed
+        self._prepared = self._on_new_broker is None
+        self._prepare()
         self._health.recovered()
+
+    def _prepare(self) -> None:
+        """Run ``on_new_broker`` after a recreation (again at the next probes until it
+        succeeds: the broker may still be starting)."""
+        if self._prepared or self._on_new_broker is None:
+            return
+        try:
+            self._on_new_broker()
+            self._prepared = True
+        except Exception as exc:
+            _log.warning("preparing the new Kafka client failed (retrying): %s", exc)
+            self._health.suspect = True
 
 
 def _name(error: Any) -> str:
@@ -260,6 +272,7 @@ class _Health:
         self.down: str | None = None  # why the broker is unreachable, while it is
         self.failing_since: float | None = None  # deliveries failing, none succeeded since
         self.last_error = ""
+        self.last_progress = time.monotonic()  # of the acknowledgements (or failures)
         self._recovered = threading.Event()
         self._recovered.set()
 
@@ -282,6 +295,7 @@ class _Health:
         self._recovered.set()
 
     def delivered(self, error: Any) -> None:
+        self.last_progress = time.monotonic()
         if error is None:
             self.failing_since = None
         else:
@@ -302,7 +316,9 @@ class _Health:
         if self.down is not None:
             raise DeliveryError(0, f"the Kafka broker is unreachable ({self.down})")
 
-    def ready(self) -> None:
+    def ready(self, waiting: int) -> None:
+        """Raise unless records sent now would be delivered; ``waiting``: records the
+        client holds unacknowledged."""
         if self.fatal is not None:
             raise BrokerError(f"the producer hit a fatal error ({self.fatal}) and is recovering")
         if self.down is not None:
@@ -310,6 +326,11 @@ class _Health:
         if self.failing_since is not None:
             since = time.monotonic() - self.failing_since
             raise BrokerError(f"deliveries have failed for {since:.0f} s ({self.last_error})")
+        overdue = time.monotonic() - self.last_progress
+        if waiting and overdue > _OVERDUE_S:
+            raise BrokerError(
+                f"{waiting} record(s) wait for acknowledgements, none came for {overdue:.0f} s"
+            )
 
 
 class _ConfluentBatch(Batch):

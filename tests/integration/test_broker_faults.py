@@ -4,15 +4,17 @@ SIGKILL and started again empty on the same address:
 - the flow's source notices the restarted topics, reads them from their start (never
   from the saved offsets, which would skip records) and counts what the old broker held
   that it had not read — resumed from its recovery state or while running;
-- the collector's producer recovers by itself from a fatal client error (its idempotence
-  state lost with the broker) and is never answered as delivered for what was not;
-- readiness reflects a dead broker and a dead flow.
+- the collector's producer recovers by itself when the broker lost its idempotence state
+  (fenced: librdkafka retries for ever or reports a fatal error), and nothing is answered
+  as delivered that was not;
+- readiness reflects a dead broker, such a stuck producer and a dead flow.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -204,6 +206,21 @@ def test_the_producer_recovers_from_a_lost_broker_by_itself(address: str, tmp_pa
         ensure_topics(address, topics)
         _wait(lambda: _ready(url)[0] == 200, "readiness did not see the broker back")
         recreated = _sample("pulse_producer_recreated_total")
+        # the broker answers, but no longer knows this producer: its records are not
+        # acknowledged (librdkafka waits for ever, or reports a fatal error)
+        outcome: list[object] = []
+
+        def first_request() -> None:
+            try:
+                outcome.append(collector.ingest(_events("d", 10), source="test", timeout=5))
+            except DeliveryError as exc:
+                outcome.append(exc)
+
+        threading.Thread(target=first_request).start()
+        _wait(lambda: _ready(url)[0] == 503, "readiness did not notice the stuck producer")
+        assert "acknowledgements" in _ready(url)[1]["broker"] or outcome
+        _wait(lambda: bool(outcome), "the request was not answered")
+        assert isinstance(outcome[0], DeliveryError)  # never accepted
         accepted: list[str] = []
         deadline = time.monotonic() + 20
         while len(accepted) < 30:
@@ -248,3 +265,34 @@ def test_readiness_reports_a_dead_flow(
     finally:
         server.should_exit = True  # type: ignore[attr-defined]
         thread.join(10)
+
+
+def test_a_partition_created_while_the_flow_runs_is_read_from_its_start(address: str) -> None:
+    """Topic B is created again with two partitions (Tansu has no CreatePartitions): the
+    running input partition 1, which read only topic A, takes B's new partition 1 in."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": address})
+
+    def create(name: str, partitions: int) -> None:
+        for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            future.result()
+
+    with EmbeddedBroker(address):
+        create("a", 2)
+        create("b", 1)
+        source = RoutingKafkaSource([address], ["a", "b"], _route)
+        assert source.list_parts() == ["partition-0", "partition-1"]
+        part = source.build_part("kafka", "partition-1", None)
+        assert "b" not in part.snapshot()["topics"]
+        for future in admin.delete_topics(["b"]).values():
+            future.result()
+        create("b", 2)
+        producer = Producer({"bootstrap.servers": address})
+        for i in range(5):
+            producer.produce("b", msgspec.json.encode({"event_id": f"b{i}"}), partition=1)
+        producer.flush(10)
+        assert _ids(_read(part, 5)) == {f"b{i}" for i in range(5)}
+        assert part.snapshot()["topics"]["b"][0] == 5
+        part.close()
