@@ -86,7 +86,8 @@ def _is(record: PidRecord) -> bool:
     if record.started is not None and _start_ticks(record.pid) not in (None, record.started):
         return False  # the pid now belongs to another process
     cmdline = _cmdline(record.pid)
-    return cmdline is None or record.marker in cmdline
+    # empty for an instant after exec: then the start time alone decides
+    return not cmdline or record.marker in cmdline
 
 
 def read_live(path: Path) -> PidRecord | None:
