@@ -268,24 +268,16 @@ class _Partition(StatefulSourcePartition[Any, State]):
             raise StopIteration
         now = time.monotonic()
         self._look_up(now)
-        if self._suspect:
-            self._awake = datetime.now(UTC) + _IDLE_PAUSE
-            return []
+        if self._suspect:  # the broker looks gone: nothing is read until it is known again
+            return self._idle(now)
         errors = self._errors
         msgs = self._consumer.consume(src.batch_size, 0.001)
         now = time.monotonic()
         if self._errors != errors:  # the broker went away during this fetch: in doubt
-            self._awake = datetime.now(UTC) + _IDLE_PAUSE
-            return []
+            return self._idle(now)
         self._check_ends(now, bool(msgs))
         if not msgs:
-            idle = now - self._last_read
-            if src.idle_s is not None and idle >= src.idle_s:
-                raise StopIteration
-            if src.drain is not None and src.drain.is_set() and idle >= _DRAIN_IDLE_S:
-                raise StopIteration
-            self._awake = datetime.now(UTC) + _IDLE_PAUSE
-            return []
+            return self._idle(now)
         self._awake = None
         self._last_read = now
         route, partition, offsets = src.route, self._partition, self._offsets
@@ -305,6 +297,17 @@ class _Partition(StatefulSourcePartition[Any, State]):
             else:
                 values.append(value)
         return [(key, (key, values)) for key, values in by_key.items()]
+
+    def _idle(self, now: float) -> list[Any]:
+        """Nothing read: end when idle for long enough (``idle_s``, or while draining),
+        else ask to be called again shortly."""
+        src, idle = self._source, now - self._last_read
+        if src.idle_s is not None and idle >= src.idle_s:
+            raise StopIteration
+        if src.drain is not None and src.drain.is_set() and idle >= _DRAIN_IDLE_S:
+            raise StopIteration
+        self._awake = datetime.now(UTC) + _IDLE_PAUSE
+        return []
 
     def _read_error(self, topic: str, error: KafkaError) -> None:
         """An error in place of a record: fatal ones stop the flow; an offset out of
