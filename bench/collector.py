@@ -1,24 +1,29 @@
 """Latency of ``POST /v1/events``: C clients posting 100-event batches at a set rate.
 
-    .venv/bin/python bench/collector.py [--clients 1 8] [--rate 2000] [--seconds 10]
+    .venv/bin/python bench/collector.py [--clients 1 8] [--rate 2000] [--seconds 10] [--up]
 
 Starts the embedded broker on a free port and the API (collector only) under uvicorn in
-this process, then runs the clients in a separate process (each a thread with its own
-HTTP connection, paced so that together they send ``--rate`` events per second), and
-prints p50 / p99 / max of the request latency per client count. A quick measurement for
-comparing two versions on one machine, not a soak.
+this process — or, with ``--up``, a whole ``pulse up`` (flow and detector in the same
+process, as users run it) — then runs the clients in a separate process (each a thread
+with its own HTTP connection, paced so that together they send ``--rate`` events per
+second), and prints p50 / p99 / max of the request latency per client count. A quick
+measurement for comparing two versions on one machine, not a soak.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -77,10 +82,19 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s, all clients")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--up", action="store_true",
+        help="measure a whole `pulse up` (flow and detector in the same process) instead of "
+        "the API alone",
+    )  # fmt: skip
     parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)  # URL KEY: client mode
     args = parser.parse_args()
     if args.client:
         _client(*args.client, args.clients[0], args.rate, args.seconds)
+        return
+    if args.up:
+        with tempfile.TemporaryDirectory() as tmp, _pulse_up(Path(tmp)) as (url, key):
+            _measure(args, url, key)
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -104,26 +118,61 @@ def main() -> None:
                                                            load_fx_rates().currencies))  # fmt: skip
         port = _free_port()
         server, thread = serve_in_thread(create_app(services), port)
-        url = f"http://127.0.0.1:{port}/v1/events"
         try:
-            for clients in args.clients:
-                done = subprocess.run(
-                    [sys.executable, __file__, "--client", url, key, "--clients", str(clients),
-                     "--rate", str(args.rate), "--seconds", str(args.seconds)],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
-                result = json.loads(done.stdout)
-                lat = result["latencies"]
-                print(
-                    f"clients={clients} rate={args.rate:.0f} ev/s requests={len(lat)} "
-                    f"errors={result['errors']} p50={_pct(lat, 0.5):.1f} ms "
-                    f"p99={_pct(lat, 0.99):.1f} ms max={max(lat):.1f} ms",
-                    flush=True,
-                )
+            _measure(args, f"http://127.0.0.1:{port}", key)
         finally:
             server.should_exit = True
             thread.join(10)
             producer.close()
+
+
+def _measure(args: argparse.Namespace, base: str, key: str) -> None:
+    for clients in args.clients:
+        done = subprocess.run(
+            [sys.executable, __file__, "--client", f"{base}/v1/events", key, "--clients",
+             str(clients), "--rate", str(args.rate), "--seconds", str(args.seconds)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        result = json.loads(done.stdout)
+        lat = result["latencies"]
+        print(
+            f"clients={clients} rate={args.rate:.0f} ev/s requests={len(lat)} "
+            f"errors={result['errors']} p50={_pct(lat, 0.5):.1f} ms "
+            f"p99={_pct(lat, 0.99):.1f} ms max={max(lat):.1f} ms",
+            flush=True,
+        )
+
+
+@contextlib.contextmanager
+def _pulse_up(home: Path) -> Iterator[tuple[str, str]]:
+    """`pulse up` on a fresh home and free ports; yields its URL and an ingest key."""
+    import httpx
+
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PULSE_")},
+           "PULSE_HOME": str(home), "PULSE_API_PORT": str(port),
+           "PULSE_BROKER_LISTEN": f"127.0.0.1:{_free_port()}"}  # fmt: skip
+    cli = [sys.executable, "-m", "api.cli"]
+    up = subprocess.Popen([*cli, "up"], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or up.poll() is not None:
+                raise RuntimeError("pulse up did not become ready")
+            time.sleep(0.5)
+        made = subprocess.run([*cli, "keys", "create", "--scope", "ingest"], env=env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        yield base, made.stdout.strip().splitlines()[-1]
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(120)
 
 
 if __name__ == "__main__":
