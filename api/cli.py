@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ingest.errors import NotBuiltYet, PulseError
-from ingest.settings import DEFAULT_BOOTSTRAP, Settings, load_settings
+from ingest.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,6 +79,81 @@ def demo(
 
 
 @app.command()
+def stop(
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="stop an embedded broker left by a crash even when what it holds cannot be "
+            "written to the warehouse first (those events are then lost)",
+        ),
+    ] = False,
+) -> None:
+    """Stop whatever of Pulse runs on this PULSE_HOME (a stack, or an embedded broker left
+    by a crash), after draining what it can into the warehouse."""
+    from api.stack import broker_pid_file, pulse_pid_file
+    from ingest import pidfile
+    from ingest.broker import leftover_broker
+
+    settings = _settings()
+    stopped = False
+    running = pidfile.read_live(pulse_pid_file(settings))
+    if running is not None:
+        bound = settings.stop_timeout.total_seconds() + 15
+        err.print(f"stopping `pulse {running.marker}` (pid {running.pid}): it writes what it "
+                  "holds to the warehouse, then stops", highlight=False)  # fmt: skip
+        with err.status(f"waiting for pid {running.pid} to stop"):
+            if not pidfile.terminate(running, bound, kill_after=False):
+                raise PulseError(
+                    f"`pulse {running.marker}` (pid {running.pid}) did not stop within "
+                    f"{bound:.0f} s"
+                )
+        err.print(f"stopped `pulse {running.marker}` (pid {running.pid})", highlight=False)
+        stopped = True
+    broker = leftover_broker(broker_pid_file(settings))
+    if broker is not None:
+        address = str(broker.extra.get("address", settings.bootstrap))
+        if not force:
+            err.print(
+                f"an embedded broker runs at {address} (pid {broker.pid}), left by a crash: "
+                "writing what it holds to the warehouse first",
+                highlight=False,
+            )
+            try:
+                _drain_broker(settings, address)
+            except PulseError as exc:
+                raise PulseError(
+                    f"{exc} — the broker (pid {broker.pid}) is left running with what it "
+                    "holds; `pulse stop --force` stops it anyway"
+                ) from exc
+        pidfile.terminate(broker, 10.0)
+        pidfile.remove_if_mine(broker_pid_file(settings), broker.pid)
+        err.print(f"stopped the embedded broker (pid {broker.pid})", highlight=False)
+        stopped = True
+    if not stopped:
+        err.print(f"nothing of Pulse runs on PULSE_HOME={settings.home}", highlight=False)
+
+
+def _drain_broker(settings: Settings, address: str) -> None:
+    """Run the flow until every topic of the broker at ``address`` is in the warehouse."""
+    from api.stack import flow_config, open_warehouse, recovery_dir
+    from flows.run import run_flow
+    from ingest.fx import load_fx_rates
+
+    settings = settings.model_copy(update={"broker_listen": address, "kafka_bootstrap": None})
+    client, notes = open_warehouse(settings)  # fails clearly if another process holds it
+    client.close()
+    for note in notes:
+        err.print(note, highlight=False)
+    config = flow_config(settings, load_fx_rates(settings.fx_rates), idle_stop_s=2.0)
+    with err.status("draining the broker's topics into the warehouse"):
+        try:
+            run_flow(config, recovery_dir=recovery_dir(settings))
+        except Exception as exc:
+            raise PulseError(f"draining the broker failed: {exc}") from exc
+
+
+@app.command()
 def serve() -> None:
     """Run the API alone (needs a running broker; see PULSE_KAFKA_BOOTSTRAP)."""
     from api.server import run_api_only
@@ -100,7 +175,7 @@ def broker(
     from ingest.topics import Topics, ensure_topics
 
     settings = _settings()
-    with EmbeddedBroker(listen or DEFAULT_BOOTSTRAP) as running:
+    with EmbeddedBroker(listen or settings.broker_listen) as running:
         created = ensure_topics(
             running.bootstrap, Topics(settings.topic_prefix), settings.topic_partitions
         )
@@ -211,29 +286,29 @@ def _publish(settings: Settings, file: Path, pace: float | None) -> IngestResult
 def _drain_after(settings: Settings) -> Iterator[None]:
     """Around publishing: the broker (started if embedded and not running), then the flow
     until every topic is drained into the warehouse."""
-    from api.stack import flow_config, recovery_dir, require_broker
+    from api.stack import embedded_broker, flow_config, open_warehouse, recovery_dir, require_broker
     from flows.run import run_flow
-    from ingest.broker import EmbeddedBroker
     from ingest.errors import BrokerError
     from ingest.fx import load_fx_rates
-    from warehouse.client import connect
-    from warehouse.migrate import migrate as apply
 
-    with contextlib.ExitStack() as stack:
-        try:
-            require_broker(settings.bootstrap, settings.embedded_broker, timeout=0.5)
-        except BrokerError:
-            if not settings.embedded_broker:
-                raise
-            settings.home.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(EmbeddedBroker(settings.bootstrap, settings.home / "broker.log"))
-        client = connect(settings.warehouse_dsn)  # fails clearly if `pulse up` holds it
-        apply(client)
-        client.close()
-        yield
-        config = flow_config(settings, load_fx_rates(settings.fx_rates), idle_stop_s=2.0)
-        with err.status("draining the topics into the warehouse"):
-            run_flow(config, recovery_dir=recovery_dir(settings))
+    broker = None
+    try:
+        require_broker(settings.bootstrap, settings.embedded_broker, timeout=0.5)
+    except BrokerError:
+        if not settings.embedded_broker:
+            raise
+        broker = embedded_broker(settings).start()
+    client, notes = open_warehouse(settings)  # fails clearly if `pulse up` holds it
+    client.close()
+    for note in notes:
+        err.print(note, highlight=False)
+    yield
+    config = flow_config(settings, load_fx_rates(settings.fx_rates), idle_stop_s=2.0)
+    with err.status("draining the topics into the warehouse"):
+        run_flow(config, recovery_dir=recovery_dir(settings))
+    # stopped only once drained: on an error it keeps what was published (`pulse stop`)
+    if broker is not None:
+        broker.stop()
 
 
 def _sim_help() -> str:
@@ -355,17 +430,17 @@ def flow(
     ] = 1,
 ) -> None:
     """Run the Bytewax dataflows alone (Kafka topics -> ClickHouse)."""
-    from api.stack import flow_config, recovery_dir, require_broker
+    from api.stack import flow_config, open_warehouse, recovery_dir, require_broker
     from flows.run import run_flow, run_processes
     from ingest.fx import load_fx_rates
-    from warehouse.client import connect, redact_dsn
-    from warehouse.migrate import migrate as apply
+    from warehouse.client import redact_dsn
 
     settings = _settings()
     require_broker(settings.bootstrap, settings.embedded_broker)
-    client = connect(settings.warehouse_dsn)
-    apply(client)
+    client, notes = open_warehouse(settings)
     client.close()
+    for note in notes:
+        err.print(note, highlight=False)
     config = flow_config(settings, load_fx_rates(settings.fx_rates), idle_stop_s=exit_when_idle)
     if processes > 1 and workers > 1:
         raise typer.BadParameter("use either --workers or --processes, not both")

@@ -69,6 +69,8 @@ class Services:
     # page origins allowed to send events from browsers (PULSE_CORS_ORIGINS, normalised)
     cors_origins: frozenset[str] = frozenset()
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    # raises WarehouseError when the warehouse is gone (e.g. its directory was deleted)
+    warehouse_check: Callable[[], None] | None = None
 
 
 def get_services(request: Request) -> Services:
@@ -79,10 +81,12 @@ def get_services(request: Request) -> Services:
 
 def get_warehouse(request: Request) -> Client:
     """The warehouse client, or 503 when this API runs without one."""
-    client = get_services(request).warehouse
-    if client is None:
+    services = get_services(request)
+    if services.warehouse is None:
         raise ApiError(503, "this API has no warehouse attached")
-    return client
+    if services.warehouse_check is not None:
+        services.warehouse_check()  # a WarehouseError is a 503 warehouse_unavailable
+    return services.warehouse
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `pulse keys create`")

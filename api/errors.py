@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -106,7 +107,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WarehouseError)
     async def _warehouse(_: Request, exc: WarehouseError) -> JSONResponse:
-        return error_response(503, "warehouse_unavailable", "the warehouse is unavailable")
+        return error_response(503, "warehouse_unavailable", f"the warehouse is unavailable: {exc}")
+
+    @app.exception_handler(ClickHouseError)
+    async def _clickhouse(_: Request, exc: ClickHouseError) -> JSONResponse:
+        # bad parameters are 400s before any query runs: a failing query means the
+        # warehouse cannot answer now (gone, failed, overloaded)
+        _log.warning("warehouse query failed: %s", str(exc).strip().splitlines()[:1])
+        return error_response(
+            503, "warehouse_unavailable", "the warehouse could not answer; try again later"
+        )
 
     @app.exception_handler(PulseError)
     async def _pulse(_: Request, exc: PulseError) -> JSONResponse:

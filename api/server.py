@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -14,6 +17,7 @@ from rich.console import Console
 
 from api.app import create_app
 from api.stack import Stack, open_stack
+from ingest.errors import PulseError
 from ingest.settings import Settings
 from warehouse.client import redact_dsn
 
@@ -102,6 +106,14 @@ def _when_started(server: uvicorn.Server, callback: Callable[[], object]) -> Non
     threading.Thread(target=wait, name="pulse-when-started", daemon=True).start()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, whose first stop signal also arms the watchdog of the whole stop."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        _watchdog.arm()
+        super().handle_exit(sig, frame)
+
+
 def _serve(
     stack: Stack,
     notes: Sequence[str] = (),
@@ -109,10 +121,11 @@ def _serve(
 ) -> None:
     s = stack.settings
     app = create_app(stack.services)
-    config = uvicorn.Config(app, host=s.api_host, port=s.api_port, log_level="warning")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(app, host=s.api_host, port=s.api_port, log_level="warning",
+                            timeout_graceful_shutdown=5)  # fmt: skip
+    server = _Server(config)
     _console.print(start_banner(stack), highlight=False)
-    for line in notes:
+    for line in [*stack.notes, *notes]:
         _console.print(line, highlight=False, soft_wrap=True)
     if on_ready is not None:
         _when_started(server, on_ready)
@@ -135,32 +148,136 @@ def serve_in_thread(
     return server, thread
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (systemd, docker, timeout) stops as cleanly as Ctrl-C."""
+class _Watchdog:
+    """SIGTERM always stops the process: once a graceful stop begins, it has ``bound``
+    seconds; after that the process says so and exits anyway (what was not written is
+    re-read at the next start: the flow resumes from its last committed state, and an
+    embedded broker left running is reattached). A second signal during the stop exits
+    at once."""
 
-    def interrupt(*_: object) -> None:
+    def __init__(self) -> None:
+        self.bound = 90.0
+        self.stopping = threading.Event()
+        self._armed = threading.Lock()
+
+    def arm(self) -> None:
+        """Start the countdown (once)."""
+        if not self._armed.acquire(blocking=False):
+            return
+        threading.Thread(target=self._expire, name="pulse-stop-watchdog", daemon=True).start()
+
+    def _expire(self) -> None:
+        time.sleep(self.bound)
+        _console.print(
+            f"[red]pulse:[/red] the graceful stop did not finish within {self.bound:.0f} s"
+            " (PULSE_STOP_TIMEOUT): exiting now; what was not written is read again at the"
+            " next start",
+            highlight=False,
+        )
+        os._exit(1)
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        """SIGINT / SIGTERM outside uvicorn: begin the graceful stop, or end it now."""
+        if self.stopping.is_set():
+            _console.print(
+                f"[red]pulse:[/red] {signal.Signals(signum).name} again: exiting now, without"
+                " finishing the graceful stop (what was not written is read again at the next"
+                " start)",
+                highlight=False,
+            )
+            os._exit(128 + signum)
+        self.arm()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    def install(self, settings: Settings) -> None:
+        """Handle SIGTERM (systemd, docker, timeout, `pulse stop`) like Ctrl-C."""
+        self.bound = settings.stop_timeout.total_seconds()
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+
+    def begin(self) -> None:
+        """The graceful stop begins now (the API has stopped)."""
+        self.stopping.set()
+        self.arm()
+
+
+_watchdog = _Watchdog()
+
+
+@contextlib.contextmanager
+def _running(settings: Settings, command: str) -> Iterator[None]:
+    """Around a whole stack: signals and watchdog, and the pid file `pulse stop` reads
+    (one stack per PULSE_HOME)."""
+    from api.stack import pulse_pid_file
+    from ingest import pidfile
+
+    _watchdog.install(settings)
+    path = pulse_pid_file(settings)
+    running = pidfile.read_live(path)
+    if running is not None and running.pid != os.getpid():
+        raise PulseError(
+            f"`pulse {running.marker}` already runs on PULSE_HOME={settings.home} "
+            f"(pid {running.pid}); `pulse stop` stops it"
+        )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    pidfile.write(path, os.getpid(), command, api=f"{settings.api_host}:{settings.api_port}")
+    try:
+        yield
+    finally:
+        pidfile.remove_if_mine(path, os.getpid())
 
 
 def run_stack(settings: Settings) -> None:
     """``pulse up``: everything in this one process."""
-    _stop_on_sigterm()
     embedded = settings.embedded_broker
+    stopped: list[Stack] = []  # the stack, once started (a Ctrl-C may come before)
     with (
+        _running(settings, "up"),
         contextlib.suppress(KeyboardInterrupt),
         open_stack(settings, start_broker=embedded, run_flow=True, run_detector=True) as stack,
     ):
-        _serve(stack)
-    _console.print("Pulse stopped.")
+        stopped.append(stack)
+        try:
+            _serve(stack)
+        finally:
+            _stopping(stack)
+    _stopped(stopped)
+
+
+def _stopped(stacks: list[Stack]) -> None:
+    """Say how the stop went. A flow that could not finish (its writes failing) may still
+    hold a thread in Bytewax: exit without waiting for it; nothing it had not written
+    was committed, and an embedded broker holding it was left running."""
+    parts = stacks[0].parts if stacks else None
+    if parts is None or parts.clean:
+        _console.print("Pulse stopped.")
+        return
+    _console.print(
+        "Pulse stopped, but the flow could not write everything it read: the next start "
+        "reads it again" + (" from the embedded broker, left running" if parts.broker else ""),
+        highlight=False,
+    )  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _stopping(stack: Stack) -> None:
+    """The API has stopped: the rest stops next (bounded by the watchdog)."""
+    _watchdog.begin()
+    if stack.settings.embedded_broker and "flow" in stack.services.readiness:
+        _console.print("stopping: the flow reads what the broker holds, then everything stops",
+                       highlight=False)  # fmt: skip
 
 
 def run_api_only(settings: Settings) -> None:
     """``pulse serve``: the API against an already-running broker."""
-    _stop_on_sigterm()
+    _watchdog.install(settings)
     with contextlib.suppress(KeyboardInterrupt), open_stack(settings, start_broker=False) as stack:
-        _serve(stack)
+        try:
+            _serve(stack)
+        finally:
+            _watchdog.begin()
     _console.print("Pulse stopped.")
 
 
@@ -236,7 +353,6 @@ def run_demo(settings: Settings, *, open_page: bool = True) -> None:
     learns before it judges), then live simulated traffic with a conversion drop. With
     ``open_page``, the Business overview opens in the browser once the API is up (when
     this machine has one)."""
-    _stop_on_sigterm()
     from datetime import timedelta
 
     from insights.demo import DEMO_INCIDENT, demo_simulations
@@ -245,10 +361,13 @@ def run_demo(settings: Settings, *, open_page: bool = True) -> None:
     settings = settings.model_copy(update={"allowed_lateness": timedelta(seconds=30)})
     past, live = demo_simulations()
     embedded = settings.embedded_broker
+    stopped: list[Stack] = []
     with (
+        _running(settings, "demo"),
         contextlib.suppress(KeyboardInterrupt),
         open_stack(settings, start_broker=embedded, run_flow=True) as stack,
     ):
+        stopped.append(stack)
         traffic = _DemoTraffic(stack, past, live)
         traffic.start()
         key = stack.services.keys.create("admin")
@@ -274,4 +393,5 @@ def run_demo(settings: Settings, *, open_page: bool = True) -> None:
             _serve(stack, notes, opened)
         finally:
             traffic.close()
-    _console.print("Pulse stopped.")
+            _stopping(stack)
+    _stopped(stopped)

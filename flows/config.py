@@ -12,6 +12,7 @@ from flows.logic import FlowRules
 from ingest.fx import FxRates
 from ingest.settings import Settings
 from ingest.topics import Topics
+from warehouse.writer import WriteStatus
 
 __all__ = ["FlowConfig", "flow_config"]
 
@@ -28,6 +29,9 @@ class FlowConfig:
     rules: FlowRules = field(default_factory=FlowRules)
     idle_stop_s: float | None = None
     stop: threading.Event | None = None  # set it to end the flow cleanly
+    drain: threading.Event | None = None  # set it to end once every topic is read to its end
+    # how the warehouse writes are going (a write being retried makes the flow not ready)
+    write_status: WriteStatus | None = None
     batch_size: int = 5000
     allowed_lateness: timedelta = timedelta(minutes=10)  # rollups wait this long for a minute
     rollup_every_s: float = 5.0

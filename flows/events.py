@@ -31,7 +31,7 @@ from flows.shard import Shard, shard_of_key
 from flows.state_store import ShardStore
 from ingest.events import Rejection, validate
 from ingest.fx import FxRates
-from warehouse.client import connect
+from warehouse.client import connect, presence_check
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.rollups import refresh
@@ -145,10 +145,16 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
         return [f"warehouse-{i}" for i in range(self._config.sink_partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WarehousePartition:
-        client = connect(self._config.warehouse_dsn, self._config.database)
+        config = self._config
+        client = connect(config.warehouse_dsn, config.database)
         migrate(client)  # whichever runner started the flow, the schema is there
-        rollups = _Rollups(client, self._config)
-        writer = BackgroundWriter(WarehouseWriter(client), after=rollups.maybe_refresh)
+        rollups = _Rollups(client, config)
+        writer = BackgroundWriter(
+            WarehouseWriter(client, presence_check(config.warehouse_dsn)),
+            after=rollups.maybe_refresh,
+            stop=config.stop,
+            status=config.write_status,
+        )
         return _WarehousePartition(writer, rollups)
 
 
@@ -191,7 +197,10 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
 
     def close(self) -> None:
         self._writer.flush()
-        self._rollups.maybe_refresh(force=True)
+        try:
+            self._rollups.maybe_refresh(force=True)
+        except Exception as exc:  # the marks stay: the next start recomputes them
+            _log.warning("refreshing the rollups at stop failed: %s", exc)
 
     def write_batch(self, items: list[Rows]) -> None:
         progress: Progress = {}
@@ -313,6 +322,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
         batch_size=config.batch_size,
         idle_s=config.idle_stop_s,
         stop=config.stop,
+        drain=config.drain,
     )
     # (shard, (shard, [records])) per shard and fetch, in read order
     by_shard = op.input("kafka_shards", flow, source)

@@ -18,6 +18,8 @@ from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from flows.events import FlowConfig, build_flow
+from ingest.errors import PulseError
+from warehouse.writer import WriteStatus
 
 __all__ = ["FlowThread", "recovery_config", "run_flow", "run_processes", "tune_gc"]
 
@@ -125,7 +127,11 @@ class FlowThread:
 
     def __init__(self, config: FlowConfig, *, workers: int = 1, recovery_dir: Path | None = None):
         self._stop = threading.Event()
-        self._config = dataclasses.replace(config, stop=self._stop)
+        self._drain = threading.Event()
+        self.status = WriteStatus()
+        self._config = dataclasses.replace(
+            config, stop=self._stop, drain=self._drain, write_status=self.status
+        )
         self._workers = workers
         self._recovery_dir = recovery_dir
         self.error: BaseException | None = None
@@ -144,15 +150,30 @@ class FlowThread:
         return self._thread.is_alive()
 
     def check(self) -> None:
-        """Readiness: raise when the flow is not running."""
+        """Readiness: raise when the flow is not running, or its writes keep failing."""
         if not self.alive:
-            raise RuntimeError(f"the flow is not running ({self.error!r})")
+            error = self.error
+            why = "" if error is None else f": {type(error).__name__}: {str(error)[:200]}"
+            raise PulseError(f"the flow is not running{why}")
+        self.status.check()
 
     def start(self) -> FlowThread:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask every partition to end, then wait for the last snapshot and writes."""
-        self._stop.set()
-        self._thread.join(timeout)
+    def stop(self, timeout: float = 30.0, *, drain: float = 0.0) -> bool:
+        """Stop the flow: with ``drain`` seconds, first let it read every topic to its end
+        and write it; then ask every partition to end, and wait for the last snapshot and
+        writes. Returns whether everything read was written (it ended without error)."""
+        if not self._thread.is_alive():
+            return self.error is None
+        if drain > 0:
+            self._drain.set()
+            deadline = time.monotonic() + drain
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                if self.status.failing_since is not None:
+                    break  # the warehouse is unavailable: nothing more can be written now
+                self._thread.join(0.2)
+        self._stop.set()  # a write being retried gives up: its epoch is not committed
+        self._thread.join(timeout if self.status.failing_since is None else min(timeout, 5.0))
+        return not self._thread.is_alive() and self.error is None

@@ -12,16 +12,34 @@ outage surfaces as :class:`~ingest.errors.DeliveryError`, never as silent loss.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
-from ingest.errors import DeliveryError
+from prometheus_client import Counter
+
+from ingest.errors import BrokerError, DeliveryError
 
 __all__ = ["Batch", "ConfluentProducer", "EventProducer", "KafkaPythonProducer", "make_producer"]
 
 Headers = list[tuple[str, bytes]]
+_log = logging.getLogger(__name__)
+RECREATED = Counter(
+    "pulse_producer_recreated_total", "Kafka producer clients recreated after a fatal error"
+)
+# deliveries failing this long while the broker answers: the client is recreated
+_STALLED_S = 5.0
+# readiness: records wait and no acknowledgement came for this long
+_OVERDUE_S = 2.0
+# delivery errors meaning the broker no longer knows this producer: recreate at once
+_STATE_LOST = frozenset(
+    {"PRODUCER_FENCED", "UNKNOWN_PRODUCER_ID", "OUT_OF_ORDER_SEQUENCE_NUMBER",
+     "INVALID_PRODUCER_EPOCH", "INVALID_PRODUCER_ID_MAPPING", "_FATAL"}
+)  # fmt: skip
 
 
 class Batch(ABC):
@@ -60,68 +78,306 @@ class EventProducer(ABC):
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued and release the client."""
 
+    def check(self) -> None:  # noqa: B027 - optional: most producers have nothing to add
+        """Readiness: raise when records sent now could not be delivered."""
+
 
 class ConfluentProducer(EventProducer):
-    """librdkafka through confluent-kafka: fast, idempotent, acks=all."""
+    """librdkafka through confluent-kafka: fast, idempotent, acks=all.
 
-    def __init__(self, bootstrap: str, *, delivery_timeout_s: float = 30.0, **extra: Any) -> None:
+    One thread polls the client, so each batch's acknowledgements arrive as they come
+    and a request waits for its own (no polling steps from the callers' threads). The
+    producer recovers by itself: a fatal client error (fenced, idempotence state lost —
+    e.g. the broker restarted empty) or a broker answering with another cluster id makes it
+    recreate the client (and run ``on_new_broker``, e.g. to create the topics again).
+    While the broker is known to be unreachable, :meth:`batch` fails at once.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        delivery_timeout_s: float = 30.0,
+        on_new_broker: Callable[[], object] | None = None,
+        **extra: Any,
+    ) -> None:
+        self._config = {
+            "bootstrap.servers": bootstrap,
+            "client.id": "pulse-ingest",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
+            "log_level": 0,  # outages surface as DeliveryError and readiness, not as logs
+            "error_cb": self._on_error,
+            **extra,
+        }
+        self._on_new_broker = on_new_broker
+        self._prepared = True  # on_new_broker ran since the client was (re)created
+        self._health = _Health()
+        self._closed = threading.Event()
+        self._wake = threading.Event()  # something for the watcher to look at
+        self._producer = self._new_client()
+        self._poller = threading.Thread(target=self._poll, name="pulse-producer-poll", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name="pulse-producer-watch",
+                                         daemon=True)  # fmt: skip
+        self._poller.start()
+        self._watcher.start()
+        self._wake.set()  # learn the cluster id
+
+    def _new_client(self) -> Any:
         from confluent_kafka import Producer
 
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "client.id": "pulse-ingest",
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "batch.num.messages": 10_000,
-                "queue.buffering.max.messages": 500_000,
-                "message.timeout.ms": int(delivery_timeout_s * 1000),
-                "log_level": 3,  # errors only: outages surface as DeliveryError
-                **extra,
-            }
-        )
+        return Producer(self._config)
 
     def batch(self) -> Batch:
-        return _ConfluentBatch(self._producer)
+        self._health.usable()  # raises DeliveryError while the broker is known to be down
+        return _ConfluentBatch(self)
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None,
+                 callback: Callable[[Any, Any], None]) -> None:  # fmt: skip
+        self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+
+    def _delivered(self, error: Any) -> None:
+        self._health.delivered(error)
+
+    def _stalled(self, since: float) -> None:
+        self._health.failed("acknowledgements overdue", since)
+        self._wake.set()
+
+    def check(self) -> None:
+        """Readiness: raise :class:`BrokerError` unless the client is healthy and reaches
+        the broker now."""
+        from confluent_kafka import KafkaException
+
+        self._health.ready(len(self._producer))
+        try:
+            self._producer.list_topics(timeout=2.0)
+        except KafkaException as exc:
+            raise BrokerError(f"the producer cannot reach the broker ({_name(exc)})") from None
 
     def close(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout)
+        self._closed.set()
+        self._wake.set()
+        self._poller.join(2)
+        self._watcher.join(5)
+
+    # -- the client's threads ------------------------------------------------------------
+
+    def _on_error(self, error: Any) -> None:
+        """librdkafka's error callback (on the poll thread)."""
+        if error.fatal():
+            self._health.broken(_name(error))
+            _log.warning("the Kafka producer hit a fatal error (%s): recreating it", _name(error))
+        else:
+            self._health.suspect = True  # e.g. all brokers down: find out whether it lasts
+        self._wake.set()
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.2)
+
+    def _watch(self) -> None:
+        """Probe the broker while something looks wrong; recreate the client when it is
+        broken, the broker is another one, or deliveries keep failing although the broker
+        answers (the broker lost the producer's idempotence state: librdkafka may then
+        retry for ever instead of reporting a fatal error)."""
+        from confluent_kafka import KafkaException
+
+        health = self._health
+        while not self._closed.is_set():
+            self._wake.wait(0.5 if health.suspect or health.failing_since else 5.0)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            if health.fatal is not None:
+                self._recreate(f"fatal error {health.fatal}")
+                continue
+            if health.failing_since is not None and health.last_error in _STATE_LOST:
+                self._recreate(f"the broker lost this producer's state ({health.last_error})")
+                continue
+            if not (health.suspect or health.failing_since) and health.cluster_id is not None:
+                continue
+            try:
+                meta = self._producer.list_topics(timeout=2.0)
+            except KafkaException as exc:
+                health.unreachable(_name(exc))
+                health.suspect = True
+                continue
+            known = health.cluster_id
+            if known is not None and meta.cluster_id and meta.cluster_id != known:
+                self._recreate("the broker was replaced (new cluster id)")
+                health.cluster_id = meta.cluster_id
+                continue
+            health.reachable(meta.cluster_id or known)
+            self._prepare()
+            failing = health.failing_since
+            if failing is not None and time.monotonic() - failing >= _STALLED_S:
+                self._recreate(f"deliveries fail although the broker answers ({health.last_error})")
+
+    def _recreate(self, why: str) -> None:
+        """Replace the client: what the old one still holds fails (its requests answer
+        503), new batches use the new one."""
+        old = self._producer
+        try:
+            self._producer = self._new_client()
+        except Exception as exc:  # keep the old one; try again later
+            _log.warning("could not recreate the Kafka producer: %s", exc)
+            self._health.suspect = True
+            return
+        _log.warning("Kafka producer recreated: %s", why)
+        RECREATED.inc()
+        with contextlib.suppress(Exception):
+            old.purge()
+        with contextlib.suppress(Exception):
+            old.flush(1.0)  # serves the purged records' callbacks: their batches fail
+        self._prepared = self._on_new_broker is None
+        self._prepare()
+        self._health.recovered()
+
+    def _prepare(self) -> None:
+        """Run ``on_new_broker`` after a recreation (again at the next probes until it
+        succeeds: the broker may still be starting)."""
+        if self._prepared or self._on_new_broker is None:
+            return
+        try:
+            self._on_new_broker()
+            self._prepared = True
+        except Exception as exc:
+            _log.warning("preparing the new Kafka client failed (retrying): %s", exc)
+            self._health.suspect = True
+
+
+def _name(error: Any) -> str:
+    """A Kafka error's code name (its text may carry addresses)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if isinstance(error, KafkaException) and error.args:
+        error = error.args[0]
+    if isinstance(error, KafkaError):
+        return str(error.name())
+    return type(error).__name__
+
+
+class _Health:
+    """What the producer knows about its client and the broker (written by its threads)."""
+
+    def __init__(self) -> None:
+        self.fatal: str | None = None
+        self.suspect = True
+        self.cluster_id: str | None = None
+        self.down: str | None = None  # why the broker is unreachable, while it is
+        self.failing_since: float | None = None  # deliveries failing, none succeeded since
+        self.last_error = ""
+        self.last_progress = time.monotonic()  # of the acknowledgements (or failures)
+        self._recovered = threading.Event()
+        self._recovered.set()
+
+    def broken(self, why: str) -> None:
+        self._recovered.clear()
+        self.fatal = why
+
+    def unreachable(self, why: str) -> None:
+        self.down = why
+
+    def reachable(self, cluster_id: str | None) -> None:
+        self.down = None
+        self.suspect = False
+        self.cluster_id = cluster_id
+
+    def recovered(self) -> None:
+        self.fatal = None
+        self.suspect = True  # probe the new client at once
+        self.failing_since = None
+        self._recovered.set()
+
+    def delivered(self, error: Any) -> None:
+        self.last_progress = time.monotonic()
+        if error is None:
+            self.failing_since = None
+        else:
+            self.failed(_name(error))
+
+    def failed(self, why: str, since: float | None = None) -> None:
+        """A delivery failed, or a batch (sent at ``since``) waited in vain for its
+        acknowledgements."""
+        self.last_error = why
+        since = time.monotonic() if since is None else since
+        if self.failing_since is None or since < self.failing_since:
+            self.failing_since = since
+
+    def usable(self) -> None:
+        """Raise DeliveryError while nothing sent now could be delivered."""
+        if self.fatal is not None and (not self._recovered.wait(5.0) or self.fatal is not None):
+            raise DeliveryError(0, f"the Kafka client is being recreated ({self.fatal})")
+        if self.down is not None:
+            raise DeliveryError(0, f"the Kafka broker is unreachable ({self.down})")
+
+    def ready(self, waiting: int) -> None:
+        """Raise unless records sent now would be delivered; ``waiting``: records the
+        client holds unacknowledged."""
+        if self.fatal is not None:
+            raise BrokerError(f"the producer hit a fatal error ({self.fatal}) and is recovering")
+        if self.down is not None:
+            raise BrokerError(f"the broker is unreachable ({self.down})")
+        if self.failing_since is not None:
+            since = time.monotonic() - self.failing_since
+            raise BrokerError(f"deliveries have failed for {since:.0f} s ({self.last_error})")
+        overdue = time.monotonic() - self.last_progress
+        if waiting and overdue > _OVERDUE_S:
+            raise BrokerError(
+                f"{waiting} record(s) wait for acknowledgements, none came for {overdue:.0f} s"
+            )
 
 
 class _ConfluentBatch(Batch):
-    def __init__(self, producer: Any) -> None:
+    def __init__(self, owner: ConfluentProducer) -> None:
         super().__init__()
-        self._producer = producer
+        self._owner = owner
         self._pending = 0
+        self._sealed = False
+        self._done = threading.Event()
+        self._created = time.monotonic()
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
-        with self._lock:
-            self._pending -= 1
+        self._owner._delivered(err)
         if err is not None:
             self._record_failure(err)
+        with self._lock:
+            self._pending -= 1
+            if self._pending == 0 and self._sealed:
+                self._done.set()
 
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
     ) -> None:
+        from confluent_kafka import KafkaException
+
         with self._lock:
             self._pending += 1
         self.sent += 1
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
-                )
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.05)
-        if self.sent % 1000 == 0:
-            self._producer.poll(0)
+                self._owner._produce(topic, value, key, headers, self._on_delivery)
+                return
+            except BufferError:  # local queue full: the poll thread drains it
+                time.sleep(0.002)
+            except KafkaException as exc:  # e.g. the client is in a fatal state
+                self._record_failure(_name(exc))
+                with self._lock:
+                    self._pending -= 1
+                return
 
     def wait(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self._pending > 0 and time.monotonic() < deadline:
-            self._producer.poll(0.05)
+        with self._lock:
+            self._sealed = True
+            if self._pending == 0:
+                self._done.set()
+        if not self._done.wait(timeout):
+            self._owner._stalled(self._created)
         if self._pending > 0 or self.failed:
             raise DeliveryError(
                 self._pending + self.failed, self.first_error or "timed out waiting for acks"

@@ -105,7 +105,19 @@ class Settings(BaseSettings):
                 out.append(normalise_origin(item))
         return tuple(dict.fromkeys(out))
 
-    @field_validator("session_timeout", "allowed_lateness", "flow_retention", mode="before")
+    broker_listen: str = Field(
+        DEFAULT_BOOTSTRAP,
+        description="HOST:PORT of the embedded broker (when PULSE_KAFKA_BOOTSTRAP is unset)",
+    )
+    stop_timeout: timedelta = Field(
+        timedelta(seconds=90),
+        description="how long a graceful stop (draining, last writes) may take before the "
+        "process exits anyway",
+    )
+
+    @field_validator(
+        "session_timeout", "allowed_lateness", "flow_retention", "stop_timeout", mode="before"
+    )
     @classmethod
     def _duration(cls, value: object) -> timedelta:
         if isinstance(value, str | int | float | timedelta):
@@ -121,6 +133,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"expected an IANA timezone like Europe/Amsterdam, got {value!r}"
             ) from exc
+        return value
+
+    @field_validator("broker_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT like 127.0.0.1:19092, got {value!r}")
         return value
 
     @field_validator("clickhouse_dsn")
@@ -150,7 +170,7 @@ class Settings(BaseSettings):
     @property
     def bootstrap(self) -> str:
         """The Kafka bootstrap address clients use."""
-        return self.kafka_bootstrap or DEFAULT_BOOTSTRAP
+        return self.kafka_bootstrap or self.broker_listen
 
     @property
     def warehouse_dsn(self) -> str:

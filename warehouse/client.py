@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import fcntl
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +20,17 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from ingest.errors import WarehouseBusy, WarehouseError
 
-__all__ = ["CHDB_OPTIONS", "DEFAULT_DATABASE", "Client", "connect", "database_of", "redact_dsn"]
+__all__ = [
+    "CHDB_OPTIONS",
+    "DEFAULT_DATABASE",
+    "Client",
+    "connect",
+    "database_of",
+    "embedded_path",
+    "has_schema",
+    "presence_check",
+    "redact_dsn",
+]
 
 DEFAULT_DATABASE = "pulse"
 
@@ -99,3 +111,40 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
                 " (a running `pulse up`?)"
             ) from exc
         raise WarehouseError(f"cannot open the warehouse at {redact_dsn(dsn)}: {exc}") from exc
+
+
+def embedded_path(dsn: str) -> Path | None:
+    """The directory of an embedded (chDB) warehouse; None for a server."""
+    return Path(dsn.removeprefix("chdb://")).resolve() if dsn.startswith("chdb://") else None
+
+
+def presence_check(dsn: str) -> Callable[[], None]:
+    """A check that raises :class:`WarehouseError` once the embedded warehouse's directory
+    was deleted or replaced under the running process. chDB goes on answering from memory
+    and even "writes" into a bare new directory then, which no later start reads: the API
+    must say the warehouse is unavailable and the flow must not count such writes as done.
+    Call it once the warehouse is open. For a server, the check does nothing (the server
+    reports its own failures)."""
+    path = embedded_path(dsn)
+    if path is None:
+        return lambda: None
+    inode = os.stat(path).st_ino
+    metadata = path / "metadata"
+
+    def check() -> None:
+        try:
+            present = os.stat(path).st_ino == inode and metadata.is_dir()
+        except OSError:
+            present = False
+        if not present:
+            raise WarehouseError(
+                f"the embedded warehouse directory {path} was deleted or replaced while Pulse"
+                " ran: stop Pulse (`pulse stop`) and start it again"
+            )
+
+    return check
+
+
+def has_schema(client: Client) -> bool:
+    """Whether Pulse's schema was ever applied to this warehouse (its ledger exists)."""
+    return bool(client.command("EXISTS TABLE schema_migrations"))

@@ -16,7 +16,9 @@ in Python (measured on chDB, 50K event rows: 2.8 vs 5.0 µs per row).
 
 from __future__ import annotations
 
+import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,11 +26,26 @@ from typing import NamedTuple
 
 import msgspec
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from prometheus_client import Counter
 
+from ingest.errors import WarehouseError
 from warehouse.moves import MOVES, apply_moves
 from warehouse.rollups import mark_dirty
 
-__all__ = ["COLUMNS", "BackgroundWriter", "Encoded", "WarehouseWriter"]
+__all__ = [
+    "COLUMNS",
+    "BackgroundWriter",
+    "Encoded",
+    "WarehouseWriter",
+    "WriteStatus",
+    "is_permanent",
+]
+
+_log = logging.getLogger(__name__)
+WRITE_RETRIES = Counter(
+    "pulse_warehouse_write_retries_total", "Failed warehouse writes of the flow, retried"
+)
 
 COLUMNS = {
     "events": [
@@ -90,8 +107,9 @@ class WarehouseWriter:
     _version_lock = threading.Lock()
     _last_version = 0
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, check: Callable[[], None] | None = None) -> None:
         self._client = client
+        self._check = check  # raises when the warehouse is gone (see warehouse.client)
 
     @classmethod
     def _next_version(cls) -> int:
@@ -141,6 +159,8 @@ class WarehouseWriter:
         version, so a row of a later batch still wins over an earlier one's)."""
         batch = Encoded.join(batches)
         with self._lock:
+            if self._check is not None:
+                self._check()
             for table, columns in COLUMNS.items():
                 data = batch.lines.get(table)
                 if data:
@@ -155,6 +175,57 @@ class WarehouseWriter:
                 mark_dirty(self._client, batch.minutes, self._next_version())
 
 
+class WriteStatus:
+    """Whether the flow's writes succeed, for readiness: set by the writer's thread."""
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None  # monotonic time of the first failure
+        self.attempts = 0
+        self.last_error = ""
+
+    def failed(self, error: BaseException) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.attempts += 1
+        self.last_error = _short(error)
+
+    def succeeded(self) -> None:
+        self.failing_since, self.attempts, self.last_error = None, 0, ""
+
+    def check(self) -> None:
+        """Raise while a write is failing (being retried)."""
+        if self.failing_since is not None:
+            since = time.monotonic() - self.failing_since
+            raise WarehouseError(
+                f"writing to the warehouse has failed for {since:.0f} s ({self.attempts} "
+                f"attempts; retrying): {self.last_error}"
+            )
+
+
+# ClickHouse error codes of data that can never be written however often it is retried
+# (parsing, types, ranges, unknown columns): such a batch stops the flow (it is re-read
+# after a restart) instead of being retried for ever. Every other error (the warehouse
+# unreachable, its directory or database gone, out of memory or disk...) is retried.
+_DATA_ERRORS = frozenset({6, 16, 26, 27, 32, 38, 41, 47, 53, 62, 69, 70, 72, 117, 131, 321,
+                          349})  # fmt: skip
+_CODE = re.compile(r"Code: (\d+)\.")
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether a failed write would fail again whatever the warehouse's state."""
+    if isinstance(error, ClickHouseError):
+        match = _CODE.search(str(error))
+        return match is not None and int(match.group(1)) in _DATA_ERRORS
+    # the warehouse gone, a connection refused, a timeout: worth retrying; anything else
+    # is a bug in what was encoded, which no retry fixes
+    return not isinstance(error, WarehouseError | OSError)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
 class BackgroundWriter:
     """A :class:`WarehouseWriter` on its own thread, so that encoding and ClickHouse's
     parsing and merging (which run without the GIL) overlap with the caller's next batch.
@@ -162,9 +233,13 @@ class BackgroundWriter:
     Like a Kafka producer's ``linger.ms``, a write waits until ``linger`` seconds after the
     previous one and takes every batch submitted meanwhile: a trickle of small batches
     becomes a few inserts a second (each insert is a part ClickHouse has to merge).
-    :meth:`flush` returns once everything submitted is written, and raises the error of a
-    failed write (later batches are then not written: the caller must stop, and resume
-    from before the failed batch). At most ``depth`` batches wait.
+    :meth:`flush` returns once everything submitted is written. A write that fails because
+    the warehouse is unavailable is retried with backoff (``backoff``: first and longest
+    wait in seconds) until it succeeds, so an outage only delays the flow: flush() waits,
+    and the flow's epoch is not committed before its rows are written. A write that can
+    never succeed (:func:`is_permanent`), or any failure once ``stop`` is set, makes
+    :meth:`flush` raise (later batches are then not written: the caller must stop, and
+    resume from before the failed batch). At most ``depth`` batches wait.
     """
 
     def __init__(
@@ -174,10 +249,16 @@ class BackgroundWriter:
         *,
         linger: float = 0.2,
         depth: int = 64,
+        backoff: tuple[float, float] = (0.5, 10.0),
+        stop: threading.Event | None = None,
+        status: WriteStatus | None = None,
     ) -> None:
         self._writer = writer
         self._after = after  # run on the writer's thread after each write
         self._linger = linger
+        self._backoff = backoff
+        self._stop = stop or threading.Event()
+        self.status = status or WriteStatus()
         self._queue: queue.Queue[Encoded] = queue.Queue(maxsize=depth)
         self._flushing = threading.Event()
         self._error: BaseException | None = None
@@ -194,13 +275,22 @@ class BackgroundWriter:
     def submit_encoded(self, batch: Encoded) -> None:
         """Queue one encoded batch (waits while ``depth`` batches are waiting)."""
         self._check()
-        self._queue.put(batch)
+        while True:
+            try:
+                self._queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                self._check()  # the writer gave up while this waited
 
     def flush(self) -> None:
         """Write everything submitted now, and wait until it is written."""
         self._flushing.set()
         try:
-            self._queue.join()
+            # queue.join() cannot be interrupted: wait in steps, so that a writer that
+            # gave up (stop set during an outage) is noticed
+            with self._queue.all_tasks_done:
+                while self._queue.unfinished_tasks and self._error is None:
+                    self._queue.all_tasks_done.wait(0.5)
         finally:
             self._flushing.clear()
         self._check()
@@ -224,18 +314,49 @@ class BackgroundWriter:
             except queue.Empty:
                 return jobs
 
+    def _write(self, jobs: list[Encoded]) -> None:
+        """Write ``jobs``, retrying while the warehouse is unavailable (re-writing a batch
+        is harmless: every table is replay-safe)."""
+        first, longest = self._backoff
+        while True:
+            try:
+                self._writer.write_many(jobs)
+            except Exception as exc:
+                if is_permanent(exc) or self._stop.is_set():
+                    raise
+                self.status.failed(exc)
+                WRITE_RETRIES.inc()
+                if self.status.attempts == 1 or self.status.attempts % 10 == 0:
+                    _log.warning(
+                        "writing to the warehouse failed (attempt %d; retrying, nothing is "
+                        "lost): %s", self.status.attempts, _short(exc),
+                    )  # fmt: skip
+                if self._stop.wait(min(longest, first * 2 ** (self.status.attempts - 1))):
+                    raise
+                continue
+            if self.status.attempts:
+                _log.warning("writing to the warehouse works again (after %d failed attempts)",
+                             self.status.attempts)  # fmt: skip
+            self.status.succeeded()
+            return
+
     def _run(self) -> None:
         last = 0.0
         while True:
             jobs = self._take(last)
             try:
                 if self._error is None:
-                    self._writer.write_many(jobs)
+                    self._write(jobs)
                     last = time.monotonic()
                     if self._after is not None:
-                        self._after()
+                        try:
+                            self._after()
+                        except Exception as exc:  # rollups are recomputed at the next one
+                            _log.warning("refreshing the rollups failed: %s", _short(exc))
             except BaseException as exc:  # surfaced to the caller by submit/flush
                 self._error = exc
+                with self._queue.all_tasks_done:
+                    self._queue.all_tasks_done.notify_all()
             finally:
                 for _ in jobs:
                     self._queue.task_done()

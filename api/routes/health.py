@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from api.deps import Services, get_services
+from ingest.errors import PulseError
 
 router = APIRouter(tags=["health"])
 
@@ -20,13 +21,15 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None)
 def readyz(services: Services = Depends(get_services)) -> Any:
-    """Every dependency (broker, warehouse) answers."""
+    """Every part (broker, warehouse, flow, detector) works now."""
     checks: dict[str, str] = {}
     for name, check in services.readiness.items():
         try:
             check()
             checks[name] = "ok"
-        except Exception as exc:
+        except PulseError as exc:  # Pulse's own messages: they say what is wrong
+            checks[name] = f"unavailable: {exc}"
+        except Exception as exc:  # others may carry addresses: their kind only
             checks[name] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(

@@ -296,3 +296,38 @@ def test_resolving_through_the_api_ends_the_alert(
         loop.stop()
         server.should_exit = True
         thread.join(10)
+
+
+def test_an_outage_while_the_alert_is_open_loses_neither_re_sends_nor_the_resolve(
+    warehouse: Any, alertmanager: Alertmanager, receivers: tuple[Receiver, Receiver]
+) -> None:
+    """CONTRACT §12: Alertmanager unreachable for a while after an alert fired: the
+    re-sends are tried at every pass, the resolve made during the outage waits in the
+    outbox (with back-off) and both get through once Alertmanager is back."""
+    am_hook, _ = receivers
+    store = InsightStore(warehouse)
+    now = datetime.now(UTC).replace(microsecond=0)
+    insight = store.save([_insight(now)])[0]
+    config = AlertConfig(alertmanager_url=alertmanager.url, resend_every=timedelta(seconds=1))
+    notifier = Notifier(warehouse, config)
+    alertmanager.start()
+    notifier.enqueue([insight], now)
+    assert notifier.deliver([insight], now).sent == {"alertmanager": 1}
+    am_hook.wait_for(lambda b: _alerts(b, "firing"))
+
+    alertmanager.stop()
+    for s in (2, 4):  # re-sends fail while it is down, and are tried again
+        assert notifier.deliver([insight], now + timedelta(seconds=s)).failed == {"alertmanager": 1}
+    resolved_at = now + timedelta(seconds=5)
+    resolved = replace(insight, status="resolved", resolved_at=resolved_at,
+                       resolved_by="auto", updated_at=resolved_at)  # fmt: skip
+    store.save([resolved])
+    assert notifier.enqueue([resolved], resolved_at) == 1
+    down = notifier.deliver([], resolved_at)
+    assert down.failed == {"alertmanager": 1} and down.pending == 1
+
+    alertmanager.start()
+    back = notifier.deliver([], resolved_at + timedelta(seconds=2))  # with the next re-send
+    assert back.sent == {"alertmanager": 1} and back.pending == 0
+    gone = am_hook.wait_for(lambda b: _alerts(b, "resolved"))
+    assert _alerts(gone, "resolved")[0]["labels"]["metric"] == "conversion_rate"

@@ -62,6 +62,7 @@ def test_every_command_answers_help() -> None:
         "detect",
         "detect score",
         "serve",
+        "stop",
         "migrate",
         "query",
         "dashboards export",

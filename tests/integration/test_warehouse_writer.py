@@ -1,13 +1,20 @@
 """The flow's warehouse writer on chDB: batches merged into one insert keep their own
-versions (a later batch's row wins), and a failed write is raised, not lost."""
+versions (a later batch's row wins); a write failing because the warehouse is unavailable
+is retried until it succeeds (CONTRACT §12), one that can never succeed is raised, never
+lost."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from ingest.errors import WarehouseError
+from warehouse.migrate import migrate
 from warehouse.rollups import EVENTS, mark_kind, refresh
-from warehouse.writer import BackgroundWriter, WarehouseWriter
+from warehouse.writer import BackgroundWriter, WarehouseWriter, WriteStatus
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +42,57 @@ def test_merged_batches_keep_their_order(warehouse: Client) -> None:
     assert [v for (v,) in versions] == sorted({v for (v,) in versions})  # 5 distinct, rising
 
 
-def test_a_failed_write_is_raised_by_flush(warehouse: Client) -> None:
-    warehouse.command("DROP TABLE sessions")  # the insert fails
-    writer = BackgroundWriter(WarehouseWriter(warehouse))
+def test_a_write_failing_for_a_while_is_retried_and_nothing_is_lost(warehouse: Client) -> None:
+    """The warehouse unavailable for a while (here: its database dropped, then created
+    again): the write is retried with backoff, flush() waits for it (so the flow's epoch is
+    not committed before), and the rows are written once it is back."""
+    database = warehouse.database
+    warehouse.command(f"DROP DATABASE `{database}`")
+    status = WriteStatus()
+    writer = BackgroundWriter(WarehouseWriter(warehouse), backoff=(0.1, 0.4), status=status)
     writer.submit({"sessions": [session("s1", 1)]}, None)
+    deadline = time.monotonic() + 10
+    while status.attempts < 3:  # it keeps trying, and says so to readiness
+        assert time.monotonic() < deadline, "the writer did not retry"
+        time.sleep(0.05)
+    with pytest.raises(WarehouseError, match="retrying"):
+        status.check()
+
+    def restore() -> None:
+        time.sleep(0.5)
+        warehouse.command(f"CREATE DATABASE `{database}`")
+        migrate(warehouse)
+
+    threading.Thread(target=restore).start()
+    writer.flush()  # returns once the retried write went through
+    writer.submit({"sessions": [session("s2", 2)]}, None)
+    writer.flush()
+    rows = warehouse.query("SELECT session_key, n_events FROM sessions FINAL ORDER BY 1")
+    assert rows.result_rows == [("s1", 1), ("s2", 2)]
+    status.check()  # healthy again
+
+
+def test_a_write_that_can_never_succeed_is_raised_by_flush(warehouse: Client) -> None:
+    writer = BackgroundWriter(WarehouseWriter(warehouse), backoff=(0.1, 0.1))
+    bad = session("s1", 1)
+    bad[7] = "not a number"  # n_events: ClickHouse cannot parse it, whatever is retried
+    writer.submit({"sessions": [bad]}, None)
     with pytest.raises(RuntimeError, match="writing to the warehouse failed"):
         writer.flush()
     with pytest.raises(RuntimeError, match="writing to the warehouse failed"):
         writer.submit({"sessions": [session("s2", 1)]}, None)
+
+
+def test_a_write_being_retried_gives_up_when_the_flow_stops(warehouse: Client) -> None:
+    warehouse.command("DROP TABLE sessions")
+    stop = threading.Event()
+    writer = BackgroundWriter(WarehouseWriter(warehouse), backoff=(0.1, 0.2), stop=stop)
+    writer.submit({"sessions": [session("s1", 1)]}, None)
+    threading.Timer(0.5, stop.set).start()
+    began = time.monotonic()
+    with pytest.raises(RuntimeError, match="writing to the warehouse failed"):
+        writer.flush()  # the epoch is not committed: the rows are read again at the next start
+    assert time.monotonic() - began < 5
 
 
 def test_a_batch_encoded_before_a_refresh_but_written_after_it_is_rolled_up(

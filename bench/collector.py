@@ -1,0 +1,179 @@
+"""Latency of ``POST /v1/events``: C clients posting 100-event batches at a set rate.
+
+    .venv/bin/python bench/collector.py [--clients 1 8] [--rate 2000] [--seconds 10] [--up]
+
+Starts the embedded broker on a free port and the API (collector only) under uvicorn in
+this process — or, with ``--up``, a whole ``pulse up`` (flow and detector in the same
+process, as users run it) — then runs the clients in a separate process (each a thread
+with its own HTTP connection, paced so that together they send ``--rate`` events per
+second), and prints p50 / p99 / max of the request latency per client count. A quick
+measurement for comparing two versions on one machine, not a soak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _client(url: str, key: str, clients: int, rate: float, seconds: float) -> None:
+    """The client process: ``clients`` threads, each posting batches at its share of the
+    rate; prints the latencies (ms) as JSON."""
+    import httpx
+
+    batch = 100
+    per_client_every = clients * batch / rate  # seconds between one thread's requests
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def run(c: int) -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            start = time.monotonic() + c * per_client_every / clients
+            n = 0
+            while (due := start + n * per_client_every) < start + seconds:
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)
+                now_ms = int(time.time() * 1000)
+                body = [{"event_id": f"c{c}-{n}-{i}", "type": "page_view", "ts": now_ms,
+                         "user_id": f"u{i % 5000}"} for i in range(batch)]  # fmt: skip
+                began = time.perf_counter()
+                r = http.post(url, json=body)
+                took = (time.perf_counter() - began) * 1000
+                with lock:
+                    if r.status_code == 200:
+                        latencies.append(took)
+                    else:
+                        errors[0] += 1
+                n += 1
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"latencies": latencies, "errors": errors[0]}))
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rate", type=float, default=2000.0, help="events/s, all clients")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--up", action="store_true",
+        help="measure a whole `pulse up` (flow and detector in the same process) instead of "
+        "the API alone",
+    )  # fmt: skip
+    parser.add_argument("--client", nargs=2, help=argparse.SUPPRESS)  # URL KEY: client mode
+    args = parser.parse_args()
+    if args.client:
+        _client(*args.client, args.clients[0], args.rate, args.seconds)
+        return
+    if args.up:
+        with tempfile.TemporaryDirectory() as tmp, _pulse_up(Path(tmp)) as (url, key):
+            _measure(args, url, key)
+        return
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from api.app import create_app
+    from api.deps import Services
+    from api.keys import KeyStore
+    from api.server import serve_in_thread
+    from ingest.broker import EmbeddedBroker
+    from ingest.collector import Collector
+    from ingest.fx import load_fx_rates
+    from ingest.producer import ConfluentProducer
+    from ingest.topics import Topics, ensure_topics
+
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(f"127.0.0.1:{_free_port()}") as b:
+        topics = Topics()
+        ensure_topics(b.bootstrap, topics)
+        producer = ConfluentProducer(b.bootstrap)
+        keys = KeyStore(Path(tmp) / "keys.json")
+        key = keys.create("ingest")
+        services = Services(keys=keys, collector=Collector(producer, topics,
+                                                           load_fx_rates().currencies))  # fmt: skip
+        port = _free_port()
+        server, thread = serve_in_thread(create_app(services), port)
+        try:
+            _measure(args, f"http://127.0.0.1:{port}", key)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            producer.close()
+
+
+def _measure(args: argparse.Namespace, base: str, key: str) -> None:
+    for clients in args.clients:
+        done = subprocess.run(
+            [sys.executable, __file__, "--client", f"{base}/v1/events", key, "--clients",
+             str(clients), "--rate", str(args.rate), "--seconds", str(args.seconds)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        result = json.loads(done.stdout)
+        lat = result["latencies"]
+        print(
+            f"clients={clients} rate={args.rate:.0f} ev/s requests={len(lat)} "
+            f"errors={result['errors']} p50={_pct(lat, 0.5):.1f} ms "
+            f"p99={_pct(lat, 0.99):.1f} ms max={max(lat):.1f} ms",
+            flush=True,
+        )
+
+
+@contextlib.contextmanager
+def _pulse_up(home: Path) -> Iterator[tuple[str, str]]:
+    """`pulse up` on a fresh home and free ports; yields its URL and an ingest key."""
+    import httpx
+
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PULSE_")},
+           "PULSE_HOME": str(home), "PULSE_API_PORT": str(port),
+           "PULSE_BROKER_LISTEN": f"127.0.0.1:{_free_port()}"}  # fmt: skip
+    cli = [sys.executable, "-m", "api.cli"]
+    up = subprocess.Popen([*cli, "up"], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or up.poll() is not None:
+                raise RuntimeError("pulse up did not become ready")
+            time.sleep(0.5)
+        made = subprocess.run([*cli, "keys", "create", "--scope", "ingest"], env=env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        yield base, made.stdout.strip().splitlines()[-1]
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(120)
+
+
+if __name__ == "__main__":
+    main()
