@@ -64,7 +64,7 @@ demo: install
 	$(BIN)/pulse demo $(DEMO_ARGS)
 
 bench: install
-	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/replay_throughput.py
 
 clean:
 	rm -rf $(VENV) $(GBSTATS_VENV) .pulse .mypy_cache .ruff_cache

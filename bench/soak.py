@@ -249,7 +249,7 @@ def main() -> None:
 
     from prometheus_client import REGISTRY
 
-    from flows.events import FlowConfig
+    from flows.dataflow import FlowConfig
     from flows.logic import FlowRules
     from flows.run import FlowThread
     from ingest.broker import EmbeddedBroker

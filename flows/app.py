@@ -19,7 +19,7 @@ from pathlib import Path
 from bytewax.dataflow import Dataflow
 
 from flows.config import flow_config
-from flows.events import build_flow
+from flows.dataflow import build_flow
 from flows.run import tune_gc
 from ingest.fx import load_fx_rates
 from ingest.settings import load_settings

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from flows.events import FLOW_NEWEST
+from flows.dataflow import FLOW_NEWEST
 
 __all__ = ["register_health_metrics"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from flows.events import FlowConfig, build_flow
+from flows.dataflow import FlowConfig, build_flow
 from ingest.errors import PulseError
 from warehouse.writer import WriteStatus
 

@@ -200,7 +200,7 @@ def test_broker_outage_is_an_error_not_silent_loss(tmp_path) -> None:
 
 
 def test_pipeline_health_gauges_are_exposed(api: RunningApi) -> None:
-    from flows.events import FLOW_NEWEST
+    from flows.dataflow import FLOW_NEWEST
 
     FLOW_NEWEST.set(1_795_176_000)  # what the flow sets as it writes
     text = httpx.get(f"{api.url}/metrics/").text

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows import events as flow
+from flows import dataflow as flow
 from flows.logic import FlowRules
 from flows.rows import Read, batch_rows
 from flows.shard import Shard

@@ -14,7 +14,7 @@ import msgspec
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from flows import events as flow
+from flows import dataflow as flow
 from flows.dead_letters import DeadLetter
 from flows.logic import FlowRules
 from flows.rows import Read, batch_rows

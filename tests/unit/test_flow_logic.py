@@ -135,7 +135,7 @@ def test_a_user_who_keeps_coming_back_holds_only_the_retentions_worth() -> None:
 def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> None:
     from prometheus_client import REGISTRY
 
-    from flows import events as flow
+    from flows import dataflow as flow
 
     progress = flow._ReadSoFar()
     decode = flow._decoder(FX, progress)
@@ -170,7 +170,7 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
 
 
 def test_records_the_flow_cannot_use_become_dead_letters_and_the_rest_goes_on() -> None:
-    from flows import events as flow
+    from flows import dataflow as flow
     from flows.dead_letters import DeadLetter
 
     progress = flow._ReadSoFar()

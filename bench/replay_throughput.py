@@ -1,6 +1,6 @@
 """Throughput of `pulse replay` into the broker: JSONL file -> validate -> route -> Kafka.
 
-    .venv/bin/python bench/replay.py [--events 1000000]
+    .venv/bin/python bench/replay_throughput.py [--events 1000000]
 
 Starts the embedded broker on a free port, writes a file of mixed events (every type,
 1% invalid), then times the same code path `pulse replay FILE --speed max` runs, up to

@@ -1,6 +1,6 @@
 """Time from ``pulse demo`` start to its incident as an open insight and as an alert.
 
-    .venv/bin/python bench/demo.py [--pulse .venv/bin/pulse] [--timeout 600] [--output FILE]
+    .venv/bin/python bench/demo_latency.py [--pulse .venv/bin/pulse] [--timeout 600] [--output FILE]
 
 Starts Debian's Alertmanager on a free port (a minimal config: one receiver, no
 notifications), then ``pulse demo --no-open`` as a subprocess with its own PULSE_HOME, a
