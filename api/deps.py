@@ -16,8 +16,8 @@ from pydantic import BeforeValidator, WithJsonSchema
 from api.errors import ApiError
 from api.keys import KeyRecord, KeyRejected, KeyStore, Scope, allows
 from api.ratelimit import RateLimiter
+from api.settings import normalise_origin
 from ingest.collector import Collector
-from ingest.settings import normalise_origin
 
 __all__ = [
     "IsoTime",

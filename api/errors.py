@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.keys import KeyStoreUnavailable
-from ingest.errors import DeliveryError, PulseError, WarehouseError
+from ingest.errors import DeliveryError, PulseError
+from warehouse.errors import WarehouseError
 from warehouse.queries import QueryError
 
 __all__ = ["ERROR_CODES", "ApiError", "error_response", "install_error_handlers"]

@@ -31,8 +31,8 @@ from typing import Literal
 
 import msgspec
 
+from api.settings import normalise_origin
 from ingest.errors import PulseError
-from ingest.settings import normalise_origin
 
 __all__ = [
     "SCOPES",

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from api.deps import Services
-from ingest.settings import normalise_origin
+from api.settings import normalise_origin
 
 __all__ = ["INGEST_PATHS", "PAGE_CSP", "BrowserSecurity"]
 

@@ -101,12 +101,12 @@ def main() -> None:
     from api.app import create_app
     from api.deps import Services
     from api.keys import KeyStore
-    from api.server import serve_in_thread
     from ingest.broker import EmbeddedBroker
     from ingest.collector import Collector
     from ingest.fx import load_fx_rates
     from ingest.producer import ConfluentProducer
     from ingest.topics import Topics, ensure_topics
+    from tests.servers import serve_in_thread
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(f"127.0.0.1:{_free_port()}") as b:
         topics = Topics()

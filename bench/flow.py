@@ -114,7 +114,7 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
 
-    from flows.dataflow import FlowConfig
+    from flows.config import FlowConfig
     from flows.run import run_flow
     from ingest.broker import EmbeddedBroker
     from ingest.collector import Collector

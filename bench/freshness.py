@@ -138,7 +138,7 @@ def main() -> None:
 
     from prometheus_client import REGISTRY
 
-    from flows.dataflow import FlowConfig
+    from flows.config import FlowConfig
     from flows.run import FlowThread
     from ingest.broker import EmbeddedBroker
     from ingest.fx import load_fx_rates

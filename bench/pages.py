@@ -41,11 +41,11 @@ from fastapi import FastAPI  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.deps import Services  # noqa: E402
 from api.keys import KeyStore  # noqa: E402
-from api.server import serve_in_thread  # noqa: E402
 from insights.lifecycle import Insight, Member  # noqa: E402
 from insights.narrative import Evidence, describe  # noqa: E402
 from insights.series import Slice, parse_slice, slice_label  # noqa: E402
 from insights.store import InsightStore  # noqa: E402
+from tests.servers import serve_in_thread  # noqa: E402
 from warehouse.client import Client  # noqa: E402
 from warehouse.queries import MetricQuery, metric_series  # noqa: E402
 

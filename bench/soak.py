@@ -249,12 +249,12 @@ def main() -> None:
 
     from prometheus_client import REGISTRY
 
-    from flows.dataflow import FlowConfig
+    from api.settings import parse_duration
+    from flows.config import FlowConfig
     from flows.logic import FlowRules
     from flows.run import FlowThread
     from ingest.broker import EmbeddedBroker
     from ingest.fx import load_fx_rates
-    from ingest.settings import parse_duration
     from ingest.topics import Topics, ensure_topics
     from warehouse.client import connect
     from warehouse.migrate import migrate

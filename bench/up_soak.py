@@ -5,7 +5,7 @@
                                       [--every 10] [--drain 120] [--trace 300]
                                       [--plot docs/img/up-soak.png]
 
-Starts the stack as ``pulse up`` does (``api.stack.open_stack``: the embedded broker on a
+Starts the stack as ``pulse up`` does (``api.runtime.Runtime.open_stack``: the embedded broker on a
 free port, migrations, the flow with recovery, the detector) and serves the real API app
 with uvicorn in this process, under a fresh ``PULSE_HOME``. ``--clients`` processes
 (spawned, each with ``--connections`` keep-alive connections) generate simulator traffic
@@ -267,9 +267,9 @@ def main() -> None:
     from prometheus_client import REGISTRY
 
     from api.app import create_app
-    from api.server import serve_in_thread
-    from api.stack import open_stack
-    from ingest.settings import Settings
+    from api.runtime import Runtime
+    from api.settings import Settings
+    from tests.servers import serve_in_thread
 
     seconds = args.minutes * 60
     RESULTS.mkdir(exist_ok=True)
@@ -286,8 +286,8 @@ def main() -> None:
             api_port=port,
             flow_retention=args.retention,  # type: ignore[arg-type]
         )
-        with open_stack(
-            settings, start_broker=True, run_flow=True, run_detector=not args.no_detector
+        with Runtime(settings).open_stack(
+            start_broker=True, run_flow=True, run_detector=not args.no_detector
         ) as stack:
             from api.keys import KeyStore
 

@@ -21,6 +21,7 @@ from dashboards.catalog import DASHBOARDS
 from dashboards.clickhouse_query import PLUGIN_ID
 from dashboards.grafana import RenderOptions, render
 from ingest.errors import PulseError
+from warehouse.dsn import is_embedded
 
 __all__ = [
     "FOLDER_TITLE",
@@ -58,7 +59,7 @@ class ClickHouseTarget:
     @classmethod
     def from_dsn(cls, dsn: str) -> ClickHouseTarget:
         """Parse a server DSN; the embedded ``chdb://`` warehouse cannot serve Grafana."""
-        if dsn.startswith("chdb://"):
+        if is_embedded(dsn):
             raise GrafanaError(
                 "Grafana needs a ClickHouse server, but PULSE_CLICKHOUSE_DSN is the embedded "
                 "chdb:// warehouse; set it to http(s)://user:pass@host:8123/db (docs/grafana.md)"
@@ -139,7 +140,7 @@ def export(directory: Path, dsn: str, options: RenderOptions | None = None) -> l
     environment.
     """
     options = options or RenderOptions()
-    if dsn.startswith("chdb://"):
+    if is_embedded(dsn):
         # Still useful as a template: point it at your server before starting Grafana.
         target = ClickHouseTarget("clickhouse", 8123, False, "default", "pulse")
     else:

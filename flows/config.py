@@ -1,20 +1,19 @@
-"""The flow's configuration, built from the settings at each entry point."""
+"""The flow's configuration: a frozen value the composition root builds from the settings."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from flows.logic import FlowRules
 from ingest.fx import FxRates
-from ingest.settings import Settings
 from ingest.topics import Topics
+from warehouse.dsn import is_embedded
 from warehouse.writer import WriteStatus
 
-__all__ = ["FlowConfig", "flow_config"]
+__all__ = ["FlowConfig"]
 
 
 @dataclass(frozen=True)
@@ -42,22 +41,4 @@ class FlowConfig:
     @property
     def sink_partitions(self) -> int:
         """Warehouse writers: one for chDB (one process may open it), several for a server."""
-        return 1 if self.warehouse_dsn.startswith("chdb://") else 4
-
-
-def flow_config(settings: Settings, fx: FxRates, **overrides: Any) -> FlowConfig:
-    """The event flow's configuration from the settings."""
-    rules = FlowRules(
-        session_timeout_ms=int(settings.session_timeout.total_seconds() * 1000),
-        retention_ms=int(settings.flow_retention.total_seconds() * 1000),
-    )
-    base = FlowConfig(
-        bootstrap=settings.bootstrap,
-        topics=Topics(settings.topic_prefix),
-        warehouse_dsn=settings.warehouse_dsn,
-        database=None,
-        fx=fx,
-        rules=rules,
-        allowed_lateness=settings.allowed_lateness,
-    )
-    return replace(base, **overrides)
+        return 1 if is_embedded(self.warehouse_dsn) else 4

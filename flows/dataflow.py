@@ -37,7 +37,7 @@ from warehouse.queries import complete_until
 from warehouse.rollups import refresh
 from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
-__all__ = ["FlowConfig", "build_flow"]  # FlowConfig re-exported for callers
+__all__ = ["build_flow"]
 
 
 FLOW_EVENTS = Counter("pulse_flow_events_total", "Events written to the warehouse by the flow")

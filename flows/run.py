@@ -5,19 +5,20 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from flows.dataflow import FlowConfig, build_flow
+from flows.config import FlowConfig
+from flows.dataflow import build_flow
 from ingest.errors import PulseError
 from warehouse.writer import WriteStatus
 
@@ -66,25 +67,25 @@ def run_flow(
 def run_processes(
     processes: int,
     *,
+    flow: str,
+    env: Mapping[str, str],
     recovery_dir: Path,
-    exit_when_idle: float | None = None,
     epoch: timedelta = timedelta(seconds=5),
 ) -> None:
     """Run the event flow as ``processes`` Bytewax processes on this host (``-i/-a`` on
     loopback), each with its own interpreter lock: the flow's Python work then uses as
-    many cores. Settings come from this process's environment; shards keep their states
-    under ``recovery_dir / "state"`` as with :func:`run_flow`, so either can resume the
-    other's recovery. Returns when every process has ended; if one fails, the others are
-    stopped and the error is raised."""
+    many cores. ``flow`` is the runner's import string of the function that builds the
+    flow (an entry point reading its settings), ``env`` the processes' environment: the
+    caller's, with the shards' state directory (``recovery_dir / "state"``, as with
+    :func:`run_flow`, so either can resume the other's recovery) and the idle stop.
+    Returns when every process has ended; if one fails, the others are stopped and the
+    error is raised."""
     recovery_config(recovery_dir, processes)
     addresses = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
-    env = {**os.environ, "PULSE_FLOW_STATE_DIR": str(recovery_dir / "state")}
-    if exit_when_idle is not None:
-        env["PULSE_FLOW_EXIT_WHEN_IDLE"] = str(exit_when_idle)
     epoch_s = str(round(epoch.total_seconds()))  # the runner takes whole seconds
-    runner = [sys.executable, "-m", "bytewax.run", "flows.app:get_flow()", "-a", addresses,
+    runner = [sys.executable, "-m", "bytewax.run", flow, "-a", addresses,
               "-r", str(recovery_dir), "-s", epoch_s, "-b", "0"]  # fmt: skip
-    running = [subprocess.Popen([*runner, "-i", str(i)], env=env) for i in range(processes)]
+    running = [subprocess.Popen([*runner, "-i", str(i)], env=dict(env)) for i in range(processes)]
     try:
         while any(proc.poll() is None for proc in running):
             failed = [p for p in running if p.returncode not in (None, 0)]

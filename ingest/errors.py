@@ -1,16 +1,15 @@
-"""The error hierarchy every Pulse layer raises from (only the API turns these into HTTP)."""
+"""The root of the error hierarchy, and the errors of the edge.
+
+Every error Pulse raises on purpose derives from :class:`PulseError`; each layer keeps its
+own next to the code that raises it (``warehouse.errors``, ``warehouse.queries.QueryError``,
+``dashboards.provision.GrafanaError``, ``api.keys.KeyStoreError``). Data flows left to right,
+so the root lives here, in the leftmost layer every other one imports anyway. Only the API
+turns these into HTTP (``api.errors``); the CLI prints them as one line.
+"""
 
 from __future__ import annotations
 
-__all__ = [
-    "BrokerError",
-    "ConfigError",
-    "DeliveryError",
-    "NotBuiltYet",
-    "PulseError",
-    "WarehouseBusy",
-    "WarehouseError",
-]
+__all__ = ["BrokerError", "ConfigError", "DeliveryError", "PulseError"]
 
 
 class PulseError(Exception):
@@ -36,15 +35,3 @@ class DeliveryError(BrokerError):
         super().__init__(f"{failed} event(s) not delivered to Kafka: {reason}")
         self.failed = failed
         self.reason = reason
-
-
-class WarehouseError(PulseError):
-    """The warehouse (ClickHouse / chDB) refused or failed an operation."""
-
-
-class WarehouseBusy(WarehouseError):
-    """The embedded warehouse is held by another process (e.g. a running ``pulse up``)."""
-
-
-class NotBuiltYet(PulseError):
-    """A command whose capability is not available in this version."""

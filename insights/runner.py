@@ -41,8 +41,6 @@ __all__ = [
     "Detection",
     "DetectorLoop",
     "PassReport",
-    "detect_config",
-    "run_detect",
     "run_once",
 ]
 
@@ -54,7 +52,7 @@ LAST_BUCKET = Gauge("pulse_detector_last_bucket_seconds", "End of the newest sco
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """How detection runs (from `ingest.settings.Settings` via `detect_config`)."""
+    """How detection runs (built from the settings by ``api.runtime.Runtime``)."""
 
     timezone: str = "UTC"
     allowed_lateness: timedelta = timedelta(minutes=10)
@@ -75,24 +73,6 @@ class DetectConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     drilldown: bool = True
-
-
-def detect_config(settings: object, **overrides: object) -> DetectConfig:
-    """A `DetectConfig` from the settings object (``ingest.settings.Settings``)."""
-    s = settings
-    host = getattr(s, "api_host", "127.0.0.1")
-    port = getattr(s, "api_port", 8000)
-    alerts = AlertConfig(
-        alertmanager_url=getattr(s, "alertmanager_url", None),
-        webhook_url=getattr(s, "alert_webhook_url", None),
-        public_url=f"http://{host}:{port}",
-    )
-    base = DetectConfig(
-        timezone=getattr(s, "timezone", "UTC"),
-        allowed_lateness=getattr(s, "allowed_lateness", timedelta(minutes=10)),
-        alerts=alerts,
-    )
-    return replace(base, **overrides)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -325,31 +305,3 @@ class DetectorLoop:
             raise RuntimeError("the detector is not running")
         if self.error is not None:
             raise RuntimeError(f"the last detection pass failed: {self.error!r}")
-
-
-def run_detect(settings: object, once: bool = False) -> PassReport | None:
-    """``pulse detect [--once]``: detection alone against the configured warehouse."""
-    from warehouse.client import connect
-    from warehouse.migrate import migrate
-
-    config = detect_config(settings)
-    dsn = getattr(settings, "warehouse_dsn")  # noqa: B009 (settings is duck-typed)
-    migrate(connect(dsn))  # run alone, the insights tables may not exist yet
-
-    def open_client():
-        return connect(dsn)
-
-    if once:
-        client = open_client()
-        notifier = Notifier(client, config.alerts)
-        report, _ = run_once(client, config, notifier=notifier)
-        return report
-    loop = DetectorLoop(open_client, config).start()
-    try:
-        while loop.alive:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        loop.stop()
-    return loop.last

@@ -24,13 +24,13 @@ time.tzset()
 from api.app import create_app  # noqa: E402
 from api.deps import Services  # noqa: E402
 from api.keys import KeyStore  # noqa: E402
-from api.server import serve_in_thread  # noqa: E402
 from ingest.broker import EmbeddedBroker  # noqa: E402
 from ingest.collector import Collector  # noqa: E402
 from ingest.fx import load_fx_rates  # noqa: E402
 from ingest.producer import ConfluentProducer  # noqa: E402
 from ingest.topics import Topics, ensure_topics  # noqa: E402
 from tests.kafka_read import read_topic  # noqa: E402
+from tests.servers import serve_in_thread  # noqa: E402
 from warehouse.client import Client, connect  # noqa: E402
 from warehouse.migrate import migrate  # noqa: E402
 

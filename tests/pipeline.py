@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from flows.dataflow import FlowConfig
+from flows.config import FlowConfig
 from flows.run import run_flow
 from ingest.collector import Collector
 from ingest.fx import load_fx_rates

@@ -1,7 +1,7 @@
 """Warehouse client factory over clickhouse-connect, for chDB and ClickHouse servers.
 
 ``chdb://PATH`` opens the embedded engine (one process may hold a path at a time);
-``http(s)://user:pass@host:8123/db`` talks to a ClickHouse server.
+``http(s)://user:pass@host:8123/db`` talks to a ClickHouse server (:mod:`warehouse.dsn`).
 """
 
 from __future__ import annotations
@@ -18,38 +18,10 @@ from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from ingest.errors import WarehouseBusy, WarehouseError
+from warehouse.dsn import database_of, embedded_path, redact_dsn
+from warehouse.errors import WarehouseBusy, WarehouseError
 
-__all__ = [
-    "CHDB_OPTIONS",
-    "DEFAULT_DATABASE",
-    "Client",
-    "connect",
-    "database_of",
-    "embedded_path",
-    "has_schema",
-    "presence_check",
-    "redact_dsn",
-]
-
-DEFAULT_DATABASE = "pulse"
-
-
-def database_of(dsn: str) -> str:
-    """The database a DSN names (its path for servers); ``pulse`` otherwise."""
-    if dsn.startswith("chdb://"):
-        return DEFAULT_DATABASE
-    path = urlsplit(dsn).path.strip("/")
-    return path or DEFAULT_DATABASE
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced, safe to print."""
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return dsn
+__all__ = ["CHDB_OPTIONS", "Client", "connect", "has_schema", "presence_check"]
 
 
 _OPENED: set[Path] = set()  # embedded paths this process has opened (it holds their lock)
@@ -85,7 +57,7 @@ def _locked_elsewhere(path: Path) -> bool:
 def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Client:
     """A client on ``database`` (default: the DSN's), creating the database if asked."""
     database = database or database_of(dsn)
-    path = Path(dsn.removeprefix("chdb://")).resolve() if dsn.startswith("chdb://") else None
+    path = embedded_path(dsn)
     if path is not None and path not in _OPENED and _locked_elsewhere(path):
         # Ask the lock first: a failed open makes the engine print to stderr.
         raise WarehouseBusy(
@@ -111,11 +83,6 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
                 " (a running `pulse up`?)"
             ) from exc
         raise WarehouseError(f"cannot open the warehouse at {redact_dsn(dsn)}: {exc}") from exc
-
-
-def embedded_path(dsn: str) -> Path | None:
-    """The directory of an embedded (chDB) warehouse; None for a server."""
-    return Path(dsn.removeprefix("chdb://")).resolve() if dsn.startswith("chdb://") else None
 
 
 def presence_check(dsn: str) -> Callable[[], None]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from ingest.errors import WarehouseError
+from warehouse.errors import WarehouseError
 
 __all__ = ["Migration", "applied_versions", "load_migrations", "migrate"]
 

@@ -29,7 +29,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import Counter
 
-from ingest.errors import WarehouseError
+from warehouse.errors import WarehouseError
 from warehouse.moves import MOVES, apply_moves
 from warehouse.rollups import mark_dirty
 

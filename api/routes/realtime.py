@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, get_services, get_warehouse, scoped
 from api.errors import ApiError
-from ingest.settings import parse_duration
+from api.settings import parse_duration
 from insights.live import live_summary
 from warehouse.client import Client
 

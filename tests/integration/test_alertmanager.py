@@ -30,12 +30,12 @@ import pytest
 from api.app import create_app
 from api.deps import Services
 from api.keys import KeyStore
-from api.server import serve_in_thread
 from insights.alerts import AlertConfig, Notifier
 from insights.lifecycle import Insight, Member
 from insights.runner import DetectConfig, DetectorLoop
 from insights.store import InsightStore
 from tests.conftest import free_port, require
+from tests.servers import serve_in_thread
 from warehouse.client import connect
 
 pytestmark = pytest.mark.integration

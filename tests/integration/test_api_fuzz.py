@@ -38,8 +38,9 @@ from ingest.collector import Collector
 from ingest.fx import load_fx_rates
 from ingest.producer import ConfluentProducer
 from ingest.topics import Topics, ensure_topics
-from tests.conftest import free_port, serve_in_thread
+from tests.conftest import free_port
 from tests.pipeline import run_pipeline, synthetic_events, utc
+from tests.servers import serve_in_thread
 from warehouse.client import connect
 from warehouse.migrate import migrate
 

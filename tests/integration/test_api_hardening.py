@@ -20,7 +20,8 @@ from api.deps import Services
 from api.keys import KeyStore
 from api.ratelimit import RateLimit, RateLimiter
 from ingest.collector import MAX_DEAD_LETTER_BYTES
-from tests.conftest import RunningApi, free_port, serve_in_thread
+from tests.conftest import RunningApi, free_port
+from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -266,19 +267,20 @@ def test_security_headers_and_metrics_without_redirect(api: RunningApi) -> None:
 
 
 def test_cli_read_key_is_reused_while_valid(tmp_path: Path) -> None:
-    from api.stack import write_cli_key
-    from ingest.settings import load_settings
+    from api.runtime import Runtime
+    from api.settings import load_settings
 
     settings = load_settings(home=tmp_path)
     store = KeyStore(settings.keys_file)
-    path = write_cli_key(settings, store)
+    write_cli_key = Runtime(settings).write_cli_key
+    path = write_cli_key(store)
     first = path.read_text().strip()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     for _ in range(3):
-        write_cli_key(settings, store)
+        write_cli_key(store)
     assert path.read_text().strip() == first
     assert len(store.records()) == 1
     store.revoke(store.records()[0].id)
-    write_cli_key(settings, store)
+    write_cli_key(store)
     assert path.read_text().strip() != first and store.scope_of(path.read_text().strip())
     assert len(store.records()) == 2

@@ -29,7 +29,6 @@ from prometheus_client import REGISTRY
 from api.app import create_app
 from api.deps import Services
 from api.keys import KeyStore
-from api.server import serve_in_thread
 from flows.config import FlowConfig
 from flows.kafka_source import RoutingKafkaSource
 from flows.run import FlowThread
@@ -41,6 +40,7 @@ from ingest.producer import ConfluentProducer
 from ingest.topics import Topics, ensure_topics
 from tests.conftest import free_port
 from tests.kafka_read import read_topic
+from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.integration
 

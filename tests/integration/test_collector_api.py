@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from ingest.broker import EmbeddedBroker
-from tests.conftest import RunningApi, free_port, serve_in_thread
+from tests.conftest import RunningApi, free_port
+from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.integration
 

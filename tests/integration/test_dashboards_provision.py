@@ -14,12 +14,13 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from dashboards.commands import provision_command
+from api.cli.dashboards import provision_command
+from api.settings import load_settings
 from dashboards.grafana import RenderOptions
 from dashboards.provision import GrafanaError, provision
 from dashboards.validate import validate
-from ingest.settings import load_settings
-from tests.conftest import free_port, serve_in_thread
+from tests.conftest import free_port
+from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.integration
 

@@ -35,8 +35,9 @@ from ingest.simulator import SimConfig, iter_events, parse_incident
 from insights.runner import DetectConfig, run_once
 from insights.simseries import simulate_counts
 from insights.store import InsightStore
-from tests.conftest import free_port, serve_in_thread
+from tests.conftest import free_port
 from tests.pipeline import run_pipeline
+from tests.servers import serve_in_thread
 from warehouse.client import Client, connect
 from warehouse.migrate import migrate
 from warehouse.queries import MetricQuery, complete_until, metric_series

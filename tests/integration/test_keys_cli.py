@@ -14,8 +14,9 @@ import pytest
 from api.app import create_app
 from api.deps import Services
 from api.keys import KeyStore
-from tests.conftest import free_port, serve_in_thread
+from tests.conftest import free_port
 from tests.integration.test_foundation import run_pulse
+from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.integration
 

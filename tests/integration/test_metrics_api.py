@@ -16,9 +16,10 @@ from api.app import create_app
 from api.deps import Services
 from api.keys import KeyStore
 from tests import reference as ref
-from tests.conftest import free_port, serve_in_thread
+from tests.conftest import free_port
 from tests.integration.test_flow_parity import assert_same
 from tests.pipeline import run_pipeline, synthetic_events, utc
+from tests.servers import serve_in_thread
 from warehouse.client import connect
 from warehouse.migrate import migrate
 

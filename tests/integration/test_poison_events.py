@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 
-from flows.dataflow import FlowConfig
+from flows.config import FlowConfig
 from flows.run import run_flow
 from ingest.fx import load_fx_rates
 from ingest.topics import Topics, ensure_topics

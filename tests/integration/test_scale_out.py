@@ -53,7 +53,7 @@ def test_workers_and_processes_give_identical_answers(broker, tmp_path: Path) ->
     topics = Topics(prefix=f"w{uuid.uuid4().hex[:8]}.")
     ensure_topics(broker.bootstrap, topics, partitions=4)
     drained = publish(broker.bootstrap, topics, synthetic_events(3000, START, seed=3))
-    runner = [sys.executable, "-m", "bytewax.run", "flows.app:get_flow()"]
+    runner = [sys.executable, "-m", "bytewax.run", "api.runtime:get_flow()"]
 
     one = _env(broker.bootstrap, topics.prefix, tmp_path / "one")
     cli = [sys.executable, "-m", "api.cli", "flow", "--exit-when-idle", "3"]

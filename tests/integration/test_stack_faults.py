@@ -327,8 +327,8 @@ def test_a_deleted_warehouse_is_unavailable_then_rebuilt_from_the_broker(home: H
 
 
 def test_a_stop_that_hangs_is_ended_by_the_watchdog() -> None:
-    code = ("import time; from api.server import _watchdog; _watchdog.bound = 0.5;"
-            "_watchdog.begin(); time.sleep(30)")  # fmt: skip
+    code = ("import time; from api.process import watchdog; watchdog.bound = 0.5;"
+            "watchdog.begin(); time.sleep(30)")  # fmt: skip
     began = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30)  # fmt: skip

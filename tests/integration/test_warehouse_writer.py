@@ -11,7 +11,7 @@ import time
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from ingest.errors import WarehouseError
+from warehouse.errors import WarehouseError
 from warehouse.migrate import migrate
 from warehouse.rollups import EVENTS, mark_kind, refresh
 from warehouse.writer import BackgroundWriter, WarehouseWriter, WriteStatus

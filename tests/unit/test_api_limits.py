@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.ratelimit import RateLimit, RateLimiter
+from api.settings import normalise_origin
 from ingest.collector import MAX_DEPTH, BodyError, split_body
-from ingest.settings import normalise_origin
 from warehouse.queries import MetricQuery, QueryError, check_budget, check_range
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api.server import dashboard_url, open_browser
-from ingest.settings import load_settings
+from api.serving import dashboard_url, open_browser
+from api.settings import load_settings
 
 URL = "http://127.0.0.1:8000/#pulse-overview"
 

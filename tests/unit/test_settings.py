@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from api.settings import load_settings, parse_duration
 from ingest.errors import ConfigError
-from ingest.settings import load_settings, parse_duration
 
 
 def test_defaults_follow_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,9 @@
 """One settings object for every ``PULSE_*`` variable (CONTRACT §3).
 
-Read once at each entry point (CLI command, API app); everything below takes explicit
-arguments. A bad value stops start-up with one line naming the variable.
+Read once at each entry point (a CLI command, the Bytewax runner's ``get_flow``); the
+composition root (:mod:`api.runtime`) turns it into the explicit arguments and frozen
+configs of the layers below, which never see it nor the environment. A bad value stops
+start-up with one line naming the variable.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ingest.errors import ConfigError
+from warehouse.dsn import EMBEDDED_SCHEME, is_embedded
 
 __all__ = [
     "DEFAULT_BOOTSTRAP",
@@ -114,6 +117,17 @@ class Settings(BaseSettings):
         description="how long a graceful stop (draining, last writes) may take before the "
         "process exits anyway",
     )
+    flow_exit_when_idle: float | None = Field(
+        None,
+        ge=0,
+        description="seconds: under `python -m bytewax.run`, every process stops once the "
+        "topics are drained and nothing arrived for that long",
+    )
+    flow_state_dir: Path | None = Field(
+        None,
+        description="under `python -m bytewax.run`, where the shards save their users' "
+        "states (default $PULSE_HOME/flow-state; shared like the recovery directory)",
+    )
 
     @field_validator(
         "session_timeout", "allowed_lateness", "flow_retention", "stop_timeout", mode="before"
@@ -146,7 +160,7 @@ class Settings(BaseSettings):
     @field_validator("clickhouse_dsn")
     @classmethod
     def _dsn(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("chdb://", "http://", "https://")):
+        if value is not None and not value.startswith((EMBEDDED_SCHEME, "http://", "https://")):
             raise ValueError("expected chdb://PATH or http(s)://user:pass@host:8123/db")
         return value
 
@@ -175,12 +189,61 @@ class Settings(BaseSettings):
     @property
     def warehouse_dsn(self) -> str:
         """The ClickHouse DSN; the embedded default lives under ``PULSE_HOME``."""
-        return self.clickhouse_dsn or f"chdb://{(self.home / 'warehouse').resolve()}"
+        return self.clickhouse_dsn or f"{EMBEDDED_SCHEME}{(self.home / 'warehouse').resolve()}"
+
+    @property
+    def embedded_warehouse(self) -> bool:
+        """True when the warehouse is chDB in this process (one process may open it)."""
+        return is_embedded(self.warehouse_dsn)
 
     @property
     def keys_file(self) -> Path:
         """Where hashed API keys are stored."""
         return self.home / "keys.json"
+
+    @property
+    def cli_key_file(self) -> Path:
+        """The read key a stack holding the embedded warehouse leaves for local commands
+        (``pulse query`` asks its API with it)."""
+        return self.home / "cli-read.key"
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL as configured (``PULSE_API_HOST``/``PULSE_API_PORT``)."""
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def recovery_dir(self) -> Path:
+        """Bytewax recovery state (offsets, shard generations; the shards' states in its
+        ``state`` directory). Kept across restarts: with a broker reattached the offsets
+        are still valid, and a broker that restarted empty is noticed by the flow's source,
+        which then reads the new topics from their start."""
+        return self.home / "recovery"
+
+    @property
+    def runner_state_dir(self) -> Path:
+        """Where the shards save their states under ``python -m bytewax.run``."""
+        return self.flow_state_dir or self.home / "flow-state"
+
+    @property
+    def pulse_pid_file(self) -> Path:
+        """Where the running ``pulse up`` / ``pulse demo`` of this home is recorded."""
+        return self.home / "pulse.pid"
+
+    @property
+    def broker_pid_file(self) -> Path:
+        """Where the embedded broker of this home is recorded."""
+        return self.home / "broker.pid"
+
+    @property
+    def broker_log_file(self) -> Path:
+        """The embedded broker's log."""
+        return self.home / "broker.log"
+
+    @property
+    def simulations_dir(self) -> Path:
+        """Where ``pulse simulate`` to Kafka writes the ground truth of its incidents."""
+        return self.home / "simulations"
 
 
 def load_settings(**overrides: object) -> Settings:

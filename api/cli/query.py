@@ -1,4 +1,4 @@
-"""Local command helpers: answer from the warehouse, or through a running ``pulse up``.
+"""``pulse query``: a metric series from the warehouse, or through a running ``pulse up``.
 
 The embedded warehouse can be open in one process only. When ``pulse up`` holds it,
 ``pulse query`` asks that process's API instead, with the read key it left in PULSE_HOME.
@@ -10,24 +10,61 @@ import csv
 import io
 import json
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
 
 import httpx
+import typer
 from rich.console import Console
 from rich.table import Table
 
-from ingest.errors import PulseError, WarehouseBusy
-from ingest.settings import Settings
-from warehouse.client import connect
-from warehouse.migrate import migrate
-from warehouse.queries import MetricQuery, metric_document
+from api.cli.common import app, out, runtime, say_notes
+from api.settings import Settings
+from ingest.errors import PulseError
+from ingest.times import aware
 
-__all__ = ["fetch_metric", "render"]
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+    from warehouse.queries import MetricQuery
+
+__all__ = ["fetch_metric", "query", "render"]
+
+
+@app.command()
+def query(
+    metric: Annotated[str, typer.Argument(help="a metric of METRICS.md, e.g. conversion_rate")],
+    from_: Annotated[str, typer.Option("--from", help="range start, ISO 8601")],
+    to: Annotated[str, typer.Option(help="range end (exclusive), ISO 8601")],
+    interval: Annotated[str, typer.Option(help="1m, 5m, 1h or 1d")] = "1h",
+    by: Annotated[str | None, typer.Option(help="country, device, channel or category")] = None,
+    where: Annotated[list[str] | None, typer.Option(help="DIM=VAL filter, repeatable")] = None,
+    tz: Annotated[
+        str | None, typer.Option(help="bucket timezone", envvar="PULSE_TIMEZONE", show_envvar=True)
+    ] = None,
+    format: Annotated[str, typer.Option(help="table, json or csv")] = "table",
+) -> None:
+    """Print a metric series (METRICS.md)."""
+    from api.routes.metrics import parse_where
+    from warehouse.queries import MetricQuery
+
+    if format not in ("table", "json", "csv"):
+        raise typer.BadParameter("expected table, json or csv", param_hint="--format")
+    run = runtime()
+    zone = tz or run.settings.timezone
+    try:
+        start, end = datetime.fromisoformat(from_), datetime.fromisoformat(to)
+        if start.tzinfo is None or end.tzinfo is None:
+            start, end = aware(start, ZoneInfo(zone)), aware(end, ZoneInfo(zone))
+        q = MetricQuery(metric, start, end, interval, by, parse_where(where), zone)
+    except (ValueError, KeyError) as exc:  # KeyError: ZoneInfoNotFoundError
+        raise typer.BadParameter(str(exc).strip("'\"")) from None
+    render(fetch_metric(run, q), format, out)
 
 
 def _via_api(settings: Settings, q: MetricQuery) -> dict[str, Any]:
-    key_file = settings.home / "cli-read.key"
-    base = f"http://{settings.api_host}:{settings.api_port}"
+    key_file = settings.cli_key_file
+    base = settings.api_url
     if not key_file.exists():
         raise PulseError(f"the warehouse is busy and {key_file} is missing: is `pulse up` running?")
     params: list[tuple[str, str | int | float | bool | None]] = [
@@ -48,15 +85,18 @@ def _via_api(settings: Settings, q: MetricQuery) -> dict[str, Any]:
     return dict(r.json())
 
 
-def fetch_metric(settings: Settings, q: MetricQuery) -> dict[str, Any]:
+def fetch_metric(run: Runtime, q: MetricQuery) -> dict[str, Any]:
     """The metric document, from the warehouse directly or via the running API."""
+    from warehouse.errors import WarehouseBusy
+    from warehouse.queries import metric_document
+
     try:
-        client = connect(settings.warehouse_dsn)
+        client = run.warehouse()  # a fresh warehouse answers with empty buckets, not an error
     except WarehouseBusy:
-        return _via_api(settings, q)
+        return _via_api(run.settings, q)
+    say_notes(run.notes)
     try:
-        migrate(client)  # a fresh warehouse answers with empty buckets, not an error
-        return metric_document(client, q, settings.allowed_lateness)
+        return metric_document(client, q, run.settings.allowed_lateness)
     finally:
         client.close()
 

@@ -1,6 +1,6 @@
-"""The ``pulse dashboards export|provision`` commands, called by ``api/cli.py``.
+"""``pulse dashboards export|provision``: the Grafana dashboards as code.
 
-They take the settings read once by the CLI and a ``say`` callback for progress lines; an
+The commands take the settings read once and a ``say`` callback for progress lines; an
 error is a :class:`~dashboards.provision.GrafanaError` (a ``PulseError``: one line, exit 1).
 The Grafana token is a ``SecretStr``: it is unwrapped only for the HTTP call, never printed.
 """
@@ -9,28 +9,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from dashboards.grafana import RenderOptions
-from dashboards.provision import GrafanaError, Outcome, export, provision
-from ingest.settings import Settings
+import typer
 
-__all__ = ["export_command", "provision_command", "render_options"]
+from api.cli.common import dashboards_app, err, read_settings, runtime
+from api.settings import Settings
+
+if TYPE_CHECKING:
+    from dashboards.provision import Outcome
+
+__all__ = ["dashboards_export", "dashboards_provision", "export_command", "provision_command"]
 
 
-def render_options(settings: Settings) -> RenderOptions:
-    """Rendering choices from the settings (default timezone, allowed lateness)."""
-    return RenderOptions(
-        timezone=settings.timezone,
-        allowed_lateness_s=int(settings.allowed_lateness.total_seconds()),
-    )
+@dashboards_app.command("export")
+def dashboards_export(
+    directory: Annotated[Path, typer.Argument(help="where to write the JSON")],
+) -> None:
+    """Write the Grafana dashboards and a datasource provisioning file."""
+    export_command(read_settings(), directory, err.print)
+
+
+@dashboards_app.command("provision")
+def dashboards_provision() -> None:
+    """Push the ClickHouse datasource, a folder and the dashboards to Grafana."""
+    provision_command(read_settings(), err.print)
 
 
 def export_command(settings: Settings, directory: Path, say: Callable[[str], None]) -> None:
     """Write the Grafana dashboards and provisioning files under ``directory``."""
-    files = export(directory, settings.warehouse_dsn, render_options(settings))
-    for path in files:
+    from dashboards.provision import export
+
+    for path in export(directory, settings.warehouse_dsn, runtime(settings).render_options()):
         say(f"wrote {path}")
-    if settings.warehouse_dsn.startswith("chdb://"):
+    if settings.embedded_warehouse:
         say(
             "note: the datasource file points at clickhouse:8123 because the embedded chdb "
             "warehouse cannot serve Grafana; edit it or set PULSE_CLICKHOUSE_DSN"
@@ -39,6 +51,8 @@ def export_command(settings: Settings, directory: Path, say: Callable[[str], Non
 
 def provision_command(settings: Settings, say: Callable[[str], None]) -> list[Outcome]:
     """Push the datasource, the Pulse folder and the dashboards to ``PULSE_GRAFANA_URL``."""
+    from dashboards.provision import GrafanaError, provision
+
     if not settings.grafana_url:
         raise GrafanaError("set PULSE_GRAFANA_URL (e.g. http://grafana:3000) to provision")
     if settings.grafana_token is None or not settings.grafana_token.get_secret_value():
@@ -54,6 +68,6 @@ def provision_command(settings: Settings, say: Callable[[str], None]) -> list[Ou
         settings.grafana_url,
         settings.grafana_token.get_secret_value(),
         settings.warehouse_dsn,
-        render_options(settings),
+        runtime(settings).render_options(),
         progress=show,
     )

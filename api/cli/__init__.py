@@ -1,0 +1,41 @@
+"""The ``pulse`` command line (CONTRACT §4): parse -> settings -> runtime -> run.
+
+Each command reads the settings once and asks :class:`~api.runtime.Runtime` for the parts
+it runs. Commands live by group: :mod:`api.cli.stack` (``up``, ``demo``, ``stop``,
+``serve``, ``broker``, ``migrate``), :mod:`api.cli.ingest` (``replay``, ``simulate``),
+:mod:`api.cli.pipeline` (``flow``, ``detect``), :mod:`api.cli.query`, :mod:`api.cli.keys`
+and :mod:`api.cli.dashboards`. A command imports the parts it runs when it runs, so that
+``pulse --help`` and ``pulse keys`` do not load the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Importing the command modules registers their commands, in the order `--help` lists them.
+# isort: off
+from api.cli import stack, ingest, pipeline, query, keys, dashboards  # noqa: F401
+# isort: on
+
+from api.cli.common import app, err
+from ingest.errors import PulseError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit on any Pulse error."""
+    try:
+        app()
+    except PulseError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # one line for the user; PULSE_DEBUG=1 shows the traceback
+        if os.environ.get("PULSE_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {message}", highlight=False)
+        sys.exit(1)

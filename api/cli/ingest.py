@@ -1,0 +1,180 @@
+"""``pulse replay`` and ``pulse simulate``: events into Kafka through the collector."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from api.cli.common import app, err, parse_speed, runtime, say_notes
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+    from ingest.collector import IngestResult
+    from ingest.simulator import SimConfig
+
+__all__ = ["replay", "simulate"]
+
+
+@app.command()
+def replay(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="events, one JSON object per line"
+        ),
+    ],
+    speed: Annotated[str, typer.Option(help="'max' or X times real (event) time")] = "max",
+    wait: Annotated[
+        bool, typer.Option(help="run the pipeline until every event is in the warehouse")
+    ] = False,
+) -> None:
+    """Publish events from a JSONL file through the collector's validation and routing."""
+    pace = parse_speed(speed)
+    run = runtime()
+    with contextlib.ExitStack() as running:
+        if wait:
+            running.enter_context(_drain_after(run))
+        else:
+            run.require_broker()
+        result = _publish(run, file, pace)
+        reasons = Counter(r.reason for r in result.rejected)
+        for reason, count in reasons.most_common(5):
+            err.print(f"rejected {count}×: {reason}")
+    line = f"accepted={result.accepted} rejected={len(result.rejected)}"
+    if wait:
+        from prometheus_client import REGISTRY
+
+        duplicates = REGISTRY.get_sample_value("pulse_flow_duplicates_total") or 0
+        line += f" duplicates={int(duplicates)}"
+    print(line)
+
+
+def _publish(run: Runtime, file: Path, pace: float | None) -> IngestResult:
+    from ingest.replay import replay_file
+
+    run.ensure_topics()
+    producer = run.producer()
+    collector = run.collector(producer)
+    columns = (TextColumn("replay"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("replay", total=file.stat().st_size)
+        result = replay_file(
+            collector, producer.batch(), file, speed=pace, progress=lambda n: bar.advance(task, n)
+        )
+    producer.close()
+    return result
+
+
+@contextlib.contextmanager
+def _drain_after(run: Runtime) -> Iterator[None]:
+    """Around publishing: the broker (started if embedded and not running), then the flow
+    until every topic is drained into the warehouse."""
+    broker = run.broker_unless_running()
+    run.warehouse().close()  # fails clearly if `pulse up` holds it
+    say_notes(run.notes)
+    yield
+    with err.status("draining the topics into the warehouse"):
+        run.drain()
+    # stopped only once drained: on an error it keeps what was published (`pulse stop`)
+    if broker is not None:
+        broker.stop()
+
+
+def _sim_help() -> str:
+    from ingest.simulator import simulate_cli_help
+
+    return simulate_cli_help
+
+
+@app.command(epilog="\n\n".join(line.strip() for line in _sim_help().splitlines()))
+def simulate(
+    rate: Annotated[
+        float, typer.Option(help="mean events per second (seasonality moves it)")
+    ] = 100.0,
+    duration: Annotated[str, typer.Option(help="simulated time span, e.g. 10m, 2h, 7d")] = "10m",
+    seed: Annotated[int, typer.Option(help="same seed and arguments: byte-identical output")] = 0,
+    start: Annotated[
+        str | None, typer.Option(help="ISO start of simulated time (default: now)")
+    ] = None,
+    speed: Annotated[
+        str | None,
+        typer.Option(help="'max' or X times real time (default: 1 to Kafka, max to a file)"),
+    ] = None,
+    incident: Annotated[
+        list[str] | None, typer.Option(help="incident SPEC, repeatable (see below)")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="write JSONL here instead of sending to Kafka")
+    ] = None,
+) -> None:
+    """Simulated marketplace traffic to Kafka or to a JSONL file, with ground truth."""
+    from ingest.simulator import (
+        SimConfig,
+        estimate_events,
+        ground_truth,
+        parse_duration,
+        parse_incident,
+        parse_time,
+        truth_path,
+        write_jsonl,
+    )
+
+    try:
+        config = SimConfig(
+            rate=rate,
+            duration=parse_duration(duration),
+            seed=seed,
+            start=parse_time(start) if start else datetime.now(UTC).replace(microsecond=0),
+            incidents=tuple(parse_incident(spec) for spec in incident or []),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    pace = parse_speed(speed or ("max" if output else "1"))
+    columns = (TextColumn("simulate"), BarColumn(), TextColumn("{task.completed:,} events"),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("simulate", total=estimate_events(config), rate="")
+        started = time.monotonic()
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            done = bar.tasks[0].completed
+            bar.update(task, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f} ev/s")
+
+        if output is not None:
+            written = write_jsonl(config, output, progress=advance)
+            err.print(f"wrote {written:,} events to {output} (ground truth: {truth_path(output)})")
+            return
+        run = runtime()
+        result = _simulate_to_kafka(run, config, pace, advance)
+    truth_file = (
+        run.settings.simulations_dir / f"{config.start:%Y%m%dT%H%M%SZ}-seed{seed}.truth.json"
+    )
+    truth_file.parent.mkdir(parents=True, exist_ok=True)
+    truth_file.write_text(json.dumps(ground_truth(config), indent=2) + "\n")
+    err.print(f"ground truth: {truth_file}")
+    print(f"accepted={result.accepted} rejected={len(result.rejected)}")
+
+
+def _simulate_to_kafka(
+    run: Runtime, config: SimConfig, pace: float | None, advance: Callable[[int], None]
+) -> IngestResult:
+    from ingest.simulator.publish import publish
+
+    run.require_broker()
+    run.ensure_topics()
+    producer = run.producer()
+    collector = run.collector(producer)
+    try:
+        return publish(config, collector, producer, speed=pace, progress=advance)
+    finally:
+        producer.close()
