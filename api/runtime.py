@@ -215,14 +215,20 @@ class Runtime:
                     "not in it."
                 )
                 _log.warning("warehouse missing where Pulse had state: starting it afresh")
-                for stale in (s.recovery_dir, s.runner_state_dir):
-                    shutil.rmtree(stale, ignore_errors=True)
+                self._delete_flow_state()
             self.applied = migrate(client)
             self._warehouse_ready = True
         if fx_rates and not self._fx_synced:
             self.fx_rows = sync_fx_rates(client, self.fx)
             self._fx_synced = True
         return client
+
+    def _delete_flow_state(self) -> None:
+        """Delete the flow's recovery state (offsets, shard generations, users' states),
+        so that the next flow reads the topics from their start."""
+        s = self.settings
+        for stale in (s.recovery_dir, s.runner_state_dir):
+            shutil.rmtree(stale, ignore_errors=True)
 
     def _had_state(self) -> list[str]:
         """What in ``PULSE_HOME`` says a warehouse was used there before."""

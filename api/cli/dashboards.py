@@ -16,6 +16,9 @@ import typer
 from api.cli.common import dashboards_app, err, read_settings, runtime
 from api.settings import Settings
 
+# dashboards.provision (~0.2 s of imports) is imported in the commands that use it, so that
+# `pulse --help` does not pay for it.
+
 if TYPE_CHECKING:
     from dashboards.provision import Outcome
 

@@ -9,6 +9,12 @@ from typing import Annotated
 import typer
 
 from api.cli.common import app, detect_app, err, runtime, say_notes
+from insights.score_csv import score_csv
+from warehouse.dsn import redact_dsn
+
+# The pipeline's modules (runtime, serving, insights, queries: ~1.4 s of imports) are
+# imported inside the commands that run them, so that `pulse --help`, `pulse keys` and a
+# mistyped option answer at once; what is cheap to import is imported here.
 
 __all__ = ["detect", "detect_backtest", "detect_score", "flow"]
 
@@ -28,8 +34,6 @@ def flow(
     ] = 1,
 ) -> None:
     """Run the Bytewax dataflows alone (Kafka topics -> ClickHouse)."""
-    from warehouse.dsn import redact_dsn
-
     run = runtime()
     settings = run.settings
     run.require_broker()
@@ -101,7 +105,5 @@ def detect_score(
     output: Annotated[Path, typer.Option(help="timestamp,value,anomaly_score CSV to write")],
 ) -> None:
     """Score a series with the production streaming detector (online, no look-ahead)."""
-    from insights.score_csv import score_csv
-
     rows = score_csv(input, output)
     err.print(f"scored {rows:,} rows -> {output}")

@@ -23,6 +23,11 @@ from api.cli.common import app, out, runtime, say_notes
 from api.settings import Settings
 from ingest.errors import PulseError
 from ingest.times import aware
+from warehouse.errors import WarehouseBusy
+
+# The pipeline's modules (runtime, serving, insights, queries: ~1.4 s of imports) are
+# imported inside the commands that run them, so that `pulse --help`, `pulse keys` and a
+# mistyped option answer at once; what is cheap to import is imported here.
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
@@ -87,7 +92,6 @@ def _via_api(settings: Settings, q: MetricQuery) -> dict[str, Any]:
 
 def fetch_metric(run: Runtime, q: MetricQuery) -> dict[str, Any]:
     """The metric document, from the warehouse directly or via the running API."""
-    from warehouse.errors import WarehouseBusy
     from warehouse.queries import metric_document
 
     try:

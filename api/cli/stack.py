@@ -9,7 +9,14 @@ import typer
 
 from api.cli.common import app, err, out, read_settings, runtime, say_notes
 from api.settings import Settings
+from ingest import pidfile
+from ingest.broker import EmbeddedBroker, leftover_broker
 from ingest.errors import PulseError
+from warehouse.dsn import redact_dsn
+
+# The pipeline's modules (runtime, serving, insights, queries: ~1.4 s of imports) are
+# imported inside the commands that run them, so that `pulse --help`, `pulse keys` and a
+# mistyped option answer at once; what is cheap to import is imported here.
 
 __all__ = ["broker", "demo", "migrate", "serve", "stop", "up"]
 
@@ -52,9 +59,6 @@ def stop(
 ) -> None:
     """Stop whatever of Pulse runs on this PULSE_HOME (a stack, or an embedded broker left
     by a crash), after draining what it can into the warehouse."""
-    from ingest import pidfile
-    from ingest.broker import leftover_broker
-
     settings = read_settings()
     stopped = False
     running = pidfile.read_live(settings.pulse_pid_file)
@@ -124,8 +128,7 @@ def broker(
     ] = None,
 ) -> None:
     """Run the embedded Kafka-compatible broker (Tansu) in the foreground."""
-    from ingest.broker import EmbeddedBroker
-    from ingest.topics import Topics, ensure_topics
+    from ingest.topics import Topics, ensure_topics  # the Kafka admin client
 
     s = read_settings()
     with EmbeddedBroker(listen or s.broker_listen) as running:
@@ -144,8 +147,6 @@ def broker(
 @app.command()
 def migrate() -> None:
     """Apply the warehouse schema (idempotent) and load the FX rates."""
-    from warehouse.dsn import redact_dsn
-
     run = runtime()
     run.warehouse(fx_rates=True).close()
     say_notes(run.notes)
