@@ -258,7 +258,8 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
 
     def _next_check(self) -> datetime:
         # an eighth of a short retention: users idle for it are held at most 12.5% longer
-        # (a pass reads the header of each user held: ~0.2 µs a user)
+        # (a pass reads the header of each user held: docs/benchmarks.md, "Flow: a
+        # retention pass")
         return datetime.now(UTC) + min(timedelta(milliseconds=self._rules.retention_ms / 8), _CHECK)
 
     def on_batch(

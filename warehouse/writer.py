@@ -10,8 +10,8 @@ sessions moved to another session, rewritten in the warehouse once the batch's r
 written.
 
 Rows are sent as ``JSONCompactEachRow`` encoded by msgspec and parsed by ClickHouse:
-~1.7x less CPU per row than clickhouse-connect's Native encoding, which walks every value
-in Python (measured on chDB, 50K event rows: 2.8 vs 5.0 µs per row).
+less CPU per row than clickhouse-connect's Native encoding, which walks every value in
+Python (docs/benchmarks.md, "Flow: draining pre-filled topics into the warehouse").
 """
 
 from __future__ import annotations

@@ -241,8 +241,8 @@ def test_users_are_held_encoded_and_decoded_when_they_show_up_again(tmp_path: Pa
 
 
 def test_memory_per_held_user_stays_under_a_bound() -> None:
-    """~1.4 KB per user when states were Python objects; now the encoded bytes (~140),
-    the user's key and its slot in the shard's dict (~270 in all here)."""
+    """The encoded bytes, the user's key and its slot in the shard's dict stay under a
+    bound (the numbers: docs/architecture.md, "Users are held encoded")."""
     users = [f"user-{i:06d}" for i in range(3000)]
     events = [
         ev(f"{i:08x}-{j:04x}-4000-8000-000000000000", user, T0 + j * MIN, f"sess-{i:06d}",
