@@ -189,6 +189,18 @@ class Runtime:
         """The edge: validation and routing of events to ``producer``."""
         return Collector(producer, self.topics, self.fx.currencies)
 
+    @contextlib.contextmanager
+    def edge(self) -> Iterator[tuple[Collector, ConfluentProducer]]:
+        """The topics (created if missing), a producer and the collector on it, for a
+        command that publishes events (``pulse replay``, ``pulse simulate``); the producer
+        is closed (what it holds delivered) on leaving."""
+        self.ensure_topics()
+        producer = self.producer()
+        try:
+            yield self.collector(producer), producer
+        finally:
+            producer.close()
+
     # -- the warehouse ----------------------------------------------------------------
 
     def connect(self) -> Client:

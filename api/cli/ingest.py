@@ -74,17 +74,15 @@ def replay(
 def _publish(run: Runtime, file: Path, pace: float | None) -> IngestResult:
     from ingest.replay import replay_file
 
-    run.ensure_topics()
-    producer = run.producer()
-    collector = run.collector(producer)
     columns = (TextColumn("replay"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+    with (
+        run.edge() as (collector, producer),
+        Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar,
+    ):
         task = bar.add_task("replay", total=file.stat().st_size)
-        result = replay_file(
+        return replay_file(
             collector, producer.batch(), file, speed=pace, progress=lambda n: bar.advance(task, n)
         )
-    producer.close()
-    return result
 
 
 @contextlib.contextmanager
@@ -167,10 +165,5 @@ def _simulate_to_kafka(
     from ingest.simulator.publish import publish
 
     run.require_broker()
-    run.ensure_topics()
-    producer = run.producer()
-    collector = run.collector(producer)
-    try:
+    with run.edge() as (collector, producer):
         return publish(config, collector, producer, speed=pace, progress=advance)
-    finally:
-        producer.close()

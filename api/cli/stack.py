@@ -128,20 +128,26 @@ def broker(
     ] = None,
 ) -> None:
     """Run the embedded Kafka-compatible broker (Tansu) in the foreground."""
-    from ingest.topics import Topics, ensure_topics  # the Kafka admin client
-
     s = read_settings()
     with EmbeddedBroker(listen or s.broker_listen) as running:
-        created = ensure_topics(running.bootstrap, Topics(s.topic_prefix), s.topic_partitions)
-        out.print(
-            f"Kafka-compatible broker listening on [bold]{running.bootstrap}[/bold] "
-            f"(memory storage; {len(created)} topics created). Ctrl-C stops it."
-        )
-        signal.signal(signal.SIGTERM, lambda *_: running.stop())
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
+            on_it = runtime(s.model_copy(update={"kafka_bootstrap": running.bootstrap}))
+            created = on_it.ensure_topics()
+            out.print(
+                f"Kafka-compatible broker listening on [bold]{running.bootstrap}[/bold] "
+                f"(memory storage; {len(created)} topics created). Ctrl-C stops it."
+            )
             running.wait()
         except KeyboardInterrupt:
             out.print("stopping broker")
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM like Ctrl-C: leave the wait, and the broker is stopped on the way out. (Stopping
+    it from the handler deadlocked: the handler runs inside ``Popen.wait``, which holds the
+    lock the stop's own wait needs.)"""
+    raise KeyboardInterrupt
 
 
 @app.command()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +152,24 @@ def test_detect_once_on_an_empty_warehouse(tmp_path: Path) -> None:
     result = run_pulse("detect", "--once", env={"PULSE_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "0 open" in result.stderr
+
+
+def test_broker_command_stops_on_sigterm(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "TZ": "UTC", "PULSE_HOME": str(tmp_path)}
+    with subprocess.Popen(
+        [*PULSE, "broker", "--listen", address], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as running:  # fmt: skip
+        try:
+            assert running.stdout is not None
+            assert "listening on" in running.stdout.readline()  # topics created: it waits
+            running.send_signal(signal.SIGTERM)
+            out, err = running.communicate(timeout=30)  # it hung here for ever (a deadlock)
+        finally:
+            running.kill()
+    assert running.returncode == 0, err
+    assert "stopping broker" in out
+    host, _, port = address.rpartition(":")
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=1).close()  # the broker stopped
