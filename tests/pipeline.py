@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,8 @@ from ingest.collector import Collector
 from ingest.fx import load_fx_rates
 from ingest.producer import ConfluentProducer
 from ingest.topics import Topics, ensure_topics
+from warehouse.client import Client, connect
+from warehouse.migrate import migrate
 
 
 @dataclass
@@ -43,6 +46,21 @@ def run_pipeline(bootstrap: str, dsn: str, database: str, raws: Sequence[bytes],
     config = FlowConfig(bootstrap, topics, dsn, database, load_fx_rates(), idle_stop_s=1.5)
     run_flow(config, workers=1, recovery_dir=tmp / "recovery")
     return drained
+
+
+@contextlib.contextmanager
+def drained_database(
+    bootstrap: str, dsn: str, raws: Sequence[bytes], tmp_factory, name: str
+) -> Iterator[tuple[Client, Drained]]:
+    """A fresh database (``name_`` and a random suffix) holding what the real flow wrote of
+    ``raws`` (its recovery state in a new directory of ``tmp_factory``); dropped on leaving."""
+    database = f"{name}_{uuid.uuid4().hex[:8]}"
+    client = connect(dsn, database)
+    migrate(client)
+    try:
+        yield client, run_pipeline(bootstrap, dsn, database, raws, tmp_factory.mktemp("flow"))
+    finally:
+        client.command(f"DROP DATABASE `{database}`")
 
 
 COUNTRIES = ["DE", "PL", "SE", "HU", "GB", None]

@@ -5,17 +5,14 @@ slice and timezone — including a DST change in Europe/Amsterdam."""
 from __future__ import annotations
 
 import math
-import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from tests import reference as ref
-from tests.pipeline import run_pipeline, synthetic_events, utc
-from warehouse.client import connect
+from tests.pipeline import drained_database, synthetic_events, utc
 from warehouse.metrics import METRICS
-from warehouse.migrate import migrate
 from warehouse.queries import (
     MetricQuery,
     complete_until,
@@ -33,17 +30,12 @@ END = utc(2026, 10, 26, 6)
 
 @pytest.fixture(scope="module")
 def pipeline(broker, warehouse_dsn, tmp_path_factory):
-    database = f"parity_{uuid.uuid4().hex[:8]}"
-    client = connect(warehouse_dsn, database)
-    migrate(client)
     raws = synthetic_events(600, START)
-    drained = run_pipeline(
-        broker.bootstrap, warehouse_dsn, database, raws, tmp_path_factory.mktemp("flow")
-    )
-    assert drained.rejected == 1
-    events = ref.load_events(drained.accepted)
-    yield client, events
-    client.command(f"DROP DATABASE `{database}`")
+    database = drained_database(broker.bootstrap, warehouse_dsn, raws, tmp_path_factory, "parity")
+    with database as (client, drained):
+        assert drained.rejected == 1
+        events = ref.load_events(drained.accepted)
+        yield client, events
 
 
 def close(a: Any, b: Any) -> bool:

@@ -16,7 +16,6 @@ pipeline. Then:
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -36,10 +35,9 @@ from insights.runner import DetectConfig, run_once
 from insights.simseries import simulate_counts
 from insights.store import InsightStore
 from tests.conftest import free_port
-from tests.pipeline import run_pipeline
+from tests.pipeline import drained_database
 from tests.servers import serve_in_thread
-from warehouse.client import Client, connect
-from warehouse.migrate import migrate
+from warehouse.client import Client
 from warehouse.queries import MetricQuery, complete_until, metric_series
 
 pytestmark = pytest.mark.integration
@@ -56,16 +54,11 @@ SIM = SimConfig(
 def pipeline(
     broker: Any, warehouse_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Client]:
-    database = f"ins_{uuid.uuid4().hex[:8]}"
-    client = connect(warehouse_dsn, database)
-    migrate(client)
     raws = [line for _, line in iter_events(SIM)]
-    drained = run_pipeline(
-        broker.bootstrap, warehouse_dsn, database, raws, tmp_path_factory.mktemp("flow")
-    )
-    assert drained.rejected == 0
-    yield client
-    client.command(f"DROP DATABASE `{database}`")
+    database = drained_database(broker.bootstrap, warehouse_dsn, raws, tmp_path_factory, "ins")
+    with database as (client, drained):
+        assert drained.rejected == 0
+        yield client
 
 
 def _config(client: Client, until: datetime) -> DetectConfig:

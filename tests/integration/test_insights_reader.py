@@ -5,7 +5,6 @@ the queries the reader calls)."""
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,9 +14,8 @@ import pytest
 
 from insights.reader import first_event, floor, read_frame, refine
 from insights.series import Obs, SeriesKey
-from tests.pipeline import run_pipeline, utc
-from warehouse.client import Client, connect
-from warehouse.migrate import migrate
+from tests.pipeline import drained_database, utc
+from warehouse.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -64,16 +62,11 @@ def _shop() -> list[dict[str, Any]]:
 def shop(
     broker: Any, warehouse_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Client]:
-    database = f"reader_{uuid.uuid4().hex[:8]}"
-    client = connect(warehouse_dsn, database)
-    migrate(client)
     raws = [msgspec.json.encode(e) for e in _shop()]
-    drained = run_pipeline(
-        broker.bootstrap, warehouse_dsn, database, raws, tmp_path_factory.mktemp("flow")
-    )
-    assert drained.rejected == 0
-    yield client
-    client.command(f"DROP DATABASE `{database}`")
+    database = drained_database(broker.bootstrap, warehouse_dsn, raws, tmp_path_factory, "reader")
+    with database as (client, drained):
+        assert drained.rejected == 0
+        yield client
 
 
 def _key(metric: str, interval: str = "1h", **slice_: str) -> SeriesKey:
