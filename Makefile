@@ -57,7 +57,7 @@ gbstats-parity: install $(GBSTATS_STAMP)
 	$(GBSTATS_VENV)/bin/python tests/reference/gbstats_cases.py \
 	  --out "$$fresh/gbstats_cases.json" --check tests/data/gbstats_cases.json && \
 	PULSE_GBSTATS_CASES="$$fresh/gbstats_cases.json" TZ=UTC $(BIN)/python -m pytest -q \
-	  -p no:cacheprovider tests/unit/test_experiment_stats.py
+	  -p no:cacheprovider tests/unit/insights/test_experiments.py
 
 # Opens the Business overview in a browser when there is one; make demo DEMO_ARGS=--no-open
 demo: install

@@ -15,7 +15,7 @@ from api.app import create_app
 from api.deps import Services
 from api.keys import KeyStore
 from tests.conftest import free_port
-from tests.integration.test_foundation import run_pulse
+from tests.integration.test_cli_commands import run_pulse
 from tests.servers import serve_in_thread
 
 pytestmark = pytest.mark.integration

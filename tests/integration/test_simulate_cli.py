@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingest.broker import EmbeddedBroker
-from tests.integration.test_foundation import run_pulse
+from tests.integration.test_cli_commands import run_pulse
 from tests.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration

@@ -125,8 +125,8 @@ def test_a_merge_moves_rows_written_before_and_a_replay_changes_nothing(
     warehouse: Client,
 ) -> None:
     from flows.rows import batch_rows
-    from tests.unit.test_flow_logic import MIN, ev
-    from tests.unit.test_flow_rows import fold
+    from tests.unit.flows.test_logic import MIN, ev
+    from tests.unit.flows.test_rows import fold
 
     reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("x", T0 + 55 * MIN),
                         ev("c", T0 + 25 * MIN)])  # fmt: skip
@@ -155,8 +155,8 @@ def test_moves_of_batches_written_together_go_where_the_last_one_says(
     warehouse: Client,
 ) -> None:
     from flows.rows import batch_rows
-    from tests.unit.test_flow_logic import MIN, ev
-    from tests.unit.test_flow_rows import fold
+    from tests.unit.flows.test_logic import MIN, ev
+    from tests.unit.flows.test_rows import fold
 
     # a | b written; then c merges b into a, and in the next batch, z and e merge a into z
     reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN),

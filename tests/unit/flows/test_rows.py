@@ -5,7 +5,7 @@ from __future__ import annotations
 from flows.logic import UserState, enrich, step
 from flows.rows import Part, Read, batch_rows, merge_progress, progress_rows
 from ingest.events import Event
-from tests.unit.test_flow_logic import FX, MIN, RULES, T0, ev
+from tests.unit.flows.test_logic import FX, MIN, RULES, T0, ev
 from warehouse.moves import MOVES, collapse
 from warehouse.rollups import EVENTS, STARTS
 from warehouse.writer import COLUMNS

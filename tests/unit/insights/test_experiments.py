@@ -37,7 +37,7 @@ from insights.experiments import (
 
 CASES_FILE = Path(
     os.environ.get("PULSE_GBSTATS_CASES")
-    or Path(__file__).resolve().parents[1] / "data" / "gbstats_cases.json"
+    or Path(__file__).resolve().parents[2] / "data" / "gbstats_cases.json"
 )
 REFERENCE = json.loads(CASES_FILE.read_text())
 CASES = {case["name"]: case for case in REFERENCE["cases"]}
