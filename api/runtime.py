@@ -207,18 +207,19 @@ class Runtime:
         """A new client on the warehouse (for a part with a thread of its own)."""
         return connect(self.settings.warehouse_dsn)
 
-    def warehouse(self, *, fx_rates: bool = False) -> Client:
+    def warehouse(self, *, fx_rates: bool = False, for_flow: bool = False) -> Client:
         """A client on the warehouse, made ready once per runtime: the schema applied and,
-        with ``fx_rates``, the FX rates loaded. When the warehouse is new but this home has
-        state from an earlier run (its warehouse was deleted or lost), that is said
-        (:attr:`notes`) and the flow's state starts afresh, so that the flow reads again
-        what the broker still holds instead of resuming past it: the new warehouse is then
-        not silently partial. Raises ``WarehouseBusy`` when another process holds the
-        embedded warehouse."""
+        with ``fx_rates``, the FX rates loaded. ``for_flow``: the caller runs the flow (or a
+        stack): when the warehouse is new but this home has state from an earlier run (its
+        warehouse was deleted or lost), that is said (:attr:`notes`) and the flow's state
+        starts afresh, so that the flow reads again what the broker still holds instead of
+        resuming past it: the new warehouse is then not silently partial. (Other commands
+        leave that state alone: a flow may be using it.) Raises ``WarehouseBusy`` when
+        another process holds the embedded warehouse."""
         s = self.settings
         client = connect(s.warehouse_dsn)
         if not self._warehouse_ready:
-            if not has_schema(client) and (earlier := self._had_state()):
+            if for_flow and not has_schema(client) and (earlier := self._had_state()):
                 self.notes.append(
                     f"[yellow]warning:[/yellow] the warehouse {redact_dsn(s.warehouse_dsn)} is "
                     f"new (missing or empty), but {s.home} has {' and '.join(earlier)} from an "
@@ -239,7 +240,7 @@ class Runtime:
         """Delete the flow's recovery state (offsets, shard generations, users' states),
         so that the next flow reads the topics from their start."""
         s = self.settings
-        for stale in (s.recovery_dir, s.runner_state_dir):
+        for stale in (s.recovery_dir, s.home / "flow-state"):
             shutil.rmtree(stale, ignore_errors=True)
 
     def _had_state(self) -> list[str]:
@@ -350,7 +351,7 @@ class Runtime:
                 self.require_broker()
             self.ensure_topics()
             fx = self.fx
-            warehouse = self.warehouse(fx_rates=True) if use_warehouse else None
+            warehouse = self.warehouse(fx_rates=True, for_flow=True) if use_warehouse else None
             producer = self.producer(recreate_topics=True)
             stack.callback(_unless_handed_over, parts, "producer", producer.close)
             services = self.services(producer, warehouse)

@@ -90,7 +90,7 @@ def _drain_after(run: Runtime) -> Iterator[None]:
     """Around publishing: the broker (started if embedded and not running), then the flow
     until every topic is drained into the warehouse."""
     broker = run.broker_unless_running()
-    run.warehouse().close()  # fails clearly if `pulse up` holds it
+    run.warehouse(for_flow=True).close()  # fails clearly if `pulse up` holds it
     say_notes(run.notes)
     yield
     with err.status("draining the topics into the warehouse"):

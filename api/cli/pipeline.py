@@ -37,7 +37,7 @@ def flow(
     run = runtime()
     settings = run.settings
     run.require_broker()
-    run.warehouse().close()
+    run.warehouse(for_flow=True).close()
     say_notes(run.notes)
     if processes > 1 and workers > 1:
         raise typer.BadParameter("use either --workers or --processes, not both")

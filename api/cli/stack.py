@@ -101,7 +101,7 @@ def stop(
 def _drain_broker(settings: Settings, address: str) -> None:
     """Run the flow until every topic of the broker at ``address`` is in the warehouse."""
     drain = runtime(settings.model_copy(update={"broker_listen": address, "kafka_bootstrap": None}))
-    drain.warehouse().close()  # fails clearly if another process holds it
+    drain.warehouse(for_flow=True).close()  # fails clearly if another process holds it
     say_notes(drain.notes)
     with err.status("draining the broker's topics into the warehouse"):
         try:

@@ -173,3 +173,24 @@ def test_broker_command_stops_on_sigterm(tmp_path: Path) -> None:
     host, _, port = address.rpartition(":")
     with pytest.raises(OSError):
         socket.create_connection((host, int(port)), timeout=1).close()  # the broker stopped
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate"],
+        ["query", "events", "--from", "2026-11-24T00:00Z", "--to", "2026-11-25T00:00Z"],
+        ["detect", "--once"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_commands_that_run_no_flow_leave_its_state_alone(tmp_path: Path, command) -> None:
+    # a new warehouse beside earlier flow state: only a command running the flow starts
+    # that state afresh (a flow elsewhere may be using it)
+    state = tmp_path / "recovery" / "part-0.sqlite3"
+    state.parent.mkdir()
+    state.write_bytes(b"")
+    result = run_pulse(*command, env={"PULSE_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert state.exists()
+    assert "is new (missing or empty)" not in result.stderr
