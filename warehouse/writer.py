@@ -29,6 +29,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import Counter
 
+from warehouse.clock import next_version
 from warehouse.errors import WarehouseError
 from warehouse.moves import MOVES, apply_moves
 from warehouse.rollups import mark_dirty
@@ -104,18 +105,10 @@ class WarehouseWriter:
     """Writes batches of flow output; safe to call from several worker threads."""
 
     _lock = threading.Lock()  # chDB is one engine per process: serialise its inserts
-    _version_lock = threading.Lock()
-    _last_version = 0
 
     def __init__(self, client: Client, check: Callable[[], None] | None = None) -> None:
         self._client = client
         self._check = check  # raises when the warehouse is gone (see warehouse.client)
-
-    @classmethod
-    def _next_version(cls) -> int:
-        with cls._version_lock:
-            cls._last_version = max(cls._last_version + 1, time.time_ns())
-            return cls._last_version
 
     @classmethod
     def encode(
@@ -127,7 +120,7 @@ class WarehouseWriter:
         rows belong to one user's shard, encoded and sent to the writer in order. Rows are
         encoded at once, so the many small lists they are made of die young. Needs no
         warehouse: a flow's workers encode, one process writes."""
-        version = cls._next_version()
+        version = next_version()
         lines = {}
         for table, columns in COLUMNS.items():
             rows = batch.get(table)
@@ -172,7 +165,7 @@ class WarehouseWriter:
                 # Stamped now, not when encoded: batches encoded by several workers may
                 # arrive out of order, and a mark must be newer than any refresh that
                 # could have read the minute before these rows were in.
-                mark_dirty(self._client, batch.minutes, self._next_version())
+                mark_dirty(self._client, batch.minutes, next_version())
 
 
 class WriteStatus:
