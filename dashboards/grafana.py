@@ -22,7 +22,6 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dash_m
 
 from dashboards import grafana_sql as sql
-from dashboards.catalog import DASHBOARDS
 from dashboards.clickhouse_query import PLUGIN_ID, ClickHouseQuery, ClickHouseQueryBuilder
 from dashboards.macros import INTERVAL_SQL
 from dashboards.model import (
@@ -42,7 +41,6 @@ __all__ = [
     "RenderOptions",
     "panel_label",
     "render",
-    "render_all",
 ]
 
 DATASOURCE_UID = "pulse-clickhouse"
@@ -342,8 +340,3 @@ def render(board: Dashboard, options: RenderOptions | None = None) -> dict[str, 
         builder = builder.with_panel(_panel(panel, ids[i], options))
     data: dict[str, Any] = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
     return data
-
-
-def render_all(options: RenderOptions | None = None) -> dict[str, dict[str, Any]]:
-    """Every dashboard's Grafana JSON, by uid."""
-    return {board.uid: render(board, options) for board in DASHBOARDS}

@@ -1,12 +1,15 @@
-"""Turning the flow's typed output into warehouse rows (column order of warehouse.writer).
+"""Turning the flow's typed output into warehouse rows (column order of warehouse.schema).
 
 Engine-agnostic like :mod:`flows.logic`: :func:`batch_rows` turns what the fold made of a
 batch of reads into the rows of its tables, the minutes whose rollups change and how far
 each partition was read; :func:`progress_rows` turns the latter (merged over batches) into
 ``flow_progress`` rows.
 
-The ``version`` column is left 0 here: the writer stamps each batch with its write time.
-Times are epoch milliseconds (the writer sends them as seconds with a fraction).
+The builders here (``*_row``) are the only code that fills rows; they fill them in the
+order of :data:`warehouse.schema.COLUMNS`, and code reading a column of a row finds it by
+name (:func:`warehouse.schema.position`). The ``version`` column is left 0 here: the
+writer stamps each batch with its write time. Times are epoch milliseconds (the writer
+sends them as seconds with a fraction).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import msgspec
 from flows.ids import unpack_times
 from flows.logic import Enriched, Placed, SessionAgg, StepOutput
 from flows.logic import Move as LogicMove
-from warehouse.moves import MOVES
 from warehouse.rollups import EVENTS, MINUTE_MS, STARTS, minutes_of
+from warehouse.schema import MOVES, position
 
 __all__ = [
     "Batch",
@@ -30,6 +33,7 @@ __all__ = [
     "duplicate_row",
     "event_row",
     "merge_progress",
+    "move_row",
     "progress_rows",
     "session_row",
     "tombstone_row",
@@ -58,6 +62,12 @@ class Read(msgspec.Struct, frozen=True, gc=False):
     part: Part
     offset: int
 
+
+# The columns read back from rows built here.
+_EVENT_TS = position("events", "ts")
+_EVENT_SESSION_KEY = position("events", "session_key")
+_SESSION_START = position("sessions", "start")
+_SESSION_DELETED = position("sessions", "deleted")
 
 # (topic, partition) -> (newest event ms, last offset read) of the records in a batch
 Progress = dict[tuple[str, int], tuple[int, int]]
@@ -137,16 +147,16 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
     # Minutes whose rollups change: event measures where events were written, start
     # measures where a session written starts, both all over a session whose attributes
     # or key may have changed.
-    event_minutes = minutes_of(row[0] for row in event_rows)  # type: ignore[misc]
-    start_minutes = minutes_of(row[2] for row in session_rows if not row[10])  # type: ignore[misc]
+    event_minutes = minutes_of(row[_EVENT_TS] for row in event_rows)  # type: ignore[misc]
+    start_minutes = minutes_of(row[_SESSION_START] for row in session_rows  # type: ignore[misc]
+                               if not row[_SESSION_DELETED])  # fmt: skip
     for first, last in spans:
         span = range(first - first % MINUTE_MS, last + 1, MINUTE_MS)
         event_minutes.update(span)
         start_minutes.update(span)
     tables = {"events": event_rows, "sessions": session_rows, "duplicates": dups}
     if moves:
-        tables[MOVES] = [[user, old, new, list(unpack_times(times)), 0]
-                         for user, old, new, times in moves]  # fmt: skip
+        tables[MOVES] = [move_row(*move) for move in moves]
     newest = max((ts for ts, _ in progress.values()), default=0)
     by_part = {(p.topic, p.partition): (ts, offset) for p, (ts, offset) in progress.items()}
     return Batch(tables, {EVENTS: event_minutes, STARTS: start_minutes},
@@ -164,15 +174,12 @@ def _move(
     rows = derived.pop(move.old, None)
     if rows:
         for row in rows:
-            row[_SESSION_KEY] = move.new
+            row[_EVENT_SESSION_KEY] = move.new
         derived.setdefault(move.new, []).extend(rows)
     moves.append((user, move.old, move.new, move.times))
 
 
 _NO_ITEMS = ((), (), (), ())  # an event without items: four empty arrays
-
-
-_SESSION_KEY = 4  # the index of session_key in an events row
 
 
 def event_row(p: Placed, part: Part, offset: int) -> list[object]:
@@ -211,6 +218,12 @@ def tombstone_row(key: str) -> list[object]:
 def duplicate_row(ts_ms: int, event_id: str, part: Part, offset: int) -> list[object]:
     """The ``duplicates`` row of a dropped repeat."""
     return [ts_ms, event_id, part.topic, part.partition, offset]
+
+
+def move_row(user_id: str, old: str, new: str, times: bytes) -> list[object]:
+    """The row of a merge's move of ``user_id``'s events (packed ``times``) from the
+    session ``old`` to ``new`` (:data:`warehouse.schema.MOVE_COLUMNS`)."""
+    return [user_id, old, new, list(unpack_times(times)), 0]
 
 
 def merge_progress(into: Progress, progress: Progress) -> None:

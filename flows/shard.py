@@ -24,10 +24,9 @@ from collections.abc import Sequence
 import msgspec
 
 from flows.logic import Enriched, FlowRules, StepOutput, UserState, step
-from flows.state_legacy import decode_legacy
 from flows.state_store import Saved, ShardStore
 
-__all__ = ["SHARDS", "Shard", "decode_state", "shard_of", "shard_of_key"]
+__all__ = ["SHARDS", "Shard", "shard_of_key"]
 
 SHARDS = 64  # fixed: a shard's saved state is found again by its number
 _KEYS = [f"{i:02d}" for i in range(SHARDS)]
@@ -38,22 +37,9 @@ _HEADER = struct.Struct("<Iq")  # generation of the record with this state, newe
 _HEAD = _HEADER.size
 
 
-def shard_of(user_id: str) -> str:
-    """The shard key of a user: the same in every process and run."""
-    return shard_of_key(user_id.encode())
-
-
 def shard_of_key(key: bytes) -> str:
     """The shard key of a Kafka record keyed by ``user_id`` (its UTF-8 bytes)."""
     return _KEYS[zlib.crc32(key) % SHARDS]
-
-
-def decode_state(encoded: bytes | memoryview) -> UserState:
-    """A user's state from its encoding (also as saved before 2026-12-06)."""
-    try:
-        return _decode(encoded)
-    except msgspec.ValidationError:
-        return decode_legacy(encoded)
 
 
 class Shard:
@@ -89,7 +75,7 @@ class Shard:
             state = hot.get(user)
             if state is None:
                 saved = held.get(user)
-                state = UserState() if saved is None else decode_state(memoryview(saved)[_HEAD:])
+                state = UserState() if saved is None else _decode(memoryview(saved)[_HEAD:])
                 hot[user] = state
             out.append(step(state, e, rules, settled_ms)[1])
         return out
@@ -103,7 +89,7 @@ class Shard:
         state = self._hot.get(user)
         saved = self._held.get(user)
         if state is None and saved is not None:
-            state = decode_state(memoryview(saved)[_HEAD:])
+            state = _decode(memoryview(saved)[_HEAD:])
         return state
 
     def forget(self, horizon_ms: int) -> int:

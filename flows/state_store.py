@@ -45,17 +45,12 @@ Saved = tuple[str, int, Any, int | None]
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[tuple[str, int, msgspec.Raw]]).decode
 _NIL = 1  # the length of an encoded None: a forgotten user
-_BIN = frozenset({0xC4, 0xC5, 0xC6})  # a state encoded on its own first (logs before 2026-12)
 _PAGE_CACHE_KIB = 256  # per shard; SQLite's default is 2 MiB
 
 
 def _state(raw: msgspec.Raw) -> bytes | None:
     """A saved state as read back, encoded (None for a forgotten user)."""
-    if len(raw) == _NIL:
-        return None
-    if memoryview(raw)[0] in _BIN:
-        return msgspec.msgpack.decode(raw, type=bytes)
-    return bytes(raw)
+    return None if len(raw) == _NIL else bytes(raw)
 
 
 @dataclass(slots=True)

@@ -31,7 +31,6 @@ __all__ = [
     "Item",
     "Rejection",
     "check",
-    "decode_event",
     "encode_event",
     "validate",
 ]
@@ -206,11 +205,6 @@ def _too_late(ts: int | datetime, now_ms: int) -> str:
     if type(ts) is int and MIN_TS_MS <= ts // 1000 <= now_ms + MAX_FUTURE_MS:
         return f"ts: more than 24 h in the future; {_EXPECTED}, this looks like microseconds"
     return "ts: more than 24 h in the future"
-
-
-def decode_event(value: bytes) -> Event:
-    """Decode a normalised event from a topic (raises ``msgspec.DecodeError``)."""
-    return _decoder.decode(value)
 
 
 def encode_event(event: Event) -> bytes:

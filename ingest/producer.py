@@ -1,13 +1,10 @@
-"""One small producer interface over two Kafka clients.
+"""A small producer interface over librdkafka (confluent-kafka).
 
-Both are configured for no silent loss: acks from all in-sync replicas, idempotence and
-retries. A batch is confirmed only when the broker has acknowledged every record; a broker
-outage surfaces as :class:`~ingest.errors.DeliveryError`, never as silent loss.
-
-- :class:`ConfluentProducer` (librdkafka, ~580K msg/s here): the collector, ``pulse replay``
-  and the simulator use it.
-- :class:`KafkaPythonProducer` (pure Python, ~25K msg/s): a dependency-light producer for
-  commerce services that only need kafka-python.
+Configured for no silent loss: acks from all in-sync replicas, idempotence and retries. A
+batch is confirmed only when the broker has acknowledged every record; a broker outage
+surfaces as :class:`~ingest.errors.DeliveryError`, never as silent loss.
+:class:`ConfluentProducer` (~580K msg/s here) is what the collector, ``pulse replay`` and
+the simulator use.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from prometheus_client import Counter
 
 from ingest.errors import BrokerError, DeliveryError
 
-__all__ = ["Batch", "ConfluentProducer", "EventProducer", "KafkaPythonProducer", "make_producer"]
+__all__ = ["Batch", "ConfluentProducer", "EventProducer"]
 
 Headers = list[tuple[str, bytes]]
 _log = logging.getLogger(__name__)
@@ -382,65 +379,3 @@ class _ConfluentBatch(Batch):
             raise DeliveryError(
                 self._pending + self.failed, self.first_error or "timed out waiting for acks"
             )
-
-
-class KafkaPythonProducer(EventProducer):
-    """kafka-python: pure Python, idempotent, acks=all."""
-
-    def __init__(self, bootstrap: str, *, delivery_timeout_s: float = 30.0, **extra: Any) -> None:
-        from kafka import KafkaProducer
-
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id="pulse-ingest",
-            acks="all",
-            enable_idempotence=True,
-            retries=2**31 - 1,
-            linger_ms=5,
-            delivery_timeout_ms=int(delivery_timeout_s * 1000),
-            **extra,
-        )
-
-    def batch(self) -> Batch:
-        return _KafkaPythonBatch(self._producer)
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._producer.close(timeout)
-
-
-class _KafkaPythonBatch(Batch):
-    def __init__(self, producer: Any) -> None:
-        super().__init__()
-        self._producer = producer
-        self._futures: list[Any] = []
-
-    def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
-    ) -> None:
-        self.sent += 1
-        self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
-
-    def wait(self, timeout: float = 30.0) -> None:
-        from kafka.errors import KafkaError
-
-        try:
-            self._producer.flush(timeout)
-        except KafkaError as exc:
-            self._record_failure(exc)
-        pending = 0
-        for future in self._futures:
-            if not future.is_done:
-                pending += 1
-            elif future.failed():
-                self._record_failure(future.exception)
-        if pending or self.failed:
-            raise DeliveryError(pending + self.failed, self.first_error or "timed out")
-
-
-def make_producer(bootstrap: str, client: str = "confluent", **kwargs: Any) -> EventProducer:
-    """A producer for ``bootstrap`` using ``client`` (``confluent`` or ``kafka-python``)."""
-    if client == "confluent":
-        return ConfluentProducer(bootstrap, **kwargs)
-    if client == "kafka-python":
-        return KafkaPythonProducer(bootstrap, **kwargs)
-    raise ValueError(f"unknown Kafka client {client!r}: use confluent or kafka-python")

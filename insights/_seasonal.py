@@ -19,7 +19,6 @@ from datetime import datetime
 __all__ = ["SeasonalProfile"]
 
 _DAY = 86_400.0
-_WEEK = 7 * _DAY
 
 
 class SeasonalProfile:

@@ -26,8 +26,10 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter, Gauge
 
+from ingest.times import aware
 from insights.lifecycle import Insight
-from insights.store import _lock, _version, insight_document
+from insights.store import insight_document, write_lock
+from warehouse.clock import next_version
 
 __all__ = ["AlertConfig", "Delivery", "Notifier", "alertmanager_alert", "webhook_body"]
 
@@ -133,12 +135,8 @@ class _Row:
     def values(self) -> list[Any]:
         return [
             self.id, self.insight_id, self.target, self.event, self.payload, self.created_at,
-            self.attempts, self.last_error, self.next_attempt_at, self.delivered_at, _version(),
+            self.attempts, self.last_error, self.next_attempt_at, self.delivered_at, next_version(),
         ]  # fmt: skip
-
-
-def _aware(ts: datetime | None) -> datetime | None:
-    return None if ts is None else (ts if ts.tzinfo else ts.replace(tzinfo=UTC))
 
 
 class Notifier:
@@ -159,15 +157,15 @@ class Notifier:
         out = []
         for r in self.client.query(sql, parameters=params).result_rows:
             row = _Row(*r)
-            row.created_at = _aware(row.created_at) or row.created_at
-            row.next_attempt_at = _aware(row.next_attempt_at) or row.next_attempt_at
-            row.delivered_at = _aware(row.delivered_at)
+            row.created_at = aware(row.created_at)
+            row.next_attempt_at = aware(row.next_attempt_at)
+            row.delivered_at = None if row.delivered_at is None else aware(row.delivered_at)
             out.append(row)
         return out
 
     def _write(self, rows: Sequence[_Row]) -> None:
         if rows:
-            with _lock:
+            with write_lock:
                 self.client.insert("alert_outbox", [r.values() for r in rows], column_names=_OUTBOX)
 
     def enqueue(self, insights: Sequence[Insight], now: datetime) -> int:

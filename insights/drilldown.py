@@ -79,10 +79,6 @@ class Decomposition:
             return "rate"
         return "mix" if self.ratio else "volume"
 
-    def concentration(self, top: int = 2) -> float:
-        """Share of the change carried by the ``top`` largest contributors."""
-        return sum(c.share for c in self.contributions[:top])
-
 
 def _safe(num: float, den: float) -> float:
     return num / den if den else 0.0

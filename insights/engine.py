@@ -5,7 +5,7 @@ series' observation (the caller guarantees the bucket is complete: ``complete_un
 Each series' detector scores it online; then the engine decides:
 
 * **arm** a series when its score reaches ``EngineConfig.arm`` (the detector's alert
-  level; read through the detector's damping within an event, see `_Series.alarm`), or,
+  level; read through the detector's damping within an event, see `_Alarm.hot`), or,
   on the *fast path* of 1-minute counts and shares, when a CUSUM of its residuals
   against the seasonal expectation reaches ``EngineConfig.fast`` noise units. The
   alarm opens a short confirmation window (``arm_for``);
@@ -119,33 +119,26 @@ class AnomalyEvent:
     at: datetime
 
 
-class _Series:
-    def __init__(self, key: SeriesKey, config: EngineConfig) -> None:
-        self.key = key
-        self.ratio = key.watched.kind == "ratio"
-        self.share = key.watched.share
-        # counts and shares are judged on the counts themselves (Poisson / binomial)
-        self.exact = key.watched.kind == "count" or self.share
-        self.fast = config.fast.get(key.interval) if self.exact else None
-        self.cusum = (0.0, 0.0)  # (up, down), in noise units
-        self.detector = Detector(config.detector)
-        self.baseline = Baseline(INTERVAL_SECONDS[key.interval])
-        self.recent: deque[Bucket] = deque(maxlen=config.history.get(key.interval, 720))
-        self.anomaly: Anomaly | None = None
-        self.calm = 0
-        self.armed = 0  # buckets left to confirm an alarm
-        self.last_ts: datetime | None = None
-        self.quiet_since: datetime | None = None  # end of the last recovered anomaly
-        self.fed = 0  # buckets scored, as the detector counts them
-        self.last_hot = -(10**9)
-        # standardised residuals of calm buckets and the volumes behind them (counts and
-        # shares), for the noise scale and its inflation
-        self.residuals: deque[float] = deque(maxlen=1440)
-        self.volumes: deque[float] = deque(maxlen=1440)
-        self._noise: float | None = None  # cached, with...
-        self._fit = (1.0, 0.0)  # ...the variance a + phi * volume (counts and shares)...
-        self._factors: list[float] = [1.0, 1.0]  # ...and inflation(n) at [n]
-        self._fresh = 0
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """How a series' buckets are judged: counts (Poisson) and shares (binomial) on the
+    counts themselves, other rates by the weight behind them, money by its level."""
+
+    ratio: bool
+    share: bool
+    exact: bool  # counts and shares
+    money: bool
+
+    @staticmethod
+    def of(key: SeriesKey) -> _Kind:
+        """The kind of the series ``key``."""
+        watched = key.watched
+        return _Kind(
+            ratio=watched.kind == "ratio",
+            share=watched.share,
+            exact=watched.kind == "count" or watched.share,
+            money=watched.kind == "money",
+        )
 
     def standardised(self, b: Bucket) -> float | None:
         if b.value is None or b.expected is None:
@@ -174,61 +167,32 @@ class _Series:
         n = max(b.weight or 0.0, 0.0)
         return value * n, expected * n, n
 
-    def alarm(self, score: float, arm: float, detector: DetectorConfig) -> bool:
-        """Whether the detector's surprise reached its alert level in this bucket.
 
-        Within an event (alarms less than ``event_gap`` buckets apart) the detector damps
-        the scores of the buckets that do not escalate by ``damping``, so that one event
-        gives one high score. The engine does its own de-duplication (an open anomaly is
-        never raised again), so it reads the alarm through that damping: a second incident
-        on a series still inside the first one's event is not lost."""
-        self.fed += 1
-        in_event = self.fed - self.last_hot <= detector.event_gap
-        hot = score >= arm or (in_event and score >= arm * detector.damping - 1e-12)
-        if hot:
-            self.last_hot = self.fed
-        return hot
+class _Noise:
+    """The noise of a series, learnt from the standardised residuals of its calm buckets
+    and the volumes behind them (counts and shares): its scale and its inflation."""
 
-    def sequential(self, slack: float) -> bool:
-        """Add the newest bucket to the CUSUM; whether either side reached ``self.fast``.
+    __slots__ = ("_factors", "_fit", "_fresh", "_scaled", "exact", "residuals", "volumes")
 
-        The residual is measured against the seasonal expectation and scaled by the
-        noise learnt from calm buckets, itself in units of the Poisson (counts) or
-        binomial (shares) error of the bucket's own volume: a 30% drop on a few thousand
-        sessions crosses in one or two buckets, on fifty in several, noise rarely."""
-        if self.fast is None or len(self.residuals) < _FAST_HISTORY:
-            return False
-        bucket = self.recent[-1]
-        resid = self.standardised(bucket)
-        noise = self.noise(self.volume(bucket))
-        if resid is None or not math.isfinite(noise):
-            return False
-        u = resid / noise
-        top = 2.0 * self.fast  # bounded: a long-gone deviation must not keep it armed
-        up, down = self.cusum
-        up = min(max(0.0, up + u - slack), top)
-        down = min(max(0.0, down - u - slack), top)
-        self.cusum = (up, down)
-        return max(up, down) >= self.fast
+    def __init__(self, exact: bool) -> None:
+        self.exact = exact
+        self.residuals: deque[float] = deque(maxlen=1440)
+        self.volumes: deque[float] = deque(maxlen=1440)
+        self._scaled: float | None = None  # cached, with...
+        self._fit = (1.0, 0.0)  # ...the variance a + phi * volume (counts and shares)...
+        self._factors: list[float] = [1.0, 1.0]  # ...and inflation(n) at [n]
+        self._fresh = 0
 
-    def outlier(self, b: Bucket) -> bool:
-        """A money bucket too far from its expectation to teach the baseline (one huge
-        basket). Counts and shares teach it every bucket outside an anomaly, the ones
-        that lead up to it forgotten when it opens: a level that moved by a few percent
-        (a big series' slow drift) is followed, not excluded bucket by bucket."""
-        if self.exact or self.ratio:
-            return False
-        resid = self.standardised(b)
-        noise = self.noise()
-        return resid is not None and math.isfinite(noise) and abs(resid) > 4.0 * noise
+    def __len__(self) -> int:
+        return len(self.residuals)
 
-    def noise(self, volume: float | None = None) -> float:
+    def at(self, volume: float | None = None) -> float:
         """Standard deviation of the standardised residuals of calm buckets, robustly; for
         counts and shares, of a bucket with ``volume`` behind it (see :func:`_fit_noise`;
         None: the typical bucket's)."""
         if len(self.residuals) < 30:
             return math.inf
-        if self._noise is None or self._fresh >= 60:  # it moves slowly: refresh now and then
+        if self._scaled is None or self._fresh >= 60:  # it moves slowly: refresh now and then
             values = np.asarray(self.residuals, dtype=float)
             if self.exact:
                 # counts and shares: robust spreads (a smaller incident elsewhere that
@@ -236,16 +200,16 @@ class _Series:
                 # Poisson / binomial error
                 vols = np.asarray(self.volumes, dtype=float)
                 self._fit = _fit_noise(values, vols)
-                self._noise = float(self._scale(np.median(vols)))
+                self._scaled = float(self._scale(np.median(vols)))
                 values = values / self._scale(vols)  # in units of their own noise
             else:
                 # money: the mean absolute deviation, not 0 for a series that is 0 most
                 # minutes
-                self._noise = max(1.2533 * float(np.abs(values - np.median(values)).mean()), 1e-9)
+                self._scaled = max(1.2533 * float(np.abs(values - np.median(values)).mean()), 1e-9)
             self._factors = _inflations(values)
             self._fresh = 0
         if volume is None or not self.exact:
-            return self._noise
+            return self._scaled
         return float(self._scale(volume))
 
     def _scale(self, volume: Any) -> Any:
@@ -267,13 +231,113 @@ class _Series:
         times that of single ones, never below 1 nor below a shorter window's. Robust,
         so a stretch of a smaller incident elsewhere that moved this series a little
         does not make every later window look noisy."""
-        if n <= 1 or not math.isfinite(self.noise()):
+        if n <= 1 or not math.isfinite(self.at()):
             return 1.0
         return self._factors[min(n, len(self._factors) - 1)]
 
 
+@dataclass(slots=True)
+class _Alarm:
+    """The detector's alarms on a series, read through its damping within an event."""
+
+    fed: int = 0  # buckets scored, as the detector counts them
+    last_hot: int = -(10**9)  # the bucket of the last alarm
+
+    def hot(self, score: float, arm: float, detector: DetectorConfig) -> bool:
+        """Whether the detector's surprise reached its alert level in this bucket.
+
+        Within an event (alarms less than ``event_gap`` buckets apart) the detector damps
+        the scores of the buckets that do not escalate by ``damping``, so that one event
+        gives one high score. The engine does its own de-duplication (an open anomaly is
+        never raised again), so it reads the alarm through that damping: a second incident
+        on a series still inside the first one's event is not lost."""
+        self.fed += 1
+        in_event = self.fed - self.last_hot <= detector.event_gap
+        hot = score >= arm or (in_event and score >= arm * detector.damping - 1e-12)
+        if hot:
+            self.last_hot = self.fed
+        return hot
+
+
+@dataclass(slots=True)
+class _Cusum:
+    """A two-sided CUSUM of residuals in noise units, bounded at twice its ``height``."""
+
+    height: float  # where it arms the series
+    up: float = 0.0
+    down: float = 0.0
+
+    def add(self, u: float, slack: float) -> bool:
+        """Add one residual ``u`` less ``slack``; whether either side reached the height."""
+        top = 2.0 * self.height  # bounded: a long-gone deviation must not keep it armed
+        self.up = min(max(0.0, self.up + u - slack), top)
+        self.down = min(max(0.0, self.down - u - slack), top)
+        return max(self.up, self.down) >= self.height
+
+    def reset(self) -> None:
+        self.up = self.down = 0.0
+
+
+@dataclass(slots=True)
+class _Watch:
+    """Where a series is in the engine's cycle: armed, open (an anomaly), recovered."""
+
+    anomaly: Anomaly | None = None
+    armed: int = 0  # buckets left to confirm an alarm
+    calm: int = 0  # buckets since the anomaly opened (recovery needs enough of them)
+    quiet_since: datetime | None = None  # end of the last recovered anomaly
+
+
+class _Series:
+    """One watched series: its detector and baseline, its recent buckets, and the
+    engine's state of it in small parts (kind, noise, alarms, CUSUM, watch)."""
+
+    __slots__ = ("alarm", "baseline", "cusum", "detector", "key", "kind", "last_ts", "noise",
+                 "recent", "watch")  # fmt: skip
+
+    def __init__(self, key: SeriesKey, config: EngineConfig) -> None:
+        self.key = key
+        self.kind = _Kind.of(key)
+        fast = config.fast.get(key.interval) if self.kind.exact else None
+        self.cusum = None if fast is None else _Cusum(fast)  # the fast path, if any
+        self.detector = Detector(config.detector)
+        self.baseline = Baseline(INTERVAL_SECONDS[key.interval])
+        self.recent: deque[Bucket] = deque(maxlen=config.history.get(key.interval, 720))
+        self.last_ts: datetime | None = None
+        self.noise = _Noise(self.kind.exact)
+        self.alarm = _Alarm()
+        self.watch = _Watch()
+
+    def sequential(self, slack: float) -> bool:
+        """Add the newest bucket to the CUSUM; whether it armed the fast path.
+
+        The residual is measured against the seasonal expectation and scaled by the
+        noise learnt from calm buckets, itself in units of the Poisson (counts) or
+        binomial (shares) error of the bucket's own volume: a 30% drop on a few thousand
+        sessions crosses in one or two buckets, on fifty in several, noise rarely."""
+        if self.cusum is None or len(self.noise) < _FAST_HISTORY:
+            return False
+        bucket = self.recent[-1]
+        resid = self.kind.standardised(bucket)
+        noise = self.noise.at(self.kind.volume(bucket))
+        if resid is None or not math.isfinite(noise):
+            return False
+        return self.cusum.add(resid / noise, slack)
+
+    def outlier(self, b: Bucket) -> bool:
+        """A money bucket too far from its expectation to teach the baseline (one huge
+        basket). Counts and shares teach it every bucket outside an anomaly, the ones
+        that lead up to it forgotten when it opens: a level that moved by a few percent
+        (a big series' slow drift) is followed, not excluded bucket by bucket."""
+        if self.kind.exact or self.kind.ratio:
+            return False
+        resid = self.kind.standardised(b)
+        noise = self.noise.at()
+        return resid is not None and math.isfinite(noise) and abs(resid) > 4.0 * noise
+
+
 def _inflations(values: npt.NDArray[np.float64]) -> list[float]:
-    """`_Series.inflation` by window length (index n) for residuals in arrival order."""
+    """`_Noise.inflation` by window length (index n) for residuals in arrival order."""
     top = min(_MAX_WINDOW, len(values) // 4)
     cumsum = np.concatenate(([0.0], np.cumsum(values)))
     single = _spread(values)
@@ -382,12 +446,12 @@ class DetectionEngine:
                 score = scores[key]
             else:
                 v = math.nan if value is None else value
-                w = None if not state.ratio else (obs.weight or 0.0)
+                w = None if not state.kind.ratio else (obs.weight or 0.0)
                 score = state.detector.update(ts, v, weight=w)
             bucket = Bucket(ts, value, obs.weight, expected, score)
             # armed buckets are learnt too (the fast path arms often), and forgotten
             # if an anomaly opens over them
-            calm = state.anomaly is None and not state.outlier(bucket)
+            calm = state.watch.anomaly is None and not state.outlier(bucket)
             state.baseline.push(ts, value, calm=calm)
             state.recent.append(bucket)
             state.last_ts = ts
@@ -403,35 +467,37 @@ class DetectionEngine:
         cfg = self.config
         bucket = state.recent[-1]
         score = bucket.score
-        hot = state.alarm(score, cfg.arm, cfg.detector)
-        if state.anomaly is None:
+        hot = state.alarm.hot(score, cfg.arm, cfg.detector)
+        watch = state.watch
+        if watch.anomaly is None:
             hot = state.sequential(cfg.fast_slack) or hot
             event = self._confirm(state, end, score, hot)
-            resid = state.standardised(bucket)
-            volume = state.volume(bucket)
-            noise = state.noise(volume)
+            resid = state.kind.standardised(bucket)
+            volume = state.kind.volume(bucket)
+            noise = state.noise.at(volume)
             if (
                 resid is not None
-                and state.anomaly is None
+                and watch.anomaly is None
                 and not (math.isfinite(noise) and abs(resid) > 4.0 * noise)
             ):
-                state.learn(resid, volume)  # the noise scale learns from calm buckets
+                state.noise.learn(resid, volume)  # the noise scale learns from calm buckets
             return event
         # back to normal is judged on the values alone: the return to normal is itself a
         # surprise to the detector, and must not keep the anomaly open
-        state.calm += 1
+        watch.calm += 1
         need = cfg.resolve_after.get(state.key.interval, 15)
-        if state.calm < need:
+        if watch.calm < need:
             return None
-        recent = window(list(state.recent)[-need:], state.ratio)
-        opening = abs(state.anomaly.change)
+        recent = window(list(state.recent)[-need:], state.kind.ratio)
+        opening = abs(watch.anomaly.change)
         if recent is not None and abs(recent.change) > max(
             cfg.recover_fraction * opening, cfg.recover_floor
         ):
             return None  # quiet, but still changed: a level shift, the incident goes on
-        gone, state.anomaly = state.anomaly, None
-        state.cusum = (0.0, 0.0)
-        state.quiet_since = end  # a later anomaly is judged on what came after this
+        gone, watch.anomaly = watch.anomaly, None
+        if state.cusum is not None:
+            state.cusum.reset()
+        watch.quiet_since = end  # a later anomaly is judged on what came after this
         return AnomalyEvent("recovered", gone, end)
 
     def _confirm(
@@ -442,35 +508,34 @@ class DetectionEngine:
         The detector raises one high score per event and damps the buckets after it, so
         the alarm arms the series for a few buckets in which the change itself must prove
         material (``min_change``), significant (``min_z``) and persistent."""
-        cfg = self.config
+        cfg, watch = self.config, state.watch
         if hot:
-            state.armed = cfg.arm_for.get(state.key.interval, 10)
-        if state.armed <= 0:
+            watch.armed = cfg.arm_for.get(state.key.interval, 10)
+        if watch.armed <= 0:
             return None
-        state.armed -= 1
+        watch.armed -= 1
         anomaly = self._open(state, end, max(score, 0.0))
         if anomaly is None:
             return None
-        state.anomaly, state.calm, state.armed = anomaly, 0, 0
+        watch.anomaly, watch.calm, watch.armed = anomaly, 0, 0
         state.baseline.forget(anomaly.onset)
         return AnomalyEvent("opened", anomaly, end)
 
     def _open(self, state: _Series, end: datetime, score: float) -> Anomaly | None:
         """The anomaly at this bucket, if the change since its onset is material and
         significant; the onset is where the cumulative deviation is largest."""
-        cfg = self.config
+        cfg, kind, noises_of = self.config, state.kind, state.noise
         lookback = cfg.onset_lookback.get(state.key.interval, 30)
+        quiet_since = state.watch.quiet_since
         buckets = [
-            b
-            for b in list(state.recent)[-lookback:]
-            if state.quiet_since is None or b.ts >= state.quiet_since
+            b for b in list(state.recent)[-lookback:] if quiet_since is None or b.ts >= quiet_since
         ]
-        devs = [state.standardised(b) or 0.0 for b in buckets]
-        noises = [state.noise(state.volume(b)) for b in buckets]
-        noise = state.noise()
+        devs = [kind.standardised(b) or 0.0 for b in buckets]
+        noises = [noises_of.at(kind.volume(b)) for b in buckets]
+        noise = noises_of.at()
         if not devs or not math.isfinite(noise):
             return None
-        if state.key.watched.kind == "money":
+        if kind.money:
             # a basket is heavy-tailed: no single bucket may carry more than 3 noise units
             devs = [max(min(d, 3.0 * noise), -3.0 * noise) for d in devs]
         sign = 1.0 if devs[-1] > 0 else -1.0
@@ -480,29 +545,29 @@ class DetectionEngine:
         k_sum = e_sum = n_sum = 0.0
         for i in range(len(buckets) - 1, -1, -1):
             n = len(buckets) - i
-            if state.exact:
+            if kind.exact:
                 # the window's totals against their expectation: right for a handful
                 # of orders a minute, where a sum of per-bucket residuals is not
                 b = buckets[i]
                 if b.value is not None and b.expected is not None:
-                    k, e, trials = state.counts(b)
+                    k, e, trials = kind.counts(b)
                     k_sum, e_sum, n_sum = k_sum + k, e_sum + e, n_sum + (trials or 0.0)
-                total = sign * signed_deviance(k_sum, e_sum, n_sum if state.share else None)
-                volume = (n_sum if state.share else e_sum) / n  # the window's mean volume
-                stat = total / (state.noise(volume) * state.inflation(n))
+                total = sign * signed_deviance(k_sum, e_sum, n_sum if kind.share else None)
+                volume = (n_sum if kind.share else e_sum) / n  # the window's mean volume
+                stat = total / (noises_of.at(volume) * noises_of.inflation(n))
             else:
                 total += sign * devs[i]
-                stat = total / (noise * state.inflation(n) * math.sqrt(n))
+                stat = total / (noise * noises_of.inflation(n) * math.sqrt(n))
             if stat > z:
                 z, start = stat, i
-        span = window(buckets[start:], state.ratio)
+        span = window(buckets[start:], kind.ratio)
         if span is None or (not math.isfinite(span.change) and span.observed <= 0):
             return None
         change = span.change if math.isfinite(span.change) else 1.0
         persistent = sum(
             1 for d, u in zip(devs[start:], noises[start:], strict=True) if sign * d >= u
         )
-        persist = cfg.min_persist_money if state.key.watched.kind == "money" else cfg.min_persist
+        persist = cfg.min_persist_money if kind.money else cfg.min_persist
         if (
             abs(change) < cfg.min_change
             or z < cfg.min_z
@@ -512,7 +577,7 @@ class DetectionEngine:
         if len(buckets) - start > 1:
             # an outlier is one bucket carrying the whole change: without it, is it still?
             peak = max(range(start, len(buckets)), key=lambda i: sign * devs[i])
-            rest = window(buckets[start:peak] + buckets[peak + 1 :], state.ratio)
+            rest = window(buckets[start:peak] + buckets[peak + 1 :], kind.ratio)
             if rest is None or abs(rest.change) < cfg.min_change or rest.change * change < 0:
                 return None
         return Anomaly(
@@ -533,7 +598,7 @@ class DetectionEngine:
 
     def open_anomalies(self) -> list[Anomaly]:
         """The anomalies currently open."""
-        return [s.anomaly for s in self._series.values() if s.anomaly is not None]
+        return [s.watch.anomaly for s in self._series.values() if s.watch.anomaly is not None]
 
     def change(
         self, key: SeriesKey, since: datetime, until: datetime | None = None
@@ -543,7 +608,7 @@ class DetectionEngine:
         if state is None:
             return None
         chosen = [b for b in state.recent if b.ts >= since and (until is None or b.ts < until)]
-        return window(chosen, state.ratio)
+        return window(chosen, state.kind.ratio)
 
     def buckets(self, key: SeriesKey) -> list[Bucket]:
         """The recent buckets of a series (oldest first)."""

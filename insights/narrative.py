@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import Enum
 from zoneinfo import ZoneInfo
 
 from insights.drilldown import Contribution, Decomposition, SliceStats, decompose, explain
@@ -28,7 +29,7 @@ from insights.series import (
     slice_text,
 )
 
-__all__ = ["Evidence", "Refiner", "describe", "gather", "headline", "severity"]
+__all__ = ["Advice", "Evidence", "Joint", "Refiner", "describe", "gather", "headline", "severity"]
 
 # Which member speaks for the insight: the most specific slice, then this order.
 _PRIORITY = ("conversion_rate", "aov", "add_to_cart_rate", "sessions", "orders", "revenue",
@@ -231,7 +232,31 @@ def _for(sl: Slice) -> str:
     return f" for {label}" if label else ""
 
 
-def _advice(ev: Evidence) -> str:
+class Joint(Enum):
+    """How a recommendation joins its advice's reason to the headline."""
+
+    BECAUSE = ": "  # <headline>: conversion rose at the same time, so ...: <action>
+    WHILE = " while "  # <headline> while add-to-cart is normal: <action>
+    ALSO = "; "  # <headline>; purchases stopped while traffic is normal: <action>
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What to check (``action``), and what was seen that points there (``reason``,
+    joined to the headline by ``joint``)."""
+
+    action: str
+    reason: str = ""
+    joint: Joint = Joint.BECAUSE
+
+    def after(self, headline: str) -> str:
+        """The recommendation: the headline, the reason, what to check."""
+        if not self.reason:
+            return f"{headline}: {self.action}"
+        return f"{headline}{self.joint.value}{self.reason}: {self.action}"
+
+
+def _advice(ev: Evidence) -> Advice:
     m, c, comp = ev.metric, ev.change, ev.companions
     where = _for(ev.slice)
     carts = comp.get("add_to_cart_rate")
@@ -241,41 +266,52 @@ def _advice(ev: Evidence) -> str:
     rates_down = min(comp.get("conversion_rate") or 0.0, carts or 0.0)
     if m in ("sessions", "pageviews"):
         if c < 0 and rates_up > 0.1:
-            return (
-                f"conversion rose at the same time, so visits are not being counted: "
-                f"check the page tracking tag{where}"
+            return Advice(
+                f"check the page tracking tag{where}",
+                "conversion rose at the same time, so visits are not being counted",
             )
         if c > 0 and rates_down < -0.1:
-            return f"the new visitors do not shop: check for bot traffic{where}"
+            return Advice(f"check for bot traffic{where}", "the new visitors do not shop")
         if c < 0:
             if m == "pageviews" and _normal(sessions):
-                return f"page tracking fell while sessions are normal: check the page tag{where}"
+                return Advice(
+                    f"check the page tag{where}",
+                    "page tracking fell while sessions are normal",
+                    Joint.ALSO,
+                )
             channel = dict(ev.slice).get("channel")
             if channel:
-                return f"check the {channel} campaigns, their budgets and landing pages"
-            return f"check site availability, the CDN, campaigns and the tracking tag{where}"
-        return f"check for bot traffic or an unannounced campaign, and capacity{where}"
+                return Advice(f"check the {channel} campaigns, their budgets and landing pages")
+            return Advice(
+                f"check site availability, the CDN, campaigns and the tracking tag{where}"
+            )
+        return Advice(f"check for bot traffic or an unannounced campaign, and capacity{where}")
     if m in ("aov",) or (m == "revenue" and _normal(orders)):
         what = "product prices, discounts and currency conversion"
-        return f"orders are normal: check {what}{where}"
+        return Advice(f"check {what}{where}", "orders are normal", Joint.WHILE)
     if m == "add_to_cart_rate":
         if c < 0:
-            return f"check product pages, stock, search and the add-to-cart button{where}"
-        return f"check for a promotion or bots adding to carts{where}"
+            return Advice(f"check product pages, stock, search and the add-to-cart button{where}")
+        return Advice(f"check for a promotion or bots adding to carts{where}")
     if c < 0:  # conversion, orders, revenue falling with normal prices
         if c <= -0.9 and _normal(sessions):
-            return (
-                f"purchases stopped while traffic is normal: check the payment provider, "
-                f"checkout and the purchase tracking tag{where}"
+            return Advice(
+                f"check the payment provider, checkout and the purchase tracking tag{where}",
+                "purchases stopped while traffic is normal",
+                Joint.ALSO,
             )
         if _normal(carts):
-            return f"add-to-cart is normal: check payment and checkout{where}"
+            return Advice(
+                f"check payment and checkout{where}", "add-to-cart is normal", Joint.WHILE
+            )
         if carts is not None and carts < 0:
-            return f"add-to-cart fell too: check product pages, search and the cart{where}"
+            return Advice(
+                f"check product pages, search and the cart{where}", "add-to-cart fell too"
+            )
         if sessions is not None and sessions < -0.1:
-            return f"traffic fell too: check campaigns and site availability{where}"
-        return f"check payment and checkout{where}"
-    return f"check for a promotion, a pricing error or duplicated orders{where}"
+            return Advice(f"check campaigns and site availability{where}", "traffic fell too")
+        return Advice(f"check payment and checkout{where}")
+    return Advice(f"check for a promotion, a pricing error or duplicated orders{where}")
 
 
 def describe(
@@ -292,19 +328,7 @@ def describe(
     name = METRIC_LABELS.get(ev.metric, ev.metric)
     where = slice_text(ev.slice)
     headline_text = f"{name} {where} {_moved(ev.change)} since {stamp}"
-    advice = _advice(ev)
-    recommendation = (
-        f"{headline_text} while {advice}"
-        if advice.startswith(
-            ("add-to-cart is normal", "orders are normal", "page tracking", "purchases stopped")
-        )
-        else f"{headline_text}: {advice}"
-    )
-    if advice.startswith(("add-to-cart is normal", "orders are normal")):
-        first, _, rest = advice.partition(": ")
-        recommendation = f"{headline_text} while {first}: {rest}"
-    elif advice.startswith(("page tracking fell", "purchases stopped")):
-        recommendation = f"{headline_text}; {advice}"
+    recommendation = _advice(ev).after(headline_text)
     recommendation = recommendation[0].upper() + recommendation[1:] + "."
     sev = severity(ev)
     impact = ev.impact_eur_per_hour

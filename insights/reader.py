@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
+from ingest.times import as_utc
 from insights.drilldown import Decomposition, SliceStats, decompose
 from insights.series import INTERVAL_SECONDS, WATCHED, WATCHED_BY_NAME, Obs, SeriesKey, Slice
 from warehouse.queries import MetricQuery, metric_series
@@ -38,7 +39,7 @@ def first_event(client: Client) -> datetime | None:
     if not rows or not rows[0][1]:
         return None
     ts: datetime = rows[0][0]
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return as_utc(ts)
 
 
 def _series(

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import csv
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ingest.errors import PulseError
+from ingest.times import aware
 from insights.detector import score_series
 
 __all__ = ["score_csv"]
 
 
 def _parse_ts(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.strip())
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware(datetime.fromisoformat(text.strip()))
 
 
 def score_csv(source: Path, target: Path) -> int:

@@ -9,19 +9,20 @@ made while the detector runs is never undone. Values are always bound by the dri
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from clickhouse_connect.driver.client import Client
 
+from ingest.times import as_utc
 from insights.drilldown import Contribution
 from insights.lifecycle import Insight, Member, transition, with_feedback
+from warehouse.clock import next_version
 
-__all__ = ["COLUMNS", "InsightNotFound", "InsightStore", "insight_document"]
+__all__ = ["COLUMNS", "InsightNotFound", "InsightStore", "insight_document", "write_lock"]
 
 COLUMNS = [
     "id", "status", "metric", "slice", "interval", "direction", "change", "observed",
@@ -30,24 +31,12 @@ COLUMNS = [
     "recommendation", "contributors", "members", "feedback", "feedback_note", "version",
 ]  # fmt: skip
 _SELECT = f"SELECT {', '.join(COLUMNS[:-1])} FROM insights FINAL"
-_lock = threading.Lock()
-_last_version = 0
+# Serialises this process's inserts into the insights tables and the alert outbox.
+write_lock = threading.Lock()
 
 
 class InsightNotFound(LookupError):
     """No insight has this id."""
-
-
-def _version() -> int:
-    global _last_version
-    _last_version = max(_last_version + 1, time.time_ns())
-    return _last_version
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def _row(i: Insight, version: int) -> list[Any]:
@@ -72,7 +61,7 @@ def _member(d: dict[str, Any]) -> Member:
 def _insight(row: Sequence[Any]) -> Insight:
     d = dict(zip(COLUMNS, row, strict=False))
     for k in ("started_at", "detected_at", "updated_at", "acknowledged_at", "resolved_at"):
-        d[k] = _utc(d[k])
+        d[k] = None if d[k] is None else as_utc(d[k])
     d["contributors"] = tuple(Contribution(**c) for c in msgspec.json.decode(d["contributors"]))
     d["members"] = tuple(_member(m) for m in msgspec.json.decode(d["members"]))
     d["feedback"] = d["feedback"] or None
@@ -102,8 +91,8 @@ class InsightStore:
         self.client = client
 
     def _insert(self, insights: Iterable[Insight]) -> None:
-        with _lock:
-            rows = [_row(i, _version()) for i in insights]
+        with write_lock:
+            rows = [_row(i, next_version()) for i in insights]
             if rows:
                 self.client.insert("insights", rows, column_names=COLUMNS)
 
@@ -143,7 +132,7 @@ class InsightStore:
         conds, params = [], {"limit": limit}
         if since is not None:
             conds.append("(started_at >= {since:DateTime64(3)} OR status != 'resolved')")
-            params["since"] = _utc(since)  # type: ignore[assignment]
+            params["since"] = as_utc(since)  # type: ignore[assignment]
         for name, value in (("status", status), ("severity", severity), ("metric", metric)):
             if value:
                 conds.append(f"{name} = {{{name}:String}}")
@@ -161,7 +150,7 @@ class InsightStore:
         """Insights labelled since ``since`` (for the detector's mutes)."""
         rows = self.client.query(
             f"{_SELECT} WHERE feedback != '' AND updated_at >= {{since:DateTime64(3)}}",
-            parameters={"since": _utc(since)},
+            parameters={"since": as_utc(since)},
         ).result_rows
         return [_insight(r) for r in rows]
 
@@ -182,10 +171,10 @@ class InsightStore:
             raise InsightNotFound(insight_id)
         changed = with_feedback(current, label, note, at)
         self._insert([changed])
-        with _lock:
+        with write_lock:
             self.client.insert(
                 "insight_feedback",
-                [[insight_id, label, note, _utc(at)]],
+                [[insight_id, label, note, as_utc(at)]],
                 column_names=["insight_id", "label", "note", "at"],
             )
         return changed

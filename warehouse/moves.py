@@ -22,12 +22,13 @@ from functools import lru_cache
 import msgspec
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["MOVES", "MOVE_COLUMNS", "apply_moves", "collapse"]
+from warehouse.schema import MOVES
 
-MOVES = "moves"  # the name of the moves in an encoded batch's lines (not a table)
-MOVE_COLUMNS = ["user_id", "old_key", "new_key", "times", "version"]
+__all__ = ["MOVES", "apply_moves", "collapse"]
 
-Move = tuple[str, str, str, list[int], int]  # user, old key, new key, times (ms), version
+# As written by the flow (warehouse.schema.MOVE_COLUMNS): user, old key, new key, times
+# (epoch ms), version.
+Move = tuple[str, str, str, list[int], int]
 _decode_lines = msgspec.json.Decoder(Move).decode_lines
 
 
@@ -63,8 +64,8 @@ def collapse(moves: Sequence[Move]) -> list[Move]:
 
 def apply_moves(client: Client, lines: bytes, columns: Sequence[str]) -> None:
     """Rewrite the rows of the moved events of one write (JSON lines of
-    :data:`MOVE_COLUMNS`), after the write's rows are inserted; ``columns``: those of
-    ``events`` the writer inserts."""
+    :data:`~warehouse.schema.MOVE_COLUMNS`), after the write's rows are inserted;
+    ``columns``: those of ``events`` the writer inserts."""
     moves = collapse(_decode_lines(lines))
     if not moves:
         return

@@ -18,11 +18,13 @@ for it: whole days, then hours, then minutes, and the rest from raw events
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
+
+from ingest.times import aware
+from warehouse.clock import next_version
 
 __all__ = [
     "EVENTS",
@@ -196,10 +198,6 @@ GROUP BY kind
 """
 
 
-def _version() -> int:
-    return time.time_ns()
-
-
 def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -243,9 +241,7 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
     """
     done = 0
     where = "" if until is None else "AND minute <= {last:DateTime}"
-    until_ms = (
-        None if until is None else int(until.replace(tzinfo=until.tzinfo or UTC).timestamp() * 1000)
-    )
+    until_ms = None if until is None else int(aware(until).timestamp() * 1000)
     for family in _FAMILIES:
         for grain, parent in zip(GRAINS, [*GRAINS[1:], None], strict=True):
             kind = mark_kind(family, grain)
@@ -259,7 +255,7 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
             if parent is not None:
                 parent_ms = _PERIOD_MS[parent]
                 _mark(client, {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}},
-                      _version())  # fmt: skip
+                      next_version())  # fmt: skip
             size = chunk if grain == "1m" else 24
             for group in _chunks([m for m, _ in dirty], size, _PERIOD_MS[grain]):
                 _recompute(client, family, grain, group)
@@ -277,7 +273,7 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
     lo, hi = _dt(starts[0]), _dt(starts[-1] + _PERIOD_MS[grain])
     periods = [_dt(m) for m in starts]
     if grain == "1m":
-        params = {"lo": lo, "hi": hi, "mins": periods, "v": _version()}
+        params = {"lo": lo, "hi": hi, "mins": periods, "v": next_version()}
         client.command(minute_sql, parameters=params)
         return
     source = GRAINS[GRAINS.index(grain) - 1]
@@ -286,7 +282,7 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
         measures=measures,
     )  # fmt: skip
     for level in sorted(set(LEVELS.values())):
-        params = {"level": level, "lo": lo, "hi": hi, "starts": periods, "v": _version()}
+        params = {"level": level, "lo": lo, "hi": hi, "starts": periods, "v": next_version()}
         client.command(sql, parameters=params)
 
 
@@ -296,7 +292,7 @@ def rebuild(client: Client, *, chunk: int = 1440) -> int:
         "SELECT DISTINCT toUnixTimestamp(toStartOfMinute(ts)) * 1000 FROM events"
     ).result_rows
     minutes = [int(r[0]) for r in rows]
-    mark_dirty(client, {EVENTS: minutes, STARTS: minutes}, _version())
+    mark_dirty(client, {EVENTS: minutes, STARTS: minutes}, next_version())
     return refresh(client, chunk=chunk)
 
 

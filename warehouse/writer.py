@@ -29,12 +29,13 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from prometheus_client import Counter
 
+from warehouse.clock import next_version
 from warehouse.errors import WarehouseError
-from warehouse.moves import MOVES, apply_moves
+from warehouse.moves import apply_moves
 from warehouse.rollups import mark_dirty
+from warehouse.schema import COLUMNS, MOVES, TIME_COLUMNS, position
 
 __all__ = [
-    "COLUMNS",
     "BackgroundWriter",
     "Encoded",
     "WarehouseWriter",
@@ -47,28 +48,11 @@ WRITE_RETRIES = Counter(
     "pulse_warehouse_write_retries_total", "Failed warehouse writes of the flow, retried"
 )
 
-COLUMNS = {
-    "events": [
-        "ts", "event_id", "type", "user_id", "session_key", "country", "device", "channel",
-        "page", "product_id", "category", "price_eur", "quantity", "query", "cart_value_eur",
-        "order_id", "revenue_eur", "is_order", "items.product_id", "items.category",
-        "items.price_eur", "items.quantity", "version", "topic", "partition", "offset",
-    ],
-    "sessions": [
-        "session_key", "user_id", "start", "end", "country", "device", "channel", "n_events",
-        "n_pageviews", "version", "deleted",
-    ],
-    "duplicates": ["ts", "event_id", "topic", "partition", "offset"],
-    "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
-}  # fmt: skip
-
-# DateTime64 columns: rows carry epoch milliseconds, sent as seconds with a fraction (an
-# integer would be read as seconds). msgspec writes the shortest exact decimal of ms/1000.
-_TIMES = {
-    table: [i for i, c in enumerate(columns) if c in {"ts", "start", "end", "max_ts",
-                                                      "updated_at"}]
-    for table, columns in COLUMNS.items()
-}  # fmt: skip
+# Per table: where its rows have times (epoch ms, sent as seconds with a fraction: msgspec
+# writes the shortest exact decimal of ms/1000) and their version (None: no version).
+_TIMES = {t: [i for i, c in enumerate(cs) if c in TIME_COLUMNS] for t, cs in COLUMNS.items()}
+_VERSION = {t: cs.index("version") if "version" in cs else None for t, cs in COLUMNS.items()}
+_MOVE_VERSION = position(MOVES, "version")
 _encode_lines = msgspec.json.Encoder().encode_lines
 
 Rows = Sequence[list[object]]
@@ -104,55 +88,33 @@ class WarehouseWriter:
     """Writes batches of flow output; safe to call from several worker threads."""
 
     _lock = threading.Lock()  # chDB is one engine per process: serialise its inserts
-    _version_lock = threading.Lock()
-    _last_version = 0
 
     def __init__(self, client: Client, check: Callable[[], None] | None = None) -> None:
         self._client = client
         self._check = check  # raises when the warehouse is gone (see warehouse.client)
 
     @classmethod
-    def _next_version(cls) -> int:
-        with cls._version_lock:
-            cls._last_version = max(cls._last_version + 1, time.time_ns())
-            return cls._last_version
-
-    @classmethod
     def encode(
         cls, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> Encoded:
-        """Stamp a batch's rows (by table, columns as in :data:`COLUMNS`) with the next
-        version and encode them. Versions grow in the order batches are encoded in this
+        """Encode a batch's rows (by table, columns as in
+        :data:`~warehouse.schema.COLUMNS`), stamped with the next version; the rows given
+        are left as they are. Versions grow in the order batches are encoded in this
         process, which must be the order each row's batches are written in: the flow's
         rows belong to one user's shard, encoded and sent to the writer in order. Rows are
         encoded at once, so the many small lists they are made of die young. Needs no
         warehouse: a flow's workers encode, one process writes."""
-        version = cls._next_version()
+        version = next_version()
         lines = {}
-        for table, columns in COLUMNS.items():
+        for table in COLUMNS:
             rows = batch.get(table)
             if not rows:
                 continue
-            stamp = columns.index("version") if "version" in columns else None
-            times = _TIMES[table]
-            for row in rows:
-                if stamp is not None:
-                    row[stamp] = version
-                for at in times:
-                    row[at] = row[at] / 1000  # type: ignore[operator]
-            lines[table] = _encode_lines(rows)
+            lines[table] = _encode_lines(_stamped(rows, _VERSION[table], version, _TIMES[table]))
         moves = batch.get(MOVES)  # events moved to another session (warehouse.moves)
         if moves:
-            for move in moves:
-                move[-1] = version
-            lines[MOVES] = _encode_lines(moves)
+            lines[MOVES] = _encode_lines(_stamped(moves, _MOVE_VERSION, version, ()))
         return Encoded(lines, version, minutes)
-
-    def write(
-        self, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
-    ) -> None:
-        """Insert the rows of one batch, then mark the minutes it changed."""
-        self.write_many([self.encode(batch, minutes)])
 
     def write_many(self, batches: Sequence[Encoded]) -> None:
         """Write encoded batches with one insert per table (each row keeps its batch's
@@ -172,7 +134,22 @@ class WarehouseWriter:
                 # Stamped now, not when encoded: batches encoded by several workers may
                 # arrive out of order, and a mark must be newer than any refresh that
                 # could have read the minute before these rows were in.
-                mark_dirty(self._client, batch.minutes, self._next_version())
+                mark_dirty(self._client, batch.minutes, next_version())
+
+
+def _stamped(rows: Rows, stamp: int | None, version: int, times: Sequence[int]) -> Rows:
+    """Copies of ``rows`` as they are sent: ``version`` at ``stamp``, times in seconds."""
+    if stamp is None and not times:
+        return rows
+    out = []
+    for row in rows:
+        row = row.copy()
+        if stamp is not None:
+            row[stamp] = version
+        for at in times:
+            row[at] = row[at] / 1000  # type: ignore[operator]
+        out.append(row)
+    return out
 
 
 class WriteStatus:

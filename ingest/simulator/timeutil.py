@@ -6,6 +6,8 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
+from ingest.times import as_utc
+
 __all__ = ["eu_summer_time", "format_ms", "parse_duration", "parse_time", "to_ms"]
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -32,9 +34,7 @@ def parse_time(text: str) -> datetime:
         moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         raise ValueError(f"expected an ISO time like 2025-01-06T18:00:00Z, got {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return as_utc(moment)
 
 
 def to_ms(moment: datetime) -> int:

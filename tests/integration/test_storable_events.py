@@ -23,7 +23,8 @@ from ingest.fx import load_fx_rates
 from tests.event_strategies import MIN_TS_MS, NOW_MS, to_raw, valid_events
 from warehouse.client import Client
 from warehouse.rollups import EVENTS, STARTS, mark_dirty, refresh
-from warehouse.writer import COLUMNS, WarehouseWriter
+from warehouse.schema import COLUMNS
+from warehouse.writer import WarehouseWriter
 
 pytestmark = pytest.mark.integration
 

@@ -132,7 +132,7 @@ def test_a_merge_moves_rows_written_before_and_a_replay_changes_nothing(
                         ev("c", T0 + 25 * MIN)])  # fmt: skip
     a, b = f"u1/{T0}", f"u1/{T0 + 50 * MIN}"
     writer = WarehouseWriter(warehouse)
-    writer.write(batch_rows([(reads[:3], outs[:3])]).tables)
+    writer.write_many([WarehouseWriter.encode(batch_rows([(reads[:3], outs[:3])]).tables)])
     assert _keys(warehouse) == {"a": a, "b": b, "x": b}
     bridge = WarehouseWriter.encode(batch_rows([(reads[3:], outs[3:])]).tables)
     writer.write_many([bridge])
@@ -162,7 +162,7 @@ def test_moves_of_batches_written_together_go_where_the_last_one_says(
     reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN),
                         ev("z", T0 - 50 * MIN), ev("e", T0 - 25 * MIN)])  # fmt: skip
     writer = WarehouseWriter(warehouse)
-    writer.write(batch_rows([(reads[:2], outs[:2])]).tables)
+    writer.write_many([WarehouseWriter.encode(batch_rows([(reads[:2], outs[:2])]).tables)])
     second = WarehouseWriter.encode(batch_rows([(reads[2:3], outs[2:3])]).tables)
     third = WarehouseWriter.encode(batch_rows([(reads[3:], outs[3:])]).tables)
     writer.write_many([second, third])  # one write: the inserts, then the moves

@@ -6,14 +6,20 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from dashboards.catalog import DASHBOARDS
-from dashboards.grafana import LAST_WEEK, RenderOptions, render, render_all
+from dashboards.grafana import LAST_WEEK, RenderOptions, render
 from dashboards.macros import INTERVAL_SQL, expand
 from dashboards.model import FunnelData, InsightsData, MetricData, ProductsData
 from dashboards.validate import validate
+
+
+def render_all(options: RenderOptions | None = None) -> dict[str, dict[str, Any]]:
+    """Every dashboard's Grafana JSON, by uid."""
+    return {board.uid: render(board, options) for board in DASHBOARDS}
 
 
 @pytest.mark.parametrize("board", DASHBOARDS, ids=lambda b: b.uid)

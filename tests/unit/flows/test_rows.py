@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+
+import msgspec
+
 from flows.logic import UserState, enrich, step
 from flows.rows import Part, Read, batch_rows, merge_progress, progress_rows
 from ingest.events import Event
 from tests.unit.flows.test_logic import FX, MIN, RULES, T0, ev
 from warehouse.moves import MOVES, collapse
 from warehouse.rollups import EVENTS, STARTS
-from warehouse.writer import COLUMNS
+from warehouse.schema import COLUMNS, MOVE_COLUMNS
+from warehouse.writer import WarehouseWriter
 
 EVENT = {c: i for i, c in enumerate(COLUMNS["events"])}
 SESSION = {c: i for i, c in enumerate(COLUMNS["sessions"])}
@@ -98,3 +103,37 @@ def test_a_merge_moves_earlier_batches_rows_in_the_warehouse_and_this_batchs_her
     ]
     tombstones = {r[SESSION["session_key"]] for r in later.tables["sessions"] if r[-1]}
     assert tombstones == {a_key, b_key}
+
+
+def test_every_row_fills_its_tables_columns_in_order() -> None:
+    reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN),
+                        ev("a", T0 + 60 * MIN)])  # fmt: skip
+    first = batch_rows([(reads[:2], outs[:2])])
+    later = batch_rows([(reads[2:], outs[2:])])
+    tables = {t: first.tables[t] + later.tables[t] for t in ("events", "sessions", "duplicates")}
+    tables["flow_progress"] = progress_rows(later.progress, now_ms=T0)
+    for table, rows in tables.items():
+        assert rows and all(len(row) == len(COLUMNS[table]) for row in rows), table
+    assert all(len(row) == len(MOVE_COLUMNS) for row in later.tables[MOVES])
+    [dup] = tables["duplicates"]
+    assert dict(zip(COLUMNS["duplicates"], dup, strict=True)) == {
+        "ts": T0 + 60 * MIN, "event_id": "a", "topic": PART.topic, "partition": 3, "offset": 3,
+    }  # fmt: skip
+    [gone] = [r for r in tables["sessions"] if r[SESSION["deleted"]]]
+    assert gone[SESSION["session_key"]] == f"u1/{T0 + 50 * MIN}"
+    c = next(r for r in tables["events"] if r[EVENT["event_id"]] == "c")
+    assert (c[EVENT["ts"]], c[EVENT["user_id"]], c[EVENT["offset"]]) == (T0 + 25 * MIN, "u1", 2)
+
+
+def test_encoding_a_batch_leaves_its_rows_as_they_were() -> None:
+    reads, outs = fold([ev("a", T0), ev("b", T0 + 50 * MIN), ev("c", T0 + 25 * MIN)])
+    WarehouseWriter.encode(batch_rows([(reads[:2], outs[:2])]).tables)
+    batch = batch_rows([(reads[2:], outs[2:])])
+    before = copy.deepcopy(batch.tables)
+    encoded = WarehouseWriter.encode(batch.tables, batch.minutes)
+    assert batch.tables == before
+    # what is sent: the batch's version, times in seconds
+    [row] = [msgspec.json.decode(line) for line in encoded.lines["events"].splitlines()]
+    assert row[EVENT["version"]] == encoded.version and row[EVENT["ts"]] == T0 / 1000 + 1500
+    [move] = [msgspec.json.decode(line) for line in encoded.lines[MOVES].splitlines()]
+    assert move[MOVE_COLUMNS.index("version")] == encoded.version

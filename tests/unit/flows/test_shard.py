@@ -4,7 +4,6 @@ rolled back on resume to the generation Bytewax committed, forgotten when idle."
 from __future__ import annotations
 
 import random
-import sqlite3
 import sys
 import tracemalloc
 import zlib
@@ -13,9 +12,8 @@ from typing import Any
 
 import msgspec
 
-from flows.ids import unpack_times
 from flows.logic import Enriched, FlowRules, enrich
-from flows.shard import SHARDS, Shard, shard_of
+from flows.shard import SHARDS, Shard, shard_of_key
 from flows.state_store import KEEP_GENERATIONS, ShardStore
 from ingest.events import Event, Item
 from ingest.fx import load_fx_rates
@@ -29,6 +27,11 @@ T0 = 1_795_176_000_000
 def ev(event_id: str, user: str, ts: int, session: str | None = None, **kw: Any) -> Enriched:
     kw.setdefault("type", "page_view")
     return enrich(Event(event_id=event_id, ts=ts, user_id=user, session_id=session, **kw), FX)
+
+
+def shard_of(user_id: str) -> str:
+    """The shard key of a user's records (keyed by the UTF-8 bytes of ``user_id``)."""
+    return shard_of_key(user_id.encode())
 
 
 def fresh(path: Path | None) -> Shard:
@@ -208,20 +211,6 @@ def test_a_resume_finds_each_users_state_exactly_as_it_was(tmp_path: Path) -> No
         assert {u: encode(again.state(u)) for u in again.users()} == states[gen], gen
 
 
-def test_a_log_written_before_records_were_encoded_in_one_call_is_read(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    shard = fresh(path)
-    shard.fold([ev("a", "u1", T0)])
-    assert shard.snapshot() == 1
-    # the earlier format: each state encoded on its own, then the list (None: forgotten)
-    old = [("u1", T0, msgspec.msgpack.encode(shard.state("u1"))), ("u2", 0, None)]
-    db = shard._store._db
-    assert db is not None
-    db.execute("UPDATE log SET users = ? WHERE gen = 1", (msgspec.msgpack.encode(old),))
-    outs = resumed(path, 1).fold([ev("a", "u1", T0), ev("b", "u1", T0)])
-    assert outs[0] is None and outs[1] is not None
-
-
 def test_users_are_held_encoded_and_decoded_when_they_show_up_again(tmp_path: Path) -> None:
     shard = fresh(tmp_path / "s.sqlite3")
     shard.fold([ev("a", "u1", T0, "s1"), ev("b", "u2", T0), ev("c", "u1", T0 + MIN, "s1")])
@@ -275,43 +264,3 @@ def test_memory_per_remembered_event_stays_under_a_bound() -> None:
         shard.snapshot()
         assert len(shard.state("u1").events) == n  # type: ignore[union-attr]
         assert shard.held_bytes / n < bound, (session, shard.held_bytes / n)
-
-
-def _legacy_state() -> list[Any]:
-    """A user's state in the layout saved before 2026-12-06: ids as strings, sessions with
-    their key and user, a derived session's events whole."""
-    span = f"u1/{T0}"
-    event = {"event_id": "d", "type": "page_view", "ts": T0, "user_id": "u1"}
-    return [
-        {"a": T0, "d": T0},
-        None,
-        {"s": ["s", "u1", T0, T0, 1, "DE", None, "paid", 1, 1, 1],
-         span: [span, "u1", T0, T0, 2, None, None, None, 1, 1, 1]},
-        [[span, T0, T0, [[[event, T0, None, None, None, None, []], span, False, 0]]]],
-        2, T0, T0 + 3600 * 1000,
-    ]  # fmt: skip
-
-
-def test_a_state_saved_in_the_earlier_layout_is_resumed(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    fresh(path)._store.close()
-    db = sqlite3.connect(path)
-    record = msgspec.msgpack.encode([("u1", T0, _legacy_state())])
-    db.execute("INSERT INTO log VALUES (1, ?)", (record,))
-    db.commit()
-    db.close()
-    shard = resumed(path, 1)
-    later = T0 + 40 * MIN
-    outs = shard.fold([ev("a", "u1", T0 + MIN), ev("b", "u1", T0 + 2 * MIN, "s"),
-                       ev("e", "u1", later), ev("f", "u1", T0 + 20 * MIN)])  # fmt: skip
-    repeat, same_session, alone, bridge = outs
-    assert repeat is None
-    assert same_session is not None and same_session.session.events == 2
-    assert same_session.session.country == "DE"
-    assert alone is not None and alone.placed.session_key == f"u1/{later}"
-    # the late event joins the derived session found in the old state and merges the new one
-    assert bridge is not None and bridge.placed.session_key == f"u1/{T0}"
-    [move] = bridge.moves
-    assert (move.old, list(unpack_times(move.times))) == (f"u1/{later}", [later])
-    [span] = shard.state("u1").spans  # type: ignore[union-attr]
-    assert sorted(unpack_times(span.times)) == [T0, T0 + 20 * MIN, later]

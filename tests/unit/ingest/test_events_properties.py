@@ -30,7 +30,8 @@ from ingest.events import (
 )
 from ingest.fx import load_fx_rates
 from tests.event_strategies import DAY_MS, MIN_TS_MS, NOW_MS, raws, to_raw, valid_events
-from warehouse.writer import COLUMNS, WarehouseWriter
+from warehouse.schema import COLUMNS
+from warehouse.writer import WarehouseWriter
 
 FX = load_fx_rates()
 CURRENCIES = FX.currencies

@@ -214,9 +214,9 @@ def test_the_noise_grows_with_the_volume_behind_a_bucket() -> None:
     for i, v in enumerate(values):
         engine.step(T0 + timedelta(minutes=i), {SESSIONS: Obs(v)}, {SESSIONS: 0.0})
     state = engine._series[SESSIONS]
-    assert state.noise(50.0) < 1.3
-    assert 2.5 < state.noise(5000.0) < 4.5  # sqrt(1 + 0.05² × 5000) ≈ 3.7
-    assert state.noise(50.0) < state.noise() < state.noise(5000.0)
+    assert state.noise.at(50.0) < 1.3
+    assert 2.5 < state.noise.at(5000.0) < 4.5  # sqrt(1 + 0.05² × 5000) ≈ 3.7
+    assert state.noise.at(50.0) < state.noise.at() < state.noise.at(5000.0)
 
 
 def test_fast_path_finds_a_night_time_drop_on_a_series_noisy_by_day() -> None:
