@@ -1,13 +1,16 @@
 """Latency of ``POST /v1/events``: C clients posting 100-event batches at a set rate.
 
     .venv/bin/python bench/collector.py [--clients 1 8] [--rate 2000] [--seconds 10] [--up]
+                                        [--sweep 10000 20000 30000 ...]
 
 Starts the embedded broker on a free port and the API (collector only) under uvicorn in
 this process — or, with ``--up``, a whole ``pulse up`` (flow and detector in the same
-process, as users run it) — then runs the clients in a separate process (each a thread
-with its own HTTP connection, paced so that together they send ``--rate`` events per
-second), and prints p50 / p99 / max of the request latency per client count. A quick
-measurement for comparing two versions on one machine, not a soak.
+process, as users run it) — then runs the clients, each its own process with one keep-alive
+connection, paced so that together they send ``--rate`` events per second (or each of
+``--sweep``'s rates in turn), and prints p50 / p99 / max of the request latency per client
+count and rate. A request's latency counts from when it was due, so a saturated server
+shows as latency rather than as a lower rate. A quick measurement for comparing two
+versions on one machine, not a soak.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,42 +36,52 @@ def _free_port() -> int:
 
 
 def _client(url: str, key: str, clients: int, rate: float, seconds: float) -> None:
-    """The client process: ``clients`` threads, each posting batches at its share of the
-    rate; prints the latencies (ms) as JSON."""
-    import httpx
+    """One client process (``clients`` of them run at once): one keep-alive connection,
+    100-event batches encoded with msgspec, paced to its share of ``rate``; prints its
+    latencies (ms) as JSON. A process per client, so that no client waits on another's
+    GIL: what is measured is the server."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    import msgspec
+
+    c = int(os.environ.get("PULSE_BENCH_CLIENT", "0"))
     batch = 100
-    per_client_every = clients * batch / rate  # seconds between one thread's requests
+    every = clients * batch / rate  # seconds between this client's requests
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    encode = msgspec.json.Encoder().encode
     latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-
-    def run(c: int) -> None:
-        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
-            start = time.monotonic() + c * per_client_every / clients
-            n = 0
-            while (due := start + n * per_client_every) < start + seconds:
-                if (wait := due - time.monotonic()) > 0:
-                    time.sleep(wait)
-                now_ms = int(time.time() * 1000)
-                body = [{"event_id": f"c{c}-{n}-{i}", "type": "page_view", "ts": now_ms,
-                         "user_id": f"u{i % 5000}"} for i in range(batch)]  # fmt: skip
-                began = time.perf_counter()
-                r = http.post(url, json=body)
-                took = (time.perf_counter() - began) * 1000
-                with lock:
-                    if r.status_code == 200:
-                        latencies.append(took)
-                    else:
-                        errors[0] += 1
-                n += 1
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(json.dumps({"latencies": latencies, "errors": errors[0]}))
+    errors = 0
+    # every client starts at the same moment, once all have started up
+    begin = float(os.environ.get("PULSE_BENCH_START", time.time()))
+    start = time.monotonic() + max(0.0, begin - time.time()) + c * every / clients
+    n = 0
+    while (due := start + n * every) < start + seconds:
+        if (wait := due - time.monotonic()) > 0:
+            time.sleep(wait)
+        now_ms = int(time.time() * 1000)
+        events = [
+            {"event_id": f"c{c}-{n}-{i}", "type": "page_view", "ts": now_ms,
+             "user_id": f"u{(c * batch + i) % 5000}"}
+            for i in range(batch)
+        ]  # fmt: skip
+        body = encode(events)
+        began = time.perf_counter()
+        # the latency counts from when the request was due: a client that falls behind
+        # schedule (the server is saturated) shows it, rather than silently sending less
+        lateness = max(0.0, time.monotonic() - due) * 1000
+        conn.request("POST", parts.path, body, headers)
+        response = conn.getresponse()
+        response.read()
+        took = (time.perf_counter() - began) * 1000 + lateness
+        if response.status == 200:
+            latencies.append(took)
+        else:
+            errors += 1
+        n += 1
+    print(json.dumps({"latencies": latencies, "errors": errors}))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -82,6 +94,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s, all clients")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--sweep", type=float, nargs="+", metavar="RATE",
+        help="measure at each of these rates (events/s, all clients) instead of --rate",
+    )  # fmt: skip
     parser.add_argument(
         "--up", action="store_true",
         help="measure a whole `pulse up` (flow and detector in the same process) instead of "
@@ -127,20 +143,44 @@ def main() -> None:
 
 
 def _measure(args: argparse.Namespace, base: str, key: str) -> None:
+    rates = args.sweep or [args.rate]
     for clients in args.clients:
-        done = subprocess.run(
-            [sys.executable, __file__, "--client", f"{base}/v1/events", key, "--clients",
-             str(clients), "--rate", str(args.rate), "--seconds", str(args.seconds)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        result = json.loads(done.stdout)
-        lat = result["latencies"]
-        print(
-            f"clients={clients} rate={args.rate:.0f} ev/s requests={len(lat)} "
-            f"errors={result['errors']} p50={_pct(lat, 0.5):.1f} ms "
-            f"p99={_pct(lat, 0.99):.1f} ms max={max(lat):.1f} ms",
-            flush=True,
+        for rate in rates:
+            lat, errors = _run_clients(base, key, clients, rate, args.seconds)
+            print(
+                f"clients={clients} rate={rate:.0f} ev/s requests={len(lat)} "
+                f"errors={errors} p50={_pct(lat, 0.5):.1f} ms "
+                f"p99={_pct(lat, 0.99):.1f} ms max={max(lat, default=0):.1f} ms",
+                flush=True,
+            )
+
+
+def _run_clients(
+    base: str, key: str, clients: int, rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """Run ``clients`` client processes at once; their latencies and errors together."""
+    begin = str(time.time() + 3.0)  # time for every client process to start up
+    command = [sys.executable, __file__, "--client", f"{base}/v1/events", key, "--clients",
+               str(clients), "--rate", str(rate), "--seconds", str(seconds)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PULSE_BENCH_CLIENT": str(c), "PULSE_BENCH_START": begin},
         )
+        for c in range(clients)
+    ]
+    latencies: list[float] = []
+    errors = 0
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"a client failed (exit {proc.returncode})")
+        result = json.loads(out)
+        latencies += result["latencies"]
+        errors += result["errors"]
+    return latencies, errors
 
 
 @contextlib.contextmanager

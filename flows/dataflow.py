@@ -265,7 +265,7 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
     def on_batch(
         self, values: list[tuple[str, list[Record]]]
     ) -> tuple[list[Rows | DeadLetter], bool]:
-        shard = self._shard or self._open(values[0][0], None)
+        shard = self._shard if self._shard is not None else self._open(values[0][0], None)
         decode = self._decode
         reads = []
         letters: list[Rows | DeadLetter] = []

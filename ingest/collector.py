@@ -6,8 +6,9 @@ request are judged by exactly the same rules.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -120,6 +121,20 @@ class Collector:
         batch = self._producer.batch()
         result = self.submit(raws, batch, source=source)
         batch.wait(timeout)
+        return result
+
+    async def ingest_async(
+        self, raws: Sequence[bytes], *, source: str, timeout: float = 30.0
+    ) -> IngestResult:
+        """:meth:`ingest` on an event loop: validation and sending run on the loop (tens of
+        microseconds per event), the wait for acknowledgements does not hold a thread."""
+        producer = self._producer
+        if producer.batch_would_block():
+            batch = await asyncio.to_thread(producer.batch)
+        else:
+            batch = producer.batch()
+        result = self.submit(raws, batch, source=source)
+        await batch.wait_async(timeout)
         return result
 
 

@@ -9,6 +9,7 @@ the simulator use.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -58,6 +59,11 @@ class Batch(ABC):
     def wait(self, timeout: float = 30.0) -> None:
         """Block until every record is acknowledged; raise DeliveryError otherwise."""
 
+    async def wait_async(self, timeout: float = 30.0) -> None:
+        """:meth:`wait` for an event loop: the loop goes on serving while the broker
+        acknowledges (this default waits in a worker thread)."""
+        await asyncio.to_thread(self.wait, timeout)
+
     def _record_failure(self, error: object) -> None:
         with self._lock:
             self.failed += 1
@@ -70,6 +76,11 @@ class EventProducer(ABC):
     @abstractmethod
     def batch(self) -> Batch:
         """Start a batch of records to be confirmed together."""
+
+    def batch_would_block(self) -> bool:
+        """Whether :meth:`batch` may block now (e.g. while the client is recreated): an
+        event loop then calls it from a worker thread."""
+        return True
 
     @abstractmethod
     def close(self, timeout: float = 10.0) -> None:
@@ -103,7 +114,9 @@ class ConfluentProducer(EventProducer):
             "client.id": "pulse-ingest",
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 5,
+            # a request waits for its acknowledgements: send at once (concurrent requests
+            # still share broker requests), 5 ms cost every request 4 ms more at p50
+            "linger.ms": 1,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": int(delivery_timeout_s * 1000),
@@ -132,6 +145,9 @@ class ConfluentProducer(EventProducer):
     def batch(self) -> Batch:
         self._health.usable()  # raises DeliveryError while the broker is known to be down
         return _ConfluentBatch(self)
+
+    def batch_would_block(self) -> bool:
+        return self._health.fatal is not None  # batch() waits for the recreated client
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, headers: Headers | None,
                  callback: Callable[[Any, Any], None]) -> None:  # fmt: skip
@@ -337,6 +353,7 @@ class _ConfluentBatch(Batch):
         self._pending = 0
         self._sealed = False
         self._done = threading.Event()
+        self._on_done: Callable[[], object] | None = None  # wakes an event loop's wait
         self._created = time.monotonic()
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
@@ -346,7 +363,13 @@ class _ConfluentBatch(Batch):
         with self._lock:
             self._pending -= 1
             if self._pending == 0 and self._sealed:
-                self._done.set()
+                self._finish()
+
+    def _finish(self) -> None:
+        """Every record is answered (called with the lock held)."""
+        self._done.set()
+        if self._on_done is not None:
+            self._on_done()
 
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
@@ -375,7 +398,34 @@ class _ConfluentBatch(Batch):
                 self._done.set()
         if not self._done.wait(timeout):
             self._owner._stalled(self._created)
+        self._raise_unless_delivered()
+
+    async def wait_async(self, timeout: float = 30.0) -> None:
+        # the poll thread resolves a future on the loop: no worker thread waits per request
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(_resolve, answered)
+
+        with self._lock:
+            self._sealed = True
+            self._on_done = wake
+            if self._pending == 0:
+                self._finish()
+        try:
+            await asyncio.wait_for(answered, timeout)
+        except TimeoutError:
+            self._owner._stalled(self._created)
+        self._raise_unless_delivered()
+
+    def _raise_unless_delivered(self) -> None:
         if self._pending > 0 or self.failed:
             raise DeliveryError(
                 self._pending + self.failed, self.first_error or "timed out waiting for acks"
             )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, get_services, scoped
 from api.errors import ApiError
@@ -64,9 +63,8 @@ async def post_events(
         raise ApiError(413, f"{len(raws)} events in one request; the limit is {MAX_EVENTS}")
     if services.collector is None:
         raise ApiError(503, "the collector is not connected to Kafka")
-    collector = services.collector
-    result = await run_in_threadpool(
-        collector.ingest, raws, source="http", timeout=services.delivery_timeout_s
+    result = await services.collector.ingest_async(
+        raws, source="http", timeout=services.delivery_timeout_s
     )
     return IngestResponse(
         accepted=result.accepted,

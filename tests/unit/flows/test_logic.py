@@ -164,7 +164,9 @@ def test_an_idle_user_is_forgotten_once_the_retention_has_passed(tmp_path) -> No
     assert logic.snapshot() == (key, 2)
     assert REGISTRY.get_sample_value("pulse_flow_users", users) == 0
     # forgotten, also for a shard resumed from that snapshot: the event is new again
+    shard = logic._shard
     assert counts(logic) == (1, 0)
+    assert logic._shard is shard  # a shard holding no user is still open, not opened again
     resumed = flow._ShardLogic(FlowRules(), progress, decode, tmp_path, (key, 2))
     assert counts(resumed) == (1, 0)
 
