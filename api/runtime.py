@@ -38,8 +38,9 @@ from flows.logic import FlowRules
 from flows.run import FlowThread, run_flow, run_processes, tune_gc
 from ingest.broker import EmbeddedBroker, wait_for_port
 from ingest.collector import Collector
-from ingest.errors import BrokerError
+from ingest.errors import BrokerError, ConfigError
 from ingest.fx import FxRates, load_fx_rates
+from ingest.privacy import EdgePrivacy, Pseudonymizer, load_or_create_key
 from ingest.producer import ConfluentProducer
 from ingest.topics import Topics, ensure_topics
 from insights.alerts import AlertConfig
@@ -187,7 +188,27 @@ class Runtime:
 
     def collector(self, producer: ConfluentProducer) -> Collector:
         """The edge: validation and routing of events to ``producer``."""
-        return Collector(producer, self.topics, self.fx.currencies)
+        return Collector(producer, self.topics, self.fx.currencies, privacy=self.edge_privacy)
+
+    @cached_property
+    def edge_privacy(self) -> EdgePrivacy:
+        """What the edge does for privacy (CONTRACT §11): the pseudonymiser when
+        ``PULSE_PSEUDONYMIZE`` is on, its key from ``PULSE_PSEUDONYMIZE_KEY`` or generated
+        once under ``PULSE_HOME``."""
+        return EdgePrivacy(self.pseudonymizer)
+
+    @cached_property
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The keyed hash of user ids, or None when ids are stored as sent."""
+        s = self.settings
+        if not s.pseudonymize:
+            return None
+        if s.pseudonymize_key is not None:
+            return Pseudonymizer(bytes.fromhex(s.pseudonymize_key.get_secret_value().strip()))
+        try:
+            return Pseudonymizer(load_or_create_key(s.pseudonymize_key_file))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"PULSE_PSEUDONYMIZE_KEY: unset and {exc}") from None
 
     # -- the warehouse ----------------------------------------------------------------
 

@@ -115,8 +115,9 @@ def _serve(
 ) -> None:
     s = stack.settings
     app = create_app(stack.services)
+    # no access log: it would write every client's address (CONTRACT §11)
     config = uvicorn.Config(app, host=s.api_host, port=s.api_port, log_level="warning",
-                            timeout_graceful_shutdown=5)  # fmt: skip
+                            access_log=False, timeout_graceful_shutdown=5)  # fmt: skip
     server = _Server(config)
     _console.print(start_banner(stack), highlight=False)
     for line in [*stack.notes, *notes]:

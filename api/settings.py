@@ -123,6 +123,19 @@ class Settings(BaseSettings):
         description="seconds: under `python -m bytewax.run`, every process stops once the "
         "topics are drained and nothing arrived for that long",
     )
+    retention: timedelta | None = Field(
+        None,
+        description="how long raw events, sessions and per-user data are kept (unset: keep); "
+        "the rollups' aggregate counts stay",
+    )
+    pseudonymize: bool = Field(
+        False, description="replace every user id at the edge with its keyed hash"
+    )
+    pseudonymize_key: SecretStr | None = Field(
+        None,
+        description="hex key of the pseudonyms (unset: generated once in "
+        "$PULSE_HOME/pseudonymize.key)",
+    )
     flow_state_dir: Path | None = Field(
         None,
         description="under `python -m bytewax.run`, where the shards save their users' "
@@ -137,6 +150,30 @@ class Settings(BaseSettings):
         if isinstance(value, str | int | float | timedelta):
             return parse_duration(value)
         raise ValueError("expected a duration like 30m, 90s or 1h")
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> timedelta | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str | int | float | timedelta):
+            found = parse_duration(value)
+            if found >= timedelta(hours=1):
+                return found
+        raise ValueError("expected a duration of at least 1h like 30d or 90d (unset: keep)")
+
+    @field_validator("pseudonymize_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        try:
+            key = bytes.fromhex(value.get_secret_value().strip())
+        except ValueError:
+            key = b""
+        if len(key) < 16:
+            raise ValueError("expected at least 32 hex digits (16 bytes)")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -239,6 +276,16 @@ class Settings(BaseSettings):
     def broker_log_file(self) -> Path:
         """The embedded broker's log."""
         return self.home / "broker.log"
+
+    @property
+    def pseudonymize_key_file(self) -> Path:
+        """The generated pseudonymisation key (when ``PULSE_PSEUDONYMIZE_KEY`` is unset)."""
+        return self.home / "pseudonymize.key"
+
+    @property
+    def erasure_salt_file(self) -> Path:
+        """The salt of the hashed ids in the erasure audit (generated once, 0600)."""
+        return self.home / "erasure.salt"
 
     @property
     def simulations_dir(self) -> Path:

@@ -14,6 +14,7 @@ import msgspec
 from prometheus_client import Counter
 
 from ingest.events import MAX_EVENT_BYTES, Event, encode_event, validate
+from ingest.privacy import EdgePrivacy
 from ingest.producer import Batch, EventProducer
 from ingest.topics import Topics
 
@@ -78,11 +79,14 @@ class Collector:
         currencies: frozenset[str],
         *,
         clock: Callable[[], int] = _now_ms,
+        privacy: EdgePrivacy | None = None,
     ) -> None:
         self._producer = producer
         self._topics = topics
         self._currencies = currencies
         self._clock = clock
+        # CONTRACT §11: an address only derives a country; ids pseudonymised if configured
+        self._privacy = privacy or EdgePrivacy()
 
     def submit(
         self, raws: Iterable[bytes], batch: Batch, *, source: str, start: int = 0
@@ -90,10 +94,11 @@ class Collector:
         """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery)."""
         result = IngestResult()
         now_ms = self._clock()
-        topics, currencies = self._topics, self._currencies
+        topics, currencies, privacy = self._topics, self._currencies, self._privacy
         for index, raw in enumerate(raws, start=start):
             checked = validate(raw, now_ms=now_ms, currencies=currencies)
             if isinstance(checked, Event):
+                checked = privacy.accepted(checked, raw)
                 batch.send(
                     topics.for_type(checked.type),
                     checked.user_id.encode(),
@@ -105,10 +110,12 @@ class Collector:
                     ("pulse.reason", checked.reason.encode()),
                     ("pulse.source", source.encode()),
                 ]
-                value = raw
-                if len(raw) > MAX_DEAD_LETTER_BYTES:  # would not fit one Kafka message
-                    value = raw[:MAX_DEAD_LETTER_BYTES]
-                    headers.append(("pulse.truncated", str(len(raw)).encode()))
+                value, scrubbed = privacy.dead_letter(raw)
+                if scrubbed:  # no address, no raw id in Kafka (CONTRACT §11)
+                    headers.append(("pulse.scrubbed", ",".join(scrubbed).encode()))
+                if len(value) > MAX_DEAD_LETTER_BYTES:  # would not fit one Kafka message
+                    headers.append(("pulse.truncated", str(len(value)).encode()))
+                    value = value[:MAX_DEAD_LETTER_BYTES]
                 batch.send(topics.dlq, None, value, headers)
                 result.rejected.append(RejectedEvent(index, checked.reason))
         EVENTS_ACCEPTED.labels(source).inc(result.accepted)
