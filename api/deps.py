@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from clickhouse_connect.driver.client import Client
 from fastapi import Depends, Request
@@ -18,6 +18,9 @@ from api.keys import KeyRecord, KeyRejected, KeyStore, Scope, allows
 from api.ratelimit import RateLimiter
 from api.settings import normalise_origin
 from ingest.collector import Collector
+
+if TYPE_CHECKING:
+    from api.erasure import Eraser
 
 __all__ = [
     "IsoTime",
@@ -71,6 +74,7 @@ class Services:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     # raises WarehouseError when the warehouse is gone (e.g. its directory was deleted)
     warehouse_check: Callable[[], None] | None = None
+    eraser: Eraser | None = None  # forgets users (CONTRACT §11), with a warehouse
 
 
 def get_services(request: Request) -> Services:
@@ -143,6 +147,7 @@ def _require(scope: Scope) -> Callable[..., KeyRecord]:
                 headers={"Retry-After": RateLimiter.retry_after(wait)},
             )
         services.keys.record_use(record)
+        request.state.key = record  # who asked, for an audit (an erasure's)
         return record
 
     return check

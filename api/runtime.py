@@ -29,6 +29,7 @@ from typing import Any
 from bytewax.dataflow import Dataflow
 
 from api.deps import Services
+from api.erasure import Eraser, announce_erasure
 from api.keys import KeyStore, ensure_key_file
 from api.settings import Settings, load_settings
 from dashboards.grafana import RenderOptions
@@ -154,6 +155,14 @@ class Runtime:
                 else "check PULSE_KAFKA_BOOTSTRAP"
             )
             raise BrokerError(f"no Kafka broker answers at {s.bootstrap}: {hint}") from None
+
+    def broker_answers(self, timeout: float = 0.5) -> bool:
+        """Whether a broker answers at the bootstrap address now."""
+        try:
+            self.require_broker(timeout)
+        except BrokerError:
+            return False
+        return True
 
     def embedded_broker(self) -> EmbeddedBroker:
         """The embedded broker of this home, not started yet (``start()`` reattaches to
@@ -328,7 +337,28 @@ class Runtime:
             present = presence_check(s.warehouse_dsn)
             services.warehouse_check = present
             services.readiness["warehouse"] = partial(_warehouse_ready, warehouse, present)
+            services.eraser = self.eraser(warehouse)
         return services
+
+    # -- privacy ----------------------------------------------------------------------
+
+    def eraser(self, warehouse: Client, *, flow_stopped: bool = False) -> Eraser:
+        """Forgets users (CONTRACT §11) in ``warehouse``, announcing each erasure to the
+        flow on the erasures topic. ``flow_stopped``: no flow runs on this home now (the
+        caller holds the embedded warehouse), so its saved states are cleaned directly."""
+        s = self.settings
+        try:
+            salt = load_or_create_key(s.erasure_salt_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"PULSE_HOME: cannot read the erasure salt: {exc}") from None
+        return Eraser(
+            warehouse,
+            salt,
+            announce=partial(announce_erasure, s.bootstrap, self.topics.erasures),
+            pseudonymize=self.pseudonymizer,
+            saved_state=[s.recovery_dir / "state", s.runner_state_dir] if flow_stopped else [],
+            allowed_lateness=s.allowed_lateness,
+        )
 
     @contextlib.contextmanager
     def open_stack(

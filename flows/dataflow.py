@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from flows.config import FlowConfig
 from flows.dead_letters import DeadLetter, DeadLetterSink
+from flows.erasure import ERASED, Erasure, Erasures, decode_erasure
 from flows.kafka_source import RoutingKafkaSource
 from flows.logic import FlowRules, enrich
 from flows.rows import Part, Progress, Read, batch_rows, merge_progress, progress_rows
@@ -32,6 +33,7 @@ from flows.state_store import ShardStore
 from ingest.events import Rejection, validate
 from ingest.fx import FxRates
 from warehouse.client import connect, presence_check
+from warehouse.erasure import erase_rows
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.rollups import refresh
@@ -93,7 +95,7 @@ def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: 
     return shard_of_key(key), (value, topic, partition, offset)
 
 
-def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
+def _decoder(fx: FxRates, read: _ReadSoFar, erasures_topic: str) -> Any:
     """A record -> its enriched event and where it was read from, or a dead letter for a
     record the flow cannot decode or store.
 
@@ -104,7 +106,11 @@ def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
     parts = read.parts
     currencies = fx.currencies
 
-    def decode(value: bytes, topic: str, partition: int, offset: int) -> Read | DeadLetter:
+    def decode(
+        value: bytes, topic: str, partition: int, offset: int
+    ) -> Read | DeadLetter | Erasure:
+        if topic == erasures_topic:  # CONTRACT §11: forget a user (flows.erasure)
+            return decode_erasure(value, topic, partition, offset)
         try:
             event = validate(value, now_ms=None, currencies=currencies, max_bytes=None)
             if type(event) is Rejection:
@@ -132,6 +138,7 @@ class Rows(NamedTuple):
     duplicates: int
     newest_ms: int
     progress: Progress
+    erased: tuple[str, ...] = ()  # users erased after this batch's events (flows.erasure)
 
 
 class _WarehouseSink(FixedPartitionedSink[Any, None]):
@@ -155,7 +162,7 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
             stop=config.stop,
             status=config.write_status,
         )
-        return _WarehousePartition(writer, rollups)
+        return _WarehousePartition(writer, rollups, client)
 
 
 class _Rollups:
@@ -187,9 +194,10 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
     done before the epoch's snapshot, so Bytewax never commits an epoch whose rows a crash
     could still lose."""
 
-    def __init__(self, writer: BackgroundWriter, rollups: _Rollups) -> None:
+    def __init__(self, writer: BackgroundWriter, rollups: _Rollups, client: Any) -> None:
         self._writer = writer
         self._rollups = rollups
+        self._client = client
 
     def snapshot(self) -> None:
         self._writer.flush()
@@ -219,6 +227,15 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
             )
         if batches:
             self._writer.submit_encoded(Encoded.join(batches))
+        erased = [user for rows in items for user in rows.erased]
+        if erased:
+            # The rows read before the erasure are written (flush), then deleted here too:
+            # whether or not whoever asked is still waiting, nothing of the user stays.
+            self._writer.flush()
+            with WarehouseWriter.lock():
+                found = [erase_rows(self._client, user) for user in erased]
+            if any(n for counts in found for n in counts.values()):
+                self._rollups.maybe_refresh(force=True)
 
 
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
@@ -244,6 +261,7 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
         self._read = read
         self._decode = decode
         self._state_dir = state_dir
+        self._erasures = Erasures()  # users erased in this run, and since when
         self._shard: Shard | None = None
         self._key = ""
         if resume is not None:  # a fresh shard learns its key from its first event
@@ -269,19 +287,39 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
         decode = self._decode
         reads = []
         letters: list[Rows | DeadLetter] = []
+        erasures = self._erasures
+        erased: list[Erasure] = []
         for _, records in values:
             for value, topic, partition, offset in records:
                 read = decode(value, topic, partition, offset)
                 if type(read) is Read:
+                    if erasures and erasures.covers(read.event):
+                        ERASED.inc()  # read after its user was erased: never stored
+                        continue
                     reads.append(read)
+                elif type(read) is Erasure:
+                    erasures.add(read)
+                    erased.append(read)
                 else:
                     letters.append(read)
-        if not reads:
+        if not reads and not erased:
             return letters, StatefulBatchLogic.RETAIN
-        folded = shard.fold([read.event for read in reads], self._read.settled_ms())
-        batch = batch_rows([(reads, folded)])
-        rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
-                    batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
+        if reads:
+            folded = shard.fold([read.event for read in reads], self._read.settled_ms())
+            batch = batch_rows([(reads, folded)])
+            rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
+                        batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
+        else:
+            rows = Rows(WarehouseWriter.encode({}), 0, 0, 0, {})
+        if erased:
+            # After the batch's events: their rows are written before the erasure is
+            # acknowledged (flow_progress of the erasures topic, written last), and the
+            # service that asked deletes the user's rows once it sees that.
+            users = {e.user_id for e in erased}
+            shard.erase(users)
+            for e in erased:
+                rows.progress[(e.topic, e.partition)] = (0, e.offset)
+            rows = rows._replace(erased=tuple(sorted(users)))
         letters.append(rows)
         return letters, StatefulBatchLogic.RETAIN
 
@@ -313,12 +351,12 @@ def build_flow(config: FlowConfig) -> Dataflow:
     rules = config.rules
 
     read = _ReadSoFar()
-    decode = _decoder(config.fx, read)
+    decode = _decoder(config.fx, read, config.topics.erasures)
 
     flow = Dataflow("pulse_events")
     source = RoutingKafkaSource(
         [config.bootstrap],
-        config.topics.events,
+        (*config.topics.events, config.topics.erasures),
         _route,
         batch_size=config.batch_size,
         idle_s=config.idle_stop_s,

@@ -112,6 +112,12 @@ class WarehouseWriter:
         self._check = check  # raises when the warehouse is gone (see warehouse.client)
 
     @classmethod
+    def lock(cls) -> threading.Lock:
+        """The lock serialising this process's writes (chDB: one engine per process), for
+        other statements that must not interleave with them (an erasure's deletes)."""
+        return cls._lock
+
+    @classmethod
     def _next_version(cls) -> int:
         with cls._version_lock:
             cls._last_version = max(cls._last_version + 1, time.time_ns())
