@@ -358,6 +358,7 @@ class Runtime:
             pseudonymize=self.pseudonymizer,
             saved_state=[s.recovery_dir / "state", s.runner_state_dir] if flow_stopped else [],
             allowed_lateness=s.allowed_lateness,
+            ack_timeout_s=0.0 if flow_stopped else 30.0,  # no flow to wait for
         )
 
     @contextlib.contextmanager
