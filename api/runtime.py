@@ -112,6 +112,7 @@ class Runtime:
             fx=self.fx,
             rules=rules,
             allowed_lateness=s.allowed_lateness,
+            retention=s.retention,
         )
         return dataclasses.replace(base, **overrides)
 

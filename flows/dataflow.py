@@ -36,6 +36,7 @@ from warehouse.client import connect, presence_check
 from warehouse.erasure import erase_rows
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
+from warehouse.retention import purge
 from warehouse.rollups import refresh
 from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
@@ -176,17 +177,35 @@ class _Rollups:
         self._every_s = config.rollup_every_s
         self._gap_s = config.rollup_every_s
         self._last = time.monotonic()
+        self._retention = config.retention
+        self._purge_every_s = config.retention_every_s
+        self._clock = config.clock
+        self._purged: float | None = None  # when the last retention pass ran (clock)
 
     def maybe_refresh(self, *, force: bool = False) -> None:
         if not force and time.monotonic() - self._last < self._gap_s:
             return
         began = time.monotonic()
+        self._maybe_purge()
         until = complete_until(self._client, self._lateness)
         if until is not None:
             refresh(self._client, until)
         self._last = time.monotonic()
         ROLLUP_REFRESH.observe(self._last - began)
         self._gap_s = max(self._every_s, 4 * (self._last - began))
+
+
+    def _maybe_purge(self) -> None:
+        """A retention pass (PULSE_RETENTION) at start and then every so often."""
+        now = self._clock()
+        if self._retention is None or (
+            self._purged is not None and now - self._purged < self._purge_every_s
+        ):
+            return
+        self._purged = now
+        purged = purge(self._client, self._retention, datetime.fromtimestamp(now, UTC))
+        if any(purged.rows.values()):
+            _log.info("retention: dropped raw rows before %s: %s", purged.horizon, purged.rows)
 
 
 class _WarehousePartition(StatefulSinkPartition[Rows, None]):

@@ -57,8 +57,8 @@ def test_erasure_through_up_and_the_cli(broker, tmp_path: Path) -> None:
         _until(lambda: up.poll() is None and _ready(base), 60)
         keys = {}
         for scope in ("ingest", "admin"):
-            made = subprocess.run([*PULSE, "keys", "create", "--scope", scope, "--name", f"k-{scope}"],
-                                  env=env, capture_output=True, text=True)  # fmt: skip
+            create = [*PULSE, "keys", "create", "--scope", scope, "--name", f"k-{scope}"]
+            made = subprocess.run(create, env=env, capture_output=True, text=True)
             keys[scope] = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
         events = [{"event_id": f"e{i}", "type": "page_view", "ts": now - i, "user_id": f"u{i % 9}"}
                   for i in range(300)]  # fmt: skip

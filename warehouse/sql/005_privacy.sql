@@ -14,3 +14,15 @@ CREATE TABLE IF NOT EXISTS erasures (
     flow_acknowledged UInt8          -- the running flow dropped the user's state first
 ) ENGINE = MergeTree
 ORDER BY (at, id_hash)
+;
+
+-- PULSE_RETENTION (warehouse.retention): raw rows before `until` were dropped; the rollups'
+-- minutes before it are never recomputed from raw rows again.
+CREATE TABLE IF NOT EXISTS purged_until (
+    until DateTime('UTC'),
+    at DateTime64(3, 'UTC'),
+    events UInt64,
+    sessions UInt64,
+    duplicates UInt64
+) ENGINE = MergeTree
+ORDER BY until
