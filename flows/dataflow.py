@@ -194,7 +194,6 @@ class _Rollups:
         ROLLUP_REFRESH.observe(self._last - began)
         self._gap_s = max(self._every_s, 4 * (self._last - began))
 
-
     def _maybe_purge(self) -> None:
         """A retention pass (PULSE_RETENTION) at start and then every so often."""
         now = self._clock()
