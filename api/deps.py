@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Annotated, Any
 
 from clickhouse_connect.driver.client import Client
@@ -75,6 +76,8 @@ class Services:
     # raises WarehouseError when the warehouse is gone (e.g. its directory was deleted)
     warehouse_check: Callable[[], None] | None = None
     eraser: Eraser | None = None  # forgets users (CONTRACT §11), with a warehouse
+    # PULSE_TRUSTED_PROXIES, parsed: whose X-Forwarded-For gives a browser's address
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 def get_services(request: Request) -> Services:

@@ -23,6 +23,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,7 @@ class Runtime:
             timezone=s.timezone,
             allowed_lateness=s.allowed_lateness,
             readiness={"broker": producer.check},
+            trusted_proxies=tuple(ip_network(p) for p in s.trusted_proxies),
         )
         if warehouse is not None:
             present = presence_check(s.warehouse_dsn)

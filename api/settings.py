@@ -8,6 +8,7 @@ start-up with one line naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -123,6 +124,27 @@ class Settings(BaseSettings):
         description="seconds: under `python -m bytewax.run`, every process stops once the "
         "topics are drained and nothing arrived for that long",
     )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="addresses or networks (comma-separated) of proxies whose "
+        "X-Forwarded-For is believed for a browser's address",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())  # type: ignore[call-overload]
+        out = []
+        for item in (str(i).strip() for i in items):
+            if item:
+                try:
+                    out.append(str(ipaddress.ip_network(item, strict=False)))
+                except ValueError:
+                    raise ValueError(
+                        f"expected addresses or networks like 10.0.0.1,10.1.0.0/16, got {item!r}"
+                    ) from None
+        return tuple(dict.fromkeys(out))
+
     retention: timedelta | None = Field(
         None,
         description="how long raw events, sessions and per-user data are kept (unset: keep); "

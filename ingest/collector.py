@@ -89,16 +89,24 @@ class Collector:
         self._privacy = privacy or EdgePrivacy()
 
     def submit(
-        self, raws: Iterable[bytes], batch: Batch, *, source: str, start: int = 0
+        self,
+        raws: Iterable[bytes],
+        batch: Batch,
+        *,
+        source: str,
+        start: int = 0,
+        client_ip: str | None = None,
     ) -> IngestResult:
-        """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery)."""
+        """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery).
+        ``client_ip``: the sending browser's address, for the country of events that carry
+        neither ``country`` nor ``ip`` (CONTRACT §5); used, never stored."""
         result = IngestResult()
         now_ms = self._clock()
         topics, currencies, privacy = self._topics, self._currencies, self._privacy
         for index, raw in enumerate(raws, start=start):
             checked = validate(raw, now_ms=now_ms, currencies=currencies)
             if isinstance(checked, Event):
-                checked = privacy.accepted(checked, raw)
+                checked = privacy.accepted(checked, raw, client_ip)
                 batch.send(
                     topics.for_type(checked.type),
                     checked.user_id.encode(),
@@ -122,10 +130,17 @@ class Collector:
         EVENTS_REJECTED.labels(source).inc(len(result.rejected))
         return result
 
-    def ingest(self, raws: Iterable[bytes], *, source: str, timeout: float = 30.0) -> IngestResult:
+    def ingest(
+        self,
+        raws: Iterable[bytes],
+        *,
+        source: str,
+        timeout: float = 30.0,
+        client_ip: str | None = None,
+    ) -> IngestResult:
         """Validate, send and wait until the broker acknowledged every record."""
         batch = self._producer.batch()
-        result = self.submit(raws, batch, source=source)
+        result = self.submit(raws, batch, source=source, client_ip=client_ip)
         batch.wait(timeout)
         return result
 

@@ -115,16 +115,20 @@ class EdgePrivacy:
 
     pseudonymize: Pseudonymizer | None = None
 
-    def accepted(self, event: Event, raw: bytes) -> Event:
-        """The event as it may be stored: ``country`` derived from ``ip`` when absent, the
-        user id pseudonymised when configured. (``ip`` itself is not part of
-        :class:`Event`: it is never re-encoded.)"""
+    def accepted(self, event: Event, raw: bytes, client_ip: str | None = None) -> Event:
+        """The event as it may be stored: ``country`` derived from its ``ip`` when absent
+        (else from ``client_ip``, the address of the browser that sent it), the user id
+        pseudonymised when configured. (``ip`` itself is not part of :class:`Event`: it
+        is never re-encoded.)"""
         changes: dict[str, str] = {}
-        if event.country is None and b'"ip"' in raw:
-            try:
-                country = country_of_ip(_ip_of(raw).ip)
-            except msgspec.MsgspecError:
-                country = None
+        if event.country is None:
+            ip: object = client_ip
+            if b'"ip"' in raw:
+                try:
+                    ip = _ip_of(raw).ip
+                except msgspec.MsgspecError:
+                    ip = None
+            country = country_of_ip(ip)
             if country is not None:
                 changes["country"] = country
         if self.pseudonymize is not None:

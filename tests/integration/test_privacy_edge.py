@@ -121,3 +121,24 @@ def test_http_collector_drops_addresses(api) -> None:
     assert find_in_topics(api.bootstrap, api.topics.all, IPS) == []
     (record,) = api.read(api.topics.for_type("page_view"))
     assert msgspec.json.decode(record.value)["country"] == "GB"
+
+
+def test_a_browser_address_gives_the_country_and_is_not_stored(api) -> None:
+    from ipaddress import ip_network
+
+    page = {"type": "page_view", "ts": T0, "user_id": "u1"}
+    body = [{"event_id": "b1", **page}, {"event_id": "b2", "country": "DE", **page},
+            {"event_id": "b3", "ip": IPS[1], **page}]  # fmt: skip
+    forwarded = {"X-Forwarded-For": f"{IPS[0]}, 10.0.0.9", "Origin": api.url}
+    auth = api.auth("ingest")
+    # not a trusted proxy (yet): the connection's own address, loopback: no country
+    assert httpx.post(f"{api.url}/v1/events", json=body[:1], headers=auth | forwarded).is_success
+    api.services.trusted_proxies = (ip_network("127.0.0.0/8"),)
+    # a server's request (no Origin) is not the shopper's: the proxy header is not used
+    assert httpx.post(f"{api.url}/v1/events", json=body[:1],
+                      headers=auth | {"X-Forwarded-For": IPS[0]}).is_success  # fmt: skip
+    assert httpx.post(f"{api.url}/v1/events", json=body, headers=auth | forwarded).is_success
+    got = [msgspec.json.decode(r.value) for r in api.read(api.topics.for_type("page_view"))]
+    assert [(e["event_id"], e.get("country")) for e in got] == [
+        ("b1", None), ("b1", None), ("b1", "GB"), ("b2", "DE"), ("b3", "IE")]  # fmt: skip
+    assert find_in_topics(api.bootstrap, api.topics.all, [*IPS, "10.0.0.9"]) == []

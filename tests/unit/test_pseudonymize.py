@@ -53,6 +53,10 @@ def test_runtime_builds_the_pseudonymiser_from_settings(tmp_path) -> None:
     with pytest.raises(ConfigError, match="PULSE_RETENTION"):
         load_settings(retention="5m")
     assert load_settings(retention="30d").retention.days == 30
+    proxies = load_settings(trusted_proxies="10.0.0.1, 10.1.0.0/16,::1").trusted_proxies
+    assert proxies == ("10.0.0.1/32", "10.1.0.0/16", "::1/128")
+    with pytest.raises(ConfigError, match="PULSE_TRUSTED_PROXIES"):
+        load_settings(trusted_proxies="proxy.example.com")
 
 
 @pytest.mark.parametrize(
