@@ -96,7 +96,7 @@ def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: 
     return shard_of_key(key), (value, topic, partition, offset)
 
 
-def _decoder(fx: FxRates, read: _ReadSoFar, erasures_topic: str) -> Any:
+def _decoder(fx: FxRates, read: _ReadSoFar, erasures_topic: str | None = None) -> Any:
     """A record -> its enriched event and where it was read from, or a dead letter for a
     record the flow cannot decode or store.
 
