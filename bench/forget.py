@@ -75,7 +75,7 @@ def main() -> None:
     from warehouse.migrate import migrate
     from warehouse.rollups import first_dirty, rebuild
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         where = args.dir or Path(tmp)
         client = connect(f"chdb://{where}/wh")
         migrate(client)

@@ -44,6 +44,7 @@ class FlowConfig:
     retention: timedelta | None = None
     retention_every_s: float = 3600.0
     clock: Callable[[], float] = time.time
+    idle_tick_s: float = 30.0  # an idle sink still refreshes the rollups and purges this often
 
     @property
     def sink_partitions(self) -> int:

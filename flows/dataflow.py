@@ -10,6 +10,7 @@ objects; the sink only writes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,14 +157,15 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
         config = self._config
         client = connect(config.warehouse_dsn, config.database)
         migrate(client)  # whichever runner started the flow, the schema is there
-        rollups = _Rollups(client, config)
+        # one retention pass per warehouse, not one per writer
+        rollups = _Rollups(client, config, purges=for_part == self.list_parts()[0])
         writer = BackgroundWriter(
             WarehouseWriter(client, presence_check(config.warehouse_dsn)),
             after=rollups.maybe_refresh,
             stop=config.stop,
             status=config.write_status,
         )
-        return _WarehousePartition(writer, rollups, client)
+        return _WarehousePartition(writer, rollups, client, config.idle_tick_s)
 
 
 class _Rollups:
@@ -171,13 +173,13 @@ class _Rollups:
     complete (older than the watermark minus the allowed lateness). A refresh that took
     long spaces the next ones out, so it never takes more than ~1/5 of the sink's time."""
 
-    def __init__(self, client: Any, config: FlowConfig) -> None:
+    def __init__(self, client: Any, config: FlowConfig, *, purges: bool = True) -> None:
         self._client = client
         self._lateness = config.allowed_lateness
         self._every_s = config.rollup_every_s
         self._gap_s = config.rollup_every_s
         self._last = time.monotonic()
-        self._retention = config.retention
+        self._retention = config.retention if purges else None
         self._purge_every_s = config.retention_every_s
         self._clock = config.clock
         self._purged: float | None = None  # when the last retention pass ran (clock)
@@ -212,16 +214,31 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
     done before the epoch's snapshot, so Bytewax never commits an epoch whose rows a crash
     could still lose."""
 
-    def __init__(self, writer: BackgroundWriter, rollups: _Rollups, client: Any) -> None:
+    def __init__(
+        self, writer: BackgroundWriter, rollups: _Rollups, client: Any, tick_s: float
+    ) -> None:
         self._writer = writer
         self._rollups = rollups
         self._client = client
+        # An idle flow writes nothing, and the rollups' refresh and the retention pass run
+        # after writes: an empty write now and then lets them run while nothing comes.
+        self._idle = threading.Event()
+        self._tick_s = tick_s
+        threading.Thread(target=self._tick, name="pulse-sink-tick", daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._idle.wait(self._tick_s):
+            try:
+                self._writer.submit_encoded(Encoded({}, 0, None))
+            except Exception:  # the writer gave up: the flow is stopping
+                return
 
     def snapshot(self) -> None:
         self._writer.flush()
         return None  # every write is idempotent: nothing else to remember
 
     def close(self) -> None:
+        self._idle.set()
         self._writer.flush()
         try:
             self._rollups.maybe_refresh(force=True)

@@ -107,3 +107,47 @@ def _old_ranges_answer_like_the_reference(client, events) -> None:
                         assert g[k] == pytest.approx(v, abs=0.01), (metric, interval, by, g, w)
                     else:
                         assert g[k] == v, (metric, interval, by, g, w)
+
+
+def test_an_idle_flow_drops_what_the_clock_ages_out(broker, warehouse_dsn, tmp_path):
+    """The pass runs with the flow idle: only the (settable) clock moves."""
+    import time
+
+    from flows.run import FlowThread
+
+    database = f"ri_{uuid.uuid4().hex[:8]}"
+    client = connect(warehouse_dsn, database)
+    migrate(client)
+    topics = _topics(broker)
+    now = [START.timestamp()]
+    config = FlowConfig(broker.bootstrap, topics, warehouse_dsn, database, load_fx_rates(),
+                        retention=timedelta(hours=1), retention_every_s=60.0,
+                        clock=lambda: now[0], idle_tick_s=0.2)  # fmt: skip
+    flow = FlowThread(config, recovery_dir=tmp_path / "r").start()
+    try:
+        raws = [msgspec.json.encode({"event_id": f"i{i}", "type": "page_view", "user_id": "u",
+                                     "ts": int(START.timestamp() * 1000) + i * 60_000})
+                for i in range(30)]  # fmt: skip
+        publish(broker.bootstrap, topics, raws)
+
+        def rows() -> int:
+            return client.query("SELECT count() FROM events").result_rows[0][0]
+
+        deadline = time.monotonic() + 60
+        while rows() < 30:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        now[0] += 2 * 3600  # two hours later: everything is older than the retention
+        deadline = time.monotonic() + 60
+        while rows() > 0:
+            assert time.monotonic() < deadline, "the idle flow dropped nothing"
+            time.sleep(0.2)
+        kept = client.query("SELECT sum(events) FROM rollup_1h FINAL WHERE level = 1")
+        assert kept.result_rows[0][0] == 30  # the day is not over: its hours have them
+        q = MetricQuery("events", START, START + timedelta(days=1), "1d", None, {})
+        assert [p["value"] for p in metric_series(client, q)] == [30]
+        q = MetricQuery("visitors", START, START + timedelta(hours=2), "1h", None, {})
+        assert [p["value"] for p in metric_series(client, q)] == [1, 0]
+    finally:
+        flow.stop(30)
+        client.command(f"DROP DATABASE IF EXISTS `{database}`")
