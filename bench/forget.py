@@ -9,7 +9,8 @@ builds the rollups, then forgets ``--users`` users one after the other with
 the rows erased and the time of its steps: counting, deleting (``warehouse.erasure``:
 three lightweight DELETEs and the rollup marks), recomputing the rollups of its minutes,
 hours and days, the audit. The users are the busiest ones (the worst case of a shop's
-recurring customers), then ordinary ones.
+recurring customers), then ordinary ones. ``--purge-days N`` then times a retention pass
+(``warehouse.retention.purge``) keeping the last N days, and the pass after it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000_000)
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--dir", type=Path, help="keep (and reuse) the warehouse here")
+    parser.add_argument(
+        "--purge-days",
+        type=int,
+        default=0,
+        help="then time a retention pass keeping this many days (0: none)",
+    )
     args = parser.parse_args()
 
     from datetime import timedelta
@@ -117,6 +124,22 @@ def main() -> None:
                   f"| {s.get('marks', 0):.2f} | {s.get('rollups', 0):.2f} "
                   f"| {s.get('audit', 0):.2f} |")  # fmt: skip
         print(f"load: {subprocess.getoutput('uptime').strip()}")
+        if args.purge_days:
+            _purge(client, args.purge_days)
+
+
+def _purge(client: Any, days: int) -> None:
+    """Time a retention pass keeping ``days`` of the 30, then the next one (nothing to do)."""
+    from datetime import timedelta
+
+    from warehouse.retention import purge
+
+    now = START + timedelta(days=DAYS)
+    for what in ("first pass", "next pass"):
+        t = time.perf_counter()
+        purged = purge(client, timedelta(days=days), now)
+        print(f"retention {days}d, {what}: {purged.rows} in {time.perf_counter() - t:.1f} s")
+    print(table_stats(client))
 
 
 if __name__ == "__main__":

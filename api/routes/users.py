@@ -27,7 +27,7 @@ _ANSWER = {
 }
 
 
-@router.delete("/users/{user_id}", **scoped("admin", _ANSWER))
+@router.delete("/users/{user_id:path}", **scoped("admin", _ANSWER))
 async def forget_user(
     user_id: UserId,
     request: Request,
