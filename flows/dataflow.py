@@ -37,7 +37,7 @@ from warehouse.client import connect, presence_check
 from warehouse.erasure import erase_rows
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
-from warehouse.retention import purge
+from warehouse.retention import expunge, latest_erasure, purge
 from warehouse.rollups import refresh
 from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
@@ -179,7 +179,9 @@ class _Rollups:
         self._every_s = config.rollup_every_s
         self._gap_s = config.rollup_every_s
         self._last = time.monotonic()
-        self._retention = config.retention if purges else None
+        self._purges = purges
+        self._retention = config.retention
+        self._erasure_seen: object = None  # the newest erasure expunged from disk
         self._purge_every_s = config.retention_every_s
         self._clock = config.clock
         self._purged: float | None = None  # when the last retention pass ran (clock)
@@ -197,16 +199,24 @@ class _Rollups:
         self._gap_s = max(self._every_s, 4 * (self._last - began))
 
     def _maybe_purge(self) -> None:
-        """A retention pass (PULSE_RETENTION) at start and then every so often."""
+        """At start and then every so often: a retention pass (PULSE_RETENTION), and the
+        rows deleted since (by it or by erasures) rewritten out of their parts on disk."""
         now = self._clock()
-        if self._retention is None or (
+        if not self._purges or (
             self._purged is not None and now - self._purged < self._purge_every_s
         ):
             return
         self._purged = now
-        purged = purge(self._client, self._retention, datetime.fromtimestamp(now, UTC))
-        if any(purged.rows.values()):
-            _log.info("retention: dropped raw rows before %s: %s", purged.horizon, purged.rows)
+        dropped = False
+        if self._retention is not None:
+            purged = purge(self._client, self._retention, datetime.fromtimestamp(now, UTC))
+            dropped = any(purged.rows.values())
+            if dropped:
+                _log.info("retention: dropped raw rows before %s: %s", purged.horizon, purged.rows)
+        erased = latest_erasure(self._client)
+        if dropped or erased != self._erasure_seen:
+            self._erasure_seen = erased
+            expunge(self._client)
 
 
 class _WarehousePartition(StatefulSinkPartition[Rows, None]):

@@ -26,7 +26,7 @@ from clickhouse_connect.driver.client import Client
 
 from warehouse.rollups import refresh
 
-__all__ = ["Purged", "horizon_of", "purge"]
+__all__ = ["Purged", "expunge", "horizon_of", "latest_erasure", "purge"]
 
 _WHERE = {"events": "ts < {h:DateTime64(3)}", "sessions": "end < {h:DateTime64(3)}",
           "duplicates": "ts < {h:DateTime64(3)}"}  # fmt: skip
@@ -38,6 +38,24 @@ class Purged:
 
     horizon: datetime
     rows: dict[str, int]
+
+
+def latest_erasure(client: Client) -> datetime | None:
+    """When the newest erasure was recorded (None: never)."""
+    rows = client.query("SELECT max(at), count() FROM erasures").result_rows
+    return rows[0][0] if rows and rows[0][1] else None
+
+
+def expunge(client: Client) -> None:
+    """Rewrite the parts holding deleted rows without them, in the background.
+
+    A lightweight ``DELETE`` (erasures, retention) masks rows at once; their bytes stay in
+    their parts until ClickHouse merges them, which for an old part may be never. ``APPLY
+    DELETED MASK`` is a mutation that rewrites those parts now: the flow's sink runs it
+    after a pass that deleted something, so an erased user is off the disk within the
+    hour (PULSE_RETENTION's pass interval)."""
+    for table in _WHERE:
+        client.command(f"ALTER TABLE {table} APPLY DELETED MASK")
 
 
 def horizon_of(now: datetime, retention: timedelta) -> datetime:
