@@ -37,7 +37,7 @@ from warehouse.client import connect, presence_check
 from warehouse.erasure import erase_rows
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
-from warehouse.retention import expunge, latest_erasure, purge
+from warehouse.retention import expunge, purge
 from warehouse.rollups import refresh
 from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
@@ -181,7 +181,6 @@ class _Rollups:
         self._last = time.monotonic()
         self._purges = purges
         self._retention = config.retention
-        self._erasure_seen: object = None  # the newest erasure expunged from disk
         self._purge_every_s = config.retention_every_s
         self._clock = config.clock
         self._purged: float | None = None  # when the last retention pass ran (clock)
@@ -207,16 +206,11 @@ class _Rollups:
         ):
             return
         self._purged = now
-        dropped = False
         if self._retention is not None:
             purged = purge(self._client, self._retention, datetime.fromtimestamp(now, UTC))
-            dropped = any(purged.rows.values())
-            if dropped:
+            if any(purged.rows.values()):
                 _log.info("retention: dropped raw rows before %s: %s", purged.horizon, purged.rows)
-        erased = latest_erasure(self._client)
-        if dropped or erased != self._erasure_seen:
-            self._erasure_seen = erased
-            expunge(self._client)
+        expunge(self._client)
 
 
 class _WarehousePartition(StatefulSinkPartition[Rows, None]):

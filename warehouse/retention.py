@@ -26,7 +26,7 @@ from clickhouse_connect.driver.client import Client
 
 from warehouse.rollups import refresh
 
-__all__ = ["Purged", "expunge", "horizon_of", "latest_erasure", "purge"]
+__all__ = ["Purged", "expunge", "horizon_of", "purge"]
 
 _WHERE = {"events": "ts < {h:DateTime64(3)}", "sessions": "end < {h:DateTime64(3)}",
           "duplicates": "ts < {h:DateTime64(3)}"}  # fmt: skip
@@ -40,22 +40,25 @@ class Purged:
     rows: dict[str, int]
 
 
-def latest_erasure(client: Client) -> datetime | None:
-    """When the newest erasure was recorded (None: never)."""
-    rows = client.query("SELECT max(at), count() FROM erasures").result_rows
-    return rows[0][0] if rows and rows[0][1] else None
-
-
-def expunge(client: Client) -> None:
-    """Rewrite the parts holding deleted rows without them, in the background.
+def expunge(client: Client) -> list[str]:
+    """Rewrite the parts holding deleted rows without them, in the background; the
+    tables that had some.
 
     A lightweight ``DELETE`` (erasures, retention) masks rows at once; their bytes stay in
     their parts until ClickHouse merges them, which for an old part may be never. ``APPLY
     DELETED MASK`` is a mutation that rewrites those parts now: the flow's sink runs it
-    after a pass that deleted something, so an erased user is off the disk within the
-    hour (PULSE_RETENTION's pass interval)."""
-    for table in _WHERE:
+    at every pass (hourly), so an erased user is off the disk within the hour."""
+    masked = [
+        str(t)
+        for (t,) in client.query(
+            "SELECT DISTINCT table FROM system.parts WHERE database = currentDatabase() "
+            "AND active AND has_lightweight_delete AND table IN {t:Array(String)}",
+            parameters={"t": list(_WHERE)},
+        ).result_rows
+    ]
+    for table in masked:
         client.command(f"ALTER TABLE {table} APPLY DELETED MASK")
+    return masked
 
 
 def horizon_of(now: datetime, retention: timedelta) -> datetime:
