@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from flows.config import FlowConfig
 from flows.dead_letters import DeadLetter, DeadLetterSink
-from flows.erasure import ERASED, Erasure, Erasures, decode_erasure
+from flows.erasure import ERASED, Erasure, Erasures, decode_erasure, read_erasures
 from flows.kafka_source import RoutingKafkaSource
 from flows.logic import FlowRules, enrich
 from flows.rows import Part, Progress, Read, batch_rows, merge_progress, progress_rows
@@ -295,12 +295,13 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
         decode: Any,
         state_dir: Path | None,
         resume: tuple[str, int] | None,
+        erased: dict[str, int] | None = None,
     ) -> None:
         self._rules = rules
         self._read = read
         self._decode = decode
         self._state_dir = state_dir
-        self._erasures = Erasures()  # users erased in this run, and since when
+        self._erasures = Erasures(erased)  # users erased, and since when
         self._shard: Shard | None = None
         self._key = ""
         if resume is not None:  # a fresh shard learns its key from its first event
@@ -391,6 +392,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
 
     read = _ReadSoFar()
     decode = _decoder(config.fx, read, config.topics.erasures)
+    erased = read_erasures(config.bootstrap, config.topics.erasures)
 
     flow = Dataflow("pulse_events")
     source = RoutingKafkaSource(
@@ -408,7 +410,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     out = op.stateful_batch(
         "fold_shards",
         by_shard,
-        lambda resume: _ShardLogic(rules, read, decode, config.state_dir, resume),
+        lambda resume: _ShardLogic(rules, read, decode, config.state_dir, resume, erased),
     )
     split = op.branch("dead_or_alive", out, _is_dead_letter)
     letters = op.map("dead_letter", split.trues, _value)

@@ -13,13 +13,24 @@ it are a new start. The flow acknowledges the erasure by writing the record's of
 
 from __future__ import annotations
 
+import logging
+import time
+
 import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter
 
 from flows.dead_letters import DeadLetter
 from flows.logic import Enriched
 
-__all__ = ["ERASED", "Erasure", "Erasures", "decode_erasure", "encode_erasure"]
+__all__ = [
+    "ERASED",
+    "Erasure",
+    "Erasures",
+    "decode_erasure",
+    "encode_erasure",
+    "read_erasures",
+]
 
 ERASED = Counter(
     "pulse_flow_erased_events_total",
@@ -61,12 +72,55 @@ def decode_erasure(value: bytes, topic: str, partition: int, offset: int) -> Era
     return Erasure(v.user_id, v.before_ms, topic, partition, offset)
 
 
-class Erasures:
-    """The users of one shard erased in this run: user -> the event time (ms) before which
-    their events are dropped."""
+_log = logging.getLogger(__name__)
 
-    def __init__(self) -> None:
-        self._before: dict[str, int] = {}
+
+def read_erasures(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[str, int]:
+    """Every erasure the topic still holds: user -> the newest erasure time (ms).
+
+    Read whole when the flow starts, so that a flow resuming after an erasure still drops
+    the user's events older than it that it reads later (a lagging partition): for as long
+    as Kafka keeps the erasure, which is as long as it keeps those events. Each erasure is
+    produced alone (one batch), so the partitions' high watermarks are exact here."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pulse-erasures",
+                         "enable.auto.commit": False, "log_level": 2})  # fmt: skip
+    found: dict[str, int] = {}
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return found
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + 3 * timeout
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            e = decode_erasure(msg.value() or b"", topic, partition, offset)
+            if type(e) is Erasure:
+                found[e.user_id] = max(found.get(e.user_id, e.before_ms), e.before_ms)
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+        if ends:
+            _log.warning("erasures topic %s not read to its end at start", topic)
+    except KafkaException as exc:
+        _log.warning("cannot read the erasures topic %s at start: %s", topic, exc)
+    finally:
+        consumer.close()
+    return found
+
+
+class Erasures:
+    """The users of one shard erased (read at start, or in this run): user -> the event
+    time (ms) before which their events are dropped."""
+
+    def __init__(self, known: dict[str, int] | None = None) -> None:
+        self._before: dict[str, int] = dict(known or {})
 
     def __bool__(self) -> bool:
         return bool(self._before)
