@@ -33,6 +33,7 @@ from confluent_kafka import KafkaException, Producer
 from flows.erasure import encode_erasure
 from flows.shard import shard_of
 from flows.state_store import ShardStore
+from ingest.errors import PulseError
 from ingest.privacy import Pseudonymizer
 from warehouse.client import Client
 from warehouse.erasure import KINDS, audit, count_rows, erase_rows, flow_has_read
@@ -40,9 +41,13 @@ from warehouse.queries import complete_until
 from warehouse.rollups import refresh
 from warehouse.writer import WarehouseWriter
 
-__all__ = ["Erased", "Eraser", "announce_erasure", "erase_saved_state"]
+__all__ = ["Erased", "Eraser", "NotAnnounced", "announce_erasure", "erase_saved_state"]
 
 Announce = Callable[[str, int], tuple[str, int, int] | None]
+
+
+class NotAnnounced(PulseError):
+    """The broker did not take an erasure: nothing was erased (the flow must hear of it)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,11 @@ class Eraser:
         where = None
         if self.announce is not None:
             where = self.announce(stored, int(at.timestamp() * 1000) + 1)
+            if where is None:  # a flow would keep the user's state: erase nothing yet
+                raise NotAnnounced(
+                    "the erasure could not be handed to the flow: the Kafka broker did not "
+                    "acknowledge it; nothing was erased, try again"
+                )
         if where is not None:
             deadline = time.monotonic() + self.ack_timeout_s
             while not (acknowledged := flow_has_read(self.client, *where)):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, get_services, get_warehouse, scoped
+from api.erasure import NotAnnounced
 from api.errors import ApiError
 from warehouse.client import Client
 
@@ -40,5 +41,8 @@ async def forget_user(
         raise ApiError(503, "this API cannot erase users: it has no warehouse attached")
     key = getattr(request.state, "key", None)
     key_name = (key.name or key.id) if key is not None else "unknown"
-    erased = await run_in_threadpool(eraser.forget, user_id, key_name)
+    try:
+        erased = await run_in_threadpool(eraser.forget, user_id, key_name)
+    except NotAnnounced as exc:
+        raise ApiError(503, str(exc), code="broker_unavailable") from None
     return erased.document()

@@ -83,3 +83,13 @@ def test_delete_user_without_a_warehouse_is_a_json_503(api) -> None:
     r = httpx.delete(f"{api.url}/v1/users/u1", headers=api.auth("admin"))
     assert r.status_code == 503 and r.json()["error"]["code"]
     assert httpx.delete(f"{api.url}/v1/users/u1", headers=api.auth("ingest")).status_code == 403
+
+
+def test_no_erasure_without_the_broker(app_with_warehouse) -> None:
+    url, keys, client, services = app_with_warehouse
+    WarehouseWriter(client).write({"events": [_row("a", "u1", T0)]})
+    services.eraser.announce = lambda user, before_ms: None  # the broker did not take it
+    r = httpx.delete(f"{url}/v1/users/u1", headers={"Authorization": f"Bearer {keys['admin']}"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "broker_unavailable"
+    assert client.query("SELECT count() FROM events").result_rows[0][0] == 1
+    assert client.query("SELECT count() FROM erasures").result_rows[0][0] == 0
