@@ -33,6 +33,7 @@ from flows.shard import Shard, shard_of_key
 from flows.state_store import ShardStore
 from ingest.events import Rejection, validate
 from ingest.fx import FxRates
+from ingest.privacy import EdgePrivacy
 from warehouse.client import connect, presence_check
 from warehouse.erasure import erase_rows
 from warehouse.migrate import migrate
@@ -97,6 +98,15 @@ def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: 
     return shard_of_key(key), (value, topic, partition, offset)
 
 
+def _no_ip(value: bytes) -> bytes:
+    """A record's bytes without an IP address, for its dead letter (CONTRACT §11): only a
+    producer bypassing the edge can have written one to an event topic."""
+    return _EDGE.dead_letter(value)[0] if b'"ip"' in value else value
+
+
+_EDGE = EdgePrivacy()
+
+
 def _decoder(fx: FxRates, read: _ReadSoFar, erasures_topic: str | None = None) -> Any:
     """A record -> its enriched event and where it was read from, or a dead letter for a
     record the flow cannot decode or store.
@@ -116,12 +126,12 @@ def _decoder(fx: FxRates, read: _ReadSoFar, erasures_topic: str | None = None) -
         try:
             event = validate(value, now_ms=None, currencies=currencies, max_bytes=None)
             if type(event) is Rejection:
-                return DeadLetter(value, event.reason, topic, partition, offset)
+                return DeadLetter(_no_ip(value), event.reason, topic, partition, offset)
             enriched = enrich(event, fx)  # type: ignore[arg-type]
         except Exception as exc:  # no record may stop the flow, not even an unforeseen one
             _log.exception("cannot process record %s/%s@%s", topic, partition, offset)
             reason = f"cannot process: {type(exc).__name__}: {exc}"[:500]
-            return DeadLetter(value, reason, topic, partition, offset)
+            return DeadLetter(_no_ip(value), reason, topic, partition, offset)
         part = parts.get((topic, partition))
         if part is None:
             part = parts[(topic, partition)] = Part(topic, partition)
