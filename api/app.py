@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.openapi import install_openapi
-from api.routes import dashboards, events, health, insights, metrics, realtime
+from api.routes import dashboards, events, health, insights, metrics, realtime, users
 from api.security import BrowserSecurity
 from flows.health import register_health_metrics
 
@@ -37,6 +37,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(insights.router)
     app.include_router(realtime.router)
     app.include_router(dashboards.router)
+    app.include_router(users.router)
     register_health_metrics()
     # /metrics answers itself (no redirect to /metrics/, which scrapers set up before keep)
     app.add_api_route(

@@ -6,7 +6,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from ipaddress import IPv4Network, IPv6Network
+from typing import TYPE_CHECKING, Annotated, Any
 
 from clickhouse_connect.driver.client import Client
 from fastapi import Depends, Request
@@ -18,6 +19,9 @@ from api.keys import KeyRecord, KeyRejected, KeyStore, Scope, allows
 from api.ratelimit import RateLimiter
 from api.settings import normalise_origin
 from ingest.collector import Collector
+
+if TYPE_CHECKING:
+    from api.erasure import Eraser
 
 __all__ = [
     "IsoTime",
@@ -71,6 +75,9 @@ class Services:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     # raises WarehouseError when the warehouse is gone (e.g. its directory was deleted)
     warehouse_check: Callable[[], None] | None = None
+    eraser: Eraser | None = None  # forgets users (CONTRACT §11), with a warehouse
+    # PULSE_TRUSTED_PROXIES, parsed: whose X-Forwarded-For gives a browser's address
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 def get_services(request: Request) -> Services:
@@ -143,6 +150,7 @@ def _require(scope: Scope) -> Callable[..., KeyRecord]:
                 headers={"Retry-After": RateLimiter.retry_after(wait)},
             )
         services.keys.record_use(record)
+        request.state.key = record  # who asked, for an audit (an erasure's)
         return record
 
     return check

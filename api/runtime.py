@@ -23,12 +23,14 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 from bytewax.dataflow import Dataflow
 
 from api.deps import Services
+from api.erasure import Eraser, announce_erasure
 from api.keys import KeyStore, ensure_key_file
 from api.settings import Settings, load_settings
 from dashboards.grafana import RenderOptions
@@ -38,8 +40,9 @@ from flows.logic import FlowRules
 from flows.run import FlowThread, run_flow, run_processes, tune_gc
 from ingest.broker import EmbeddedBroker, wait_for_port
 from ingest.collector import Collector
-from ingest.errors import BrokerError
+from ingest.errors import BrokerError, ConfigError
 from ingest.fx import FxRates, load_fx_rates
+from ingest.privacy import EdgePrivacy, Pseudonymizer, load_or_create_key
 from ingest.producer import ConfluentProducer
 from ingest.topics import Topics, ensure_topics
 from insights.alerts import AlertConfig
@@ -110,6 +113,7 @@ class Runtime:
             fx=self.fx,
             rules=rules,
             allowed_lateness=s.allowed_lateness,
+            retention=s.retention,
         )
         return dataclasses.replace(base, **overrides)
 
@@ -154,6 +158,14 @@ class Runtime:
             )
             raise BrokerError(f"no Kafka broker answers at {s.bootstrap}: {hint}") from None
 
+    def broker_answers(self, timeout: float = 0.5) -> bool:
+        """Whether a broker answers at the bootstrap address now."""
+        try:
+            self.require_broker(timeout)
+        except BrokerError:
+            return False
+        return True
+
     def embedded_broker(self) -> EmbeddedBroker:
         """The embedded broker of this home, not started yet (``start()`` reattaches to
         the one left running for this home, if any)."""
@@ -187,7 +199,27 @@ class Runtime:
 
     def collector(self, producer: ConfluentProducer) -> Collector:
         """The edge: validation and routing of events to ``producer``."""
-        return Collector(producer, self.topics, self.fx.currencies)
+        return Collector(producer, self.topics, self.fx.currencies, privacy=self.edge_privacy)
+
+    @cached_property
+    def edge_privacy(self) -> EdgePrivacy:
+        """What the edge does for privacy (CONTRACT §11): the pseudonymiser when
+        ``PULSE_PSEUDONYMIZE`` is on, its key from ``PULSE_PSEUDONYMIZE_KEY`` or generated
+        once under ``PULSE_HOME``."""
+        return EdgePrivacy(self.pseudonymizer)
+
+    @cached_property
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The keyed hash of user ids, or None when ids are stored as sent."""
+        s = self.settings
+        if not s.pseudonymize:
+            return None
+        if s.pseudonymize_key is not None:
+            return Pseudonymizer(bytes.fromhex(s.pseudonymize_key.get_secret_value().strip()))
+        try:
+            return Pseudonymizer(load_or_create_key(s.pseudonymize_key_file))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"PULSE_PSEUDONYMIZE_KEY: unset and {exc}") from None
 
     @contextlib.contextmanager
     def edge(self) -> Iterator[tuple[Collector, ConfluentProducer]]:
@@ -315,12 +347,35 @@ class Runtime:
             timezone=s.timezone,
             allowed_lateness=s.allowed_lateness,
             readiness={"broker": producer.check},
+            trusted_proxies=tuple(ip_network(p) for p in s.trusted_proxies),
         )
         if warehouse is not None:
             present = presence_check(s.warehouse_dsn)
             services.warehouse_check = present
             services.readiness["warehouse"] = partial(_warehouse_ready, warehouse, present)
+            services.eraser = self.eraser(warehouse)
         return services
+
+    # -- privacy ----------------------------------------------------------------------
+
+    def eraser(self, warehouse: Client, *, flow_stopped: bool = False) -> Eraser:
+        """Forgets users (CONTRACT §11) in ``warehouse``, announcing each erasure to the
+        flow on the erasures topic. ``flow_stopped``: no flow runs on this home now (the
+        caller holds the embedded warehouse), so its saved states are cleaned directly."""
+        s = self.settings
+        try:
+            salt = load_or_create_key(s.erasure_salt_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"PULSE_HOME: cannot read the erasure salt: {exc}") from None
+        return Eraser(
+            warehouse,
+            salt,
+            announce=partial(announce_erasure, s.bootstrap, self.topics.erasures),
+            pseudonymize=self.pseudonymizer,
+            saved_state=[s.recovery_dir / "state", s.runner_state_dir] if flow_stopped else [],
+            allowed_lateness=s.allowed_lateness,
+            ack_timeout_s=0.0 if flow_stopped else 30.0,  # no flow to wait for
+        )
 
     @contextlib.contextmanager
     def open_stack(

@@ -115,7 +115,11 @@ def _serve(
 ) -> None:
     s = stack.settings
     app = create_app(stack.services)
+    # No access log: it would write every client's address (CONTRACT §11). No proxy headers:
+    # uvicorn would believe X-Forwarded-For from 127.0.0.1; Pulse believes it only from
+    # PULSE_TRUSTED_PROXIES (api.routes.events.browser_address).
     config = uvicorn.Config(app, host=s.api_host, port=s.api_port, log_level="warning",
+                            access_log=False, proxy_headers=False,
                             timeout_graceful_shutdown=5)  # fmt: skip
     server = _Server(config)
     _console.print(start_banner(stack), highlight=False)

@@ -8,6 +8,7 @@ start-up with one line naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -123,6 +124,40 @@ class Settings(BaseSettings):
         description="seconds: under `python -m bytewax.run`, every process stops once the "
         "topics are drained and nothing arrived for that long",
     )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="addresses or networks (comma-separated) of proxies whose "
+        "X-Forwarded-For is believed for a browser's address",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())  # type: ignore[call-overload]
+        out = []
+        for item in (str(i).strip() for i in items):
+            if item:
+                try:
+                    out.append(str(ipaddress.ip_network(item, strict=False)))
+                except ValueError:
+                    raise ValueError(
+                        f"expected addresses or networks like 10.0.0.1,10.1.0.0/16, got {item!r}"
+                    ) from None
+        return tuple(dict.fromkeys(out))
+
+    retention: timedelta | None = Field(
+        None,
+        description="how long raw events, sessions and per-user data are kept (unset: keep); "
+        "the rollups' aggregate counts stay",
+    )
+    pseudonymize: bool = Field(
+        False, description="replace every user id at the edge with its keyed hash"
+    )
+    pseudonymize_key: SecretStr | None = Field(
+        None,
+        description="hex key of the pseudonyms (unset: generated once in "
+        "$PULSE_HOME/pseudonymize.key)",
+    )
     flow_state_dir: Path | None = Field(
         None,
         description="under `python -m bytewax.run`, where the shards save their users' "
@@ -137,6 +172,30 @@ class Settings(BaseSettings):
         if isinstance(value, str | int | float | timedelta):
             return parse_duration(value)
         raise ValueError("expected a duration like 30m, 90s or 1h")
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, value: object) -> timedelta | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str | int | float | timedelta):
+            found = parse_duration(value)
+            if found >= timedelta(hours=1):
+                return found
+        raise ValueError("expected a duration of at least 1h like 30d or 90d (unset: keep)")
+
+    @field_validator("pseudonymize_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        try:
+            key = bytes.fromhex(value.get_secret_value().strip())
+        except ValueError:
+            key = b""
+        if len(key) < 16:
+            raise ValueError("expected at least 32 hex digits (16 bytes)")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -239,6 +298,16 @@ class Settings(BaseSettings):
     def broker_log_file(self) -> Path:
         """The embedded broker's log."""
         return self.home / "broker.log"
+
+    @property
+    def pseudonymize_key_file(self) -> Path:
+        """The generated pseudonymisation key (when ``PULSE_PSEUDONYMIZE_KEY`` is unset)."""
+        return self.home / "pseudonymize.key"
+
+    @property
+    def erasure_salt_file(self) -> Path:
+        """The salt of the hashed ids in the erasure audit (generated once, 0600)."""
+        return self.home / "erasure.salt"
 
     @property
     def simulations_dir(self) -> Path:

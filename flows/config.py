@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +39,12 @@ class FlowConfig:
     # Where the shards save their users' states between snapshots (beside Bytewax's
     # recovery store); None keeps them in memory only, for a flow run without recovery.
     state_dir: Path | None = None
+    # PULSE_RETENTION: raw rows older than this are dropped by a pass of the sink every
+    # `retention_every_s` (warehouse.retention); None keeps them. `clock`: seconds (tests).
+    retention: timedelta | None = None
+    retention_every_s: float = 3600.0
+    clock: Callable[[], float] = time.time
+    idle_tick_s: float = 30.0  # an idle sink still refreshes the rollups and purges this often
 
     @property
     def sink_partitions(self) -> int:

@@ -10,6 +10,7 @@ objects; the sink only writes.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from flows.config import FlowConfig
 from flows.dead_letters import DeadLetter, DeadLetterSink
+from flows.erasure import ERASED, Erasure, Erasures, decode_erasure, read_erasures
 from flows.kafka_source import RoutingKafkaSource
 from flows.logic import FlowRules, enrich
 from flows.rows import Part, Progress, Read, batch_rows, merge_progress, progress_rows
@@ -31,9 +33,12 @@ from flows.shard import Shard, shard_of_key
 from flows.state_store import ShardStore
 from ingest.events import Rejection, validate
 from ingest.fx import FxRates
+from ingest.privacy import EdgePrivacy
 from warehouse.client import connect, presence_check
+from warehouse.erasure import erase_rows
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
+from warehouse.retention import expunge, purge
 from warehouse.rollups import refresh
 from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
@@ -93,7 +98,16 @@ def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: 
     return shard_of_key(key), (value, topic, partition, offset)
 
 
-def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
+def _no_ip(value: bytes) -> bytes:
+    """A record's bytes without an IP address, for its dead letter (CONTRACT §11): only a
+    producer bypassing the edge can have written one to an event topic."""
+    return _EDGE.dead_letter(value)[0] if b'"ip"' in value else value
+
+
+_EDGE = EdgePrivacy()
+
+
+def _decoder(fx: FxRates, read: _ReadSoFar, erasures_topic: str | None = None) -> Any:
     """A record -> its enriched event and where it was read from, or a dead letter for a
     record the flow cannot decode or store.
 
@@ -104,16 +118,20 @@ def _decoder(fx: FxRates, read: _ReadSoFar) -> Any:
     parts = read.parts
     currencies = fx.currencies
 
-    def decode(value: bytes, topic: str, partition: int, offset: int) -> Read | DeadLetter:
+    def decode(
+        value: bytes, topic: str, partition: int, offset: int
+    ) -> Read | DeadLetter | Erasure:
+        if topic == erasures_topic:  # CONTRACT §11: forget a user (flows.erasure)
+            return decode_erasure(value, topic, partition, offset)
         try:
             event = validate(value, now_ms=None, currencies=currencies, max_bytes=None)
             if type(event) is Rejection:
-                return DeadLetter(value, event.reason, topic, partition, offset)
+                return DeadLetter(_no_ip(value), event.reason, topic, partition, offset)
             enriched = enrich(event, fx)  # type: ignore[arg-type]
         except Exception as exc:  # no record may stop the flow, not even an unforeseen one
             _log.exception("cannot process record %s/%s@%s", topic, partition, offset)
             reason = f"cannot process: {type(exc).__name__}: {exc}"[:500]
-            return DeadLetter(value, reason, topic, partition, offset)
+            return DeadLetter(_no_ip(value), reason, topic, partition, offset)
         part = parts.get((topic, partition))
         if part is None:
             part = parts[(topic, partition)] = Part(topic, partition)
@@ -132,6 +150,7 @@ class Rows(NamedTuple):
     duplicates: int
     newest_ms: int
     progress: Progress
+    erased: tuple[str, ...] = ()  # users erased after this batch's events (flows.erasure)
 
 
 class _WarehouseSink(FixedPartitionedSink[Any, None]):
@@ -148,14 +167,15 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
         config = self._config
         client = connect(config.warehouse_dsn, config.database)
         migrate(client)  # whichever runner started the flow, the schema is there
-        rollups = _Rollups(client, config)
+        # one retention pass per warehouse, not one per writer
+        rollups = _Rollups(client, config, purges=for_part == self.list_parts()[0])
         writer = BackgroundWriter(
             WarehouseWriter(client, presence_check(config.warehouse_dsn)),
             after=rollups.maybe_refresh,
             stop=config.stop,
             status=config.write_status,
         )
-        return _WarehousePartition(writer, rollups)
+        return _WarehousePartition(writer, rollups, client, config.idle_tick_s)
 
 
 class _Rollups:
@@ -163,17 +183,23 @@ class _Rollups:
     complete (older than the watermark minus the allowed lateness). A refresh that took
     long spaces the next ones out, so it never takes more than ~1/5 of the sink's time."""
 
-    def __init__(self, client: Any, config: FlowConfig) -> None:
+    def __init__(self, client: Any, config: FlowConfig, *, purges: bool = True) -> None:
         self._client = client
         self._lateness = config.allowed_lateness
         self._every_s = config.rollup_every_s
         self._gap_s = config.rollup_every_s
         self._last = time.monotonic()
+        self._purges = purges
+        self._retention = config.retention
+        self._purge_every_s = config.retention_every_s
+        self._clock = config.clock
+        self._purged: float | None = None  # when the last retention pass ran (clock)
 
     def maybe_refresh(self, *, force: bool = False) -> None:
         if not force and time.monotonic() - self._last < self._gap_s:
             return
         began = time.monotonic()
+        self._maybe_purge()
         until = complete_until(self._client, self._lateness)
         if until is not None:
             refresh(self._client, until)
@@ -181,21 +207,52 @@ class _Rollups:
         ROLLUP_REFRESH.observe(self._last - began)
         self._gap_s = max(self._every_s, 4 * (self._last - began))
 
+    def _maybe_purge(self) -> None:
+        """At start and then every so often: a retention pass (PULSE_RETENTION), and the
+        rows deleted since (by it or by erasures) rewritten out of their parts on disk."""
+        now = self._clock()
+        if not self._purges or (
+            self._purged is not None and now - self._purged < self._purge_every_s
+        ):
+            return
+        self._purged = now
+        if self._retention is not None:
+            purged = purge(self._client, self._retention, datetime.fromtimestamp(now, UTC))
+            if any(purged.rows.values()):
+                _log.info("retention: dropped raw rows before %s: %s", purged.horizon, purged.rows)
+        expunge(self._client)
+
 
 class _WarehousePartition(StatefulSinkPartition[Rows, None]):
     """Writes the shards' encoded rows on the writer's thread. Every write of an epoch is
     done before the epoch's snapshot, so Bytewax never commits an epoch whose rows a crash
     could still lose."""
 
-    def __init__(self, writer: BackgroundWriter, rollups: _Rollups) -> None:
+    def __init__(
+        self, writer: BackgroundWriter, rollups: _Rollups, client: Any, tick_s: float
+    ) -> None:
         self._writer = writer
         self._rollups = rollups
+        self._client = client
+        # An idle flow writes nothing, and the rollups' refresh and the retention pass run
+        # after writes: an empty write now and then lets them run while nothing comes.
+        self._idle = threading.Event()
+        self._tick_s = tick_s
+        threading.Thread(target=self._tick, name="pulse-sink-tick", daemon=True).start()
+
+    def _tick(self) -> None:
+        while not self._idle.wait(self._tick_s):
+            try:
+                self._writer.submit_encoded(Encoded({}, 0, None))
+            except Exception:  # the writer gave up: the flow is stopping
+                return
 
     def snapshot(self) -> None:
         self._writer.flush()
         return None  # every write is idempotent: nothing else to remember
 
     def close(self) -> None:
+        self._idle.set()
         self._writer.flush()
         try:
             self._rollups.maybe_refresh(force=True)
@@ -219,6 +276,15 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
             )
         if batches:
             self._writer.submit_encoded(Encoded.join(batches))
+        erased = [user for rows in items for user in rows.erased]
+        if erased:
+            # The rows read before the erasure are written (flush), then deleted here too:
+            # whether or not whoever asked is still waiting, nothing of the user stays.
+            self._writer.flush()
+            with WarehouseWriter.lock():
+                found = [erase_rows(self._client, user) for user in erased]
+            if any(n for counts in found for n in counts.values()):
+                self._rollups.maybe_refresh(force=True)
 
 
 _CHECK = timedelta(minutes=10)  # how often a shard looks for idle users
@@ -239,11 +305,13 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
         decode: Any,
         state_dir: Path | None,
         resume: tuple[str, int] | None,
+        erased: dict[str, int] | None = None,
     ) -> None:
         self._rules = rules
         self._read = read
         self._decode = decode
         self._state_dir = state_dir
+        self._erasures = Erasures(erased)  # users erased, and since when
         self._shard: Shard | None = None
         self._key = ""
         if resume is not None:  # a fresh shard learns its key from its first event
@@ -269,19 +337,39 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
         decode = self._decode
         reads = []
         letters: list[Rows | DeadLetter] = []
+        erasures = self._erasures
+        erased: list[Erasure] = []
         for _, records in values:
             for value, topic, partition, offset in records:
                 read = decode(value, topic, partition, offset)
                 if type(read) is Read:
+                    if erasures and erasures.covers(read.event):
+                        ERASED.inc()  # read after its user was erased: never stored
+                        continue
                     reads.append(read)
+                elif type(read) is Erasure:
+                    erasures.add(read)
+                    erased.append(read)
                 else:
                     letters.append(read)
-        if not reads:
+        if not reads and not erased:
             return letters, StatefulBatchLogic.RETAIN
-        folded = shard.fold([read.event for read in reads], self._read.settled_ms())
-        batch = batch_rows([(reads, folded)])
-        rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
-                    batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
+        if reads:
+            folded = shard.fold([read.event for read in reads], self._read.settled_ms())
+            batch = batch_rows([(reads, folded)])
+            rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
+                        batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
+        else:
+            rows = Rows(WarehouseWriter.encode({}), 0, 0, 0, {})
+        if erased:
+            # After the batch's events: their rows are written before the erasure is
+            # acknowledged (flow_progress of the erasures topic, written last), and the
+            # service that asked deletes the user's rows once it sees that.
+            users = {e.user_id for e in erased}
+            shard.erase(users)
+            for e in erased:
+                rows.progress[(e.topic, e.partition)] = (0, e.offset)
+            rows = rows._replace(erased=tuple(sorted(users)))
         letters.append(rows)
         return letters, StatefulBatchLogic.RETAIN
 
@@ -313,12 +401,13 @@ def build_flow(config: FlowConfig) -> Dataflow:
     rules = config.rules
 
     read = _ReadSoFar()
-    decode = _decoder(config.fx, read)
+    decode = _decoder(config.fx, read, config.topics.erasures)
+    erased = read_erasures(config.bootstrap, config.topics.erasures)
 
     flow = Dataflow("pulse_events")
     source = RoutingKafkaSource(
         [config.bootstrap],
-        config.topics.events,
+        (*config.topics.events, config.topics.erasures),
         _route,
         batch_size=config.batch_size,
         idle_s=config.idle_stop_s,
@@ -331,7 +420,7 @@ def build_flow(config: FlowConfig) -> Dataflow:
     out = op.stateful_batch(
         "fold_shards",
         by_shard,
-        lambda resume: _ShardLogic(rules, read, decode, config.state_dir, resume),
+        lambda resume: _ShardLogic(rules, read, decode, config.state_dir, resume, erased),
     )
     split = op.branch("dead_or_alive", out, _is_dead_letter)
     letters = op.map("dead_letter", split.trues, _value)

@@ -110,6 +110,26 @@ class Shard:
                 self._forgotten.append((user, 0, None, None))
         return len(idle)
 
+    def erase(self, users: set[str]) -> int:
+        """Drop these users' states (CONTRACT §11): from memory, and from every saved
+        record of the store at once, so no resume brings them back and nothing of them
+        stays on disk. How many were held."""
+        hot, held, found = self._hot, self._held, 0
+        newest_in: dict[str, int | None] = {}
+        for user in users:
+            state = hot.pop(user, None)
+            saved = held.pop(user, None)
+            if saved is not None:
+                self.held_bytes -= len(saved)
+                newest_in[user] = _HEADER.unpack_from(saved)[0]
+            else:
+                newest_in[user] = None
+            found += state is not None or saved is not None
+        # a forgotten idle user they may have been: no marker may name them either
+        self._forgotten = [f for f in self._forgotten if f[0] not in users]
+        self._store.erase(newest_in, self.gen)
+        return found
+
     def snapshot(self) -> int:
         """Encode the users changed since the last snapshot (kept as bytes from now on)
         and save them; the generation to resume from."""

@@ -135,6 +135,37 @@ class ShardStore:
         for g in done:
             del self._records[g]
 
+    def erase(self, newest_in: dict[str, int | None], gen: int) -> None:
+        """Remove every saved entry of these users (CONTRACT §11: an erased user leaves
+        nothing on disk), given the generation of the record holding each one's newest
+        state (None: not held) and the shard's generation now. Reads the whole log: an
+        erasure is rare, and its cost is measured in docs/benchmarks.md."""
+        db = self._db
+        if db is None or not newest_in:
+            return
+        changed = []
+        for g, blob in db.execute("SELECT gen, users FROM log").fetchall():
+            entries = _decode(blob)
+            kept = [e for e in entries if e[0] not in newest_in]
+            if len(kept) == len(entries):
+                continue
+            changed.append((g, kept))
+            record = self._records.get(g)
+            if record is None:
+                continue
+            record.size -= len(entries) - len(kept)
+            record.live -= sum(1 for e in entries if e[0] in newest_in and newest_in[e[0]] == g)
+            if record.live <= 0 and record.dead_since is None:
+                record.live, record.dead_since = 0, gen
+        if not changed:
+            return
+        db.execute("PRAGMA secure_delete=ON")  # the old entries' bytes are overwritten
+        db.execute("BEGIN")
+        db.executemany("UPDATE log SET users = ? WHERE gen = ?",
+                       [(_encode(kept), g) for g, kept in changed])  # fmt: skip
+        db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and not left in the write-ahead log
+
     def _deletable(self, gen: int) -> list[int]:
         """Records no resume needs: no user's newest state in them for KEEP_GENERATIONS.
         One that forgets users goes only once it is the oldest, or an older record

@@ -15,6 +15,7 @@ import msgspec
 from prometheus_client import Counter
 
 from ingest.events import MAX_EVENT_BYTES, Event, encode_event, validate
+from ingest.privacy import EdgePrivacy
 from ingest.producer import Batch, EventProducer
 from ingest.topics import Topics
 
@@ -79,22 +80,34 @@ class Collector:
         currencies: frozenset[str],
         *,
         clock: Callable[[], int] = _now_ms,
+        privacy: EdgePrivacy | None = None,
     ) -> None:
         self._producer = producer
         self._topics = topics
         self._currencies = currencies
         self._clock = clock
+        # CONTRACT §11: an address only derives a country; ids pseudonymised if configured
+        self._privacy = privacy or EdgePrivacy()
 
     def submit(
-        self, raws: Iterable[bytes], batch: Batch, *, source: str, start: int = 0
+        self,
+        raws: Iterable[bytes],
+        batch: Batch,
+        *,
+        source: str,
+        start: int = 0,
+        client_ip: str | None = None,
     ) -> IngestResult:
-        """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery)."""
+        """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery).
+        ``client_ip``: the sending browser's address, for the country of events that carry
+        neither ``country`` nor ``ip`` (CONTRACT §5); used, never stored."""
         result = IngestResult()
         now_ms = self._clock()
-        topics, currencies = self._topics, self._currencies
+        topics, currencies, privacy = self._topics, self._currencies, self._privacy
         for index, raw in enumerate(raws, start=start):
             checked = validate(raw, now_ms=now_ms, currencies=currencies)
             if isinstance(checked, Event):
+                checked = privacy.accepted(checked, raw, client_ip)
                 batch.send(
                     topics.for_type(checked.type),
                     checked.user_id.encode(),
@@ -106,25 +119,39 @@ class Collector:
                     ("pulse.reason", checked.reason.encode()),
                     ("pulse.source", source.encode()),
                 ]
-                value = raw
-                if len(raw) > MAX_DEAD_LETTER_BYTES:  # would not fit one Kafka message
-                    value = raw[:MAX_DEAD_LETTER_BYTES]
-                    headers.append(("pulse.truncated", str(len(raw)).encode()))
+                value, scrubbed = privacy.dead_letter(raw)
+                if scrubbed:  # no address, no raw id in Kafka (CONTRACT §11)
+                    headers.append(("pulse.scrubbed", ",".join(scrubbed).encode()))
+                if len(value) > MAX_DEAD_LETTER_BYTES:  # would not fit one Kafka message
+                    headers.append(("pulse.truncated", str(len(value)).encode()))
+                    value = value[:MAX_DEAD_LETTER_BYTES]
                 batch.send(topics.dlq, None, value, headers)
                 result.rejected.append(RejectedEvent(index, checked.reason))
         EVENTS_ACCEPTED.labels(source).inc(result.accepted)
         EVENTS_REJECTED.labels(source).inc(len(result.rejected))
         return result
 
-    def ingest(self, raws: Iterable[bytes], *, source: str, timeout: float = 30.0) -> IngestResult:
+    def ingest(
+        self,
+        raws: Iterable[bytes],
+        *,
+        source: str,
+        timeout: float = 30.0,
+        client_ip: str | None = None,
+    ) -> IngestResult:
         """Validate, send and wait until the broker acknowledged every record."""
         batch = self._producer.batch()
-        result = self.submit(raws, batch, source=source)
+        result = self.submit(raws, batch, source=source, client_ip=client_ip)
         batch.wait(timeout)
         return result
 
     async def ingest_async(
-        self, raws: Sequence[bytes], *, source: str, timeout: float = 30.0
+        self,
+        raws: Sequence[bytes],
+        *,
+        source: str,
+        timeout: float = 30.0,
+        client_ip: str | None = None,
     ) -> IngestResult:
         """:meth:`ingest` on an event loop: validation and sending run on the loop (tens of
         microseconds per event), the wait for acknowledgements does not hold a thread."""
@@ -133,7 +160,7 @@ class Collector:
             batch = await asyncio.to_thread(producer.batch)
         else:
             batch = producer.batch()
-        result = self.submit(raws, batch, source=source)
+        result = self.submit(raws, batch, source=source, client_ip=client_ip)
         await batch.wait_async(timeout)
         return result
 

@@ -22,6 +22,7 @@ TOPIC_BY_TYPE = {
 }
 _GENERAL = "user.general_events"
 _DLQ = "user.events.dlq"
+_ERASURES = "user.erasures"  # users to forget (CONTRACT §11; flows.erasure)
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,14 @@ class Topics:
         return tuple(self.prefix + name for name in names)
 
     @property
+    def erasures(self) -> str:
+        """The users to forget, keyed by user id, read by the flow with the events."""
+        return self.prefix + _ERASURES
+
+    @property
     def all(self) -> tuple[str, ...]:
-        """Event topics plus the dead-letter topic."""
-        return (*self.events, self.dlq)
+        """Event topics, the dead-letter topic and the erasures topic."""
+        return (*self.events, self.dlq, self.erasures)
 
 
 def ensure_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> list[str]:

@@ -16,7 +16,8 @@ def serve_in_thread(
 ) -> tuple[uvicorn.Server, threading.Thread]:
     """Serve ``app`` from a background thread; returns once it listens.
     Stop it with ``server.should_exit = True`` and ``thread.join()``."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
+    server = uvicorn.Server(config)  # as api.serving runs it: no proxy headers believed
     thread = threading.Thread(target=server.run, name="pulse-api", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

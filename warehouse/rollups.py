@@ -185,15 +185,20 @@ _FAMILIES = {
     STARTS: ("starts", _REFRESH_STARTS, _START_MEASURES),
 }
 
-_DIRTY = """
+# Minutes before the retention's horizon (``purged_until``, warehouse.retention) are never
+# recomputed from the raw tables again: their raw rows are gone, their rollups are the
+# record. (Hours and days are recomputed from the rollups below them, which stay.)
+_KEPT = "(kind > 1 OR minute >= (SELECT max(until) FROM purged_until))"
+
+_DIRTY = f"""
 SELECT minute, dirty FROM rollup_marks FINAL
-WHERE kind = {{kind:UInt8}} AND dirty > clean {where} ORDER BY minute
+WHERE kind = {{{{kind:UInt8}}}} AND dirty > clean AND {_KEPT} {{where}} ORDER BY minute
 """
 
-_FIRST_DIRTY = """
+_FIRST_DIRTY = f"""
 SELECT kind, min(minute) FROM rollup_marks FINAL
-WHERE kind IN {kinds:Array(UInt8)} AND dirty > clean
-  AND minute >= {lo:DateTime} AND minute < {hi:DateTime}
+WHERE kind IN {{kinds:Array(UInt8)}} AND dirty > clean AND {_KEPT}
+  AND minute >= {{lo:DateTime}} AND minute < {{hi:DateTime}}
 GROUP BY kind
 """
 

@@ -94,6 +94,12 @@ class WarehouseWriter:
         self._check = check  # raises when the warehouse is gone (see warehouse.client)
 
     @classmethod
+    def lock(cls) -> threading.Lock:
+        """The lock serialising this process's writes (chDB: one engine per process), for
+        other statements that must not interleave with them (an erasure's deletes)."""
+        return cls._lock
+
+    @classmethod
     def encode(
         cls, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
     ) -> Encoded:

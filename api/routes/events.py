@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
@@ -37,6 +39,25 @@ _BODY_DOC = {
 }
 
 
+def browser_address(request: Request, trusted: tuple[IPv4Network | IPv6Network, ...]) -> str | None:
+    """The address of the shopper's browser (CONTRACT §5), for events without ``ip``: only
+    for a request a browser sent (it carries ``Origin``; a server's requests are not the
+    shopper's), the connection's address, or the first ``X-Forwarded-For`` entry when the
+    connection comes from a trusted proxy. Used for the country, never stored."""
+    if "origin" not in request.headers or request.client is None:
+        return None
+    address = request.client.host
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and trusted:
+        try:
+            peer = ip_address(address)
+        except ValueError:
+            return address
+        if any(peer in net for net in trusted):
+            return forwarded.split(",")[0].strip() or None
+    return address
+
+
 async def _read_limited(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY:
@@ -64,7 +85,10 @@ async def post_events(
     if services.collector is None:
         raise ApiError(503, "the collector is not connected to Kafka")
     result = await services.collector.ingest_async(
-        raws, source="http", timeout=services.delivery_timeout_s
+        raws,
+        source="http",
+        timeout=services.delivery_timeout_s,
+        client_ip=browser_address(request, services.trusted_proxies),
     )
     return IngestResponse(
         accepted=result.accepted,

@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 
 from api.app import create_app
 from api.deps import Services
+from api.erasure import Eraser
 from api.keys import KeyStore
 from api.ratelimit import RateLimit, RateLimiter
 from ingest.collector import Collector
@@ -92,6 +93,7 @@ def target(broker, warehouse_dsn, tmp_path_factory) -> Iterator[Target]:
         allowed_lateness=timedelta(minutes=10),
         # the fuzzer is one very busy client: its key is not to be throttled here
         limiter=RateLimiter({"admin": RateLimit(per_second=10_000, burst=100_000)}),
+        eraser=Eraser(warehouse, b"fuzz-salt-16byte"),  # DELETE /v1/users, without a flow
     )
     port = free_port()
     server, thread = serve_in_thread(create_app(services), port)

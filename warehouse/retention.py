@@ -1,0 +1,86 @@
+"""Retention (CONTRACT §11, ``PULSE_RETENTION``): raw events, sessions and the flow's
+duplicates older than the horizon are dropped; the rollups' aggregate counts are kept.
+
+A scheduled pass rather than ClickHouse TTLs: a TTL acts at merges, at a time nobody
+chooses, on the server's clock, and a rollup minute recomputed after its raw rows went
+would lose its counts. A pass, with the clock as an argument:
+
+1. brings every rollup period before the horizon up to date from the raw rows still there
+   (:func:`warehouse.rollups.refresh` up to the horizon);
+2. records the horizon (``purged_until``): the rollups never recompute a minute before it
+   from raw rows again (a late event there is not counted and goes at the next pass);
+3. deletes the raw rows before it: events by time, sessions that ended before it,
+   duplicates by time.
+
+Distinct counts (visitors, sessions) of old ranges stay answerable from the rollups'
+exact sets; everything needing raw rows (category slices, the funnel, top products,
+experiments) covers only the retained span.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from clickhouse_connect.driver.client import Client
+
+from warehouse.rollups import refresh
+
+__all__ = ["Purged", "expunge", "horizon_of", "purge"]
+
+_WHERE = {"events": "ts < {h:DateTime64(3)}", "sessions": "end < {h:DateTime64(3)}",
+          "duplicates": "ts < {h:DateTime64(3)}"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What one pass dropped."""
+
+    horizon: datetime
+    rows: dict[str, int]
+
+
+def expunge(client: Client) -> list[str]:
+    """Rewrite the parts holding deleted rows without them, in the background; the
+    tables that had some.
+
+    A lightweight ``DELETE`` (erasures, retention) masks rows at once; their bytes stay in
+    their parts until ClickHouse merges them, which for an old part may be never. ``APPLY
+    DELETED MASK`` is a mutation that rewrites those parts now: the flow's sink runs it
+    at every pass (hourly), so an erased user is off the disk within the hour."""
+    masked = [
+        str(t)
+        for (t,) in client.query(
+            "SELECT DISTINCT table FROM system.parts WHERE database = currentDatabase() "
+            "AND active AND has_lightweight_delete AND table IN {t:Array(String)}",
+            parameters={"t": list(_WHERE)},
+        ).result_rows
+    ]
+    for table in masked:
+        client.command(f"ALTER TABLE {table} APPLY DELETED MASK")
+    return masked
+
+
+def horizon_of(now: datetime, retention: timedelta) -> datetime:
+    """The retention's horizon at ``now``: whole minutes (the rollups' grain)."""
+    return (now - retention).astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def purge(client: Client, retention: timedelta, now: datetime) -> Purged:
+    """Drop the raw rows older than ``retention`` before ``now``, keeping the rollups."""
+    horizon = horizon_of(now, retention)
+    refresh(client, horizon)
+    params = {"h": horizon}
+    rows = {}
+    for table, where in _WHERE.items():
+        found = client.query(f"SELECT count() FROM {table} WHERE {where}", parameters=params)
+        rows[table] = int(found.result_rows[0][0])
+    client.insert(
+        "purged_until",
+        [[horizon, now.astimezone(UTC), rows["events"], rows["sessions"], rows["duplicates"]]],
+        column_names=["until", "at", "events", "sessions", "duplicates"],
+    )
+    for table, where in _WHERE.items():
+        if rows[table]:
+            client.command(f"DELETE FROM {table} WHERE {where}", parameters=params)
+    return Purged(horizon, rows)
