@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from query import DAYS, START, fill, table_stats  # bench/query.py: the same warehouse
+from query import DAYS, START, prepared_warehouse, table_stats  # bench/query.py: the same warehouse
 
 DUPLICATES_FILL_SQL = """
 INSERT INTO duplicates (ts, event_id, topic, partition, offset)
@@ -75,26 +75,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from datetime import timedelta
-
     from api.erasure import Eraser
-    from warehouse.client import connect
-    from warehouse.migrate import migrate
-    from warehouse.rollups import first_dirty, rebuild
 
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
-        where = args.dir or Path(tmp)
-        client = connect(f"chdb://{where}/wh")
-        migrate(client)
-        have = client.query("SELECT count() FROM events").result_rows[0][0]
-        if have == 0:
-            took = fill(client, args.events)
-            client.command(DUPLICATES_FILL_SQL)
-            print(f"fill: events {took['events']:.1f} s, sessions {took['sessions']:.1f} s")
-        rolled = client.query("SELECT count() FROM rollup_1m").result_rows[0][0]
-        if not rolled or first_dirty(client, 0, START, START + timedelta(days=DAYS)) is not None:
-            t = time.perf_counter()
-            print(f"rollups: {rebuild(client):,} minutes in {time.perf_counter() - t:.1f} s")
+        client = prepared_warehouse(args.dir or Path(tmp), args.events, DUPLICATES_FILL_SQL)
         print(table_stats(client))
         busiest = client.query(
             "SELECT user_id FROM events GROUP BY user_id ORDER BY count() DESC, user_id "

@@ -362,6 +362,32 @@ def summary(results: dict[Case, Timed]) -> str:
     )
 
 
+
+def prepared_warehouse(where: Path, events: int, extra_fill_sql: str | None = None) -> Any:
+    """A chDB warehouse at ``where`` holding ``events`` events of :func:`fill` and their
+    rollups: filled and rolled up the first time, reused as it is afterwards.
+    ``extra_fill_sql`` runs once after a fill (another benchmark's own rows)."""
+    from warehouse.client import connect
+    from warehouse.migrate import migrate
+    from warehouse.rollups import first_dirty, rebuild
+
+    client = connect(f"chdb://{where}/wh")
+    migrate(client)
+    have = client.query("SELECT count() FROM events").result_rows[0][0]
+    if have == 0:
+        took = fill(client, events)
+        if extra_fill_sql:
+            client.command(extra_fill_sql)
+        print(f"fill: events {took['events']:.1f} s, sessions {took['sessions']:.1f} s")
+    elif have != events:
+        raise SystemExit(f"{where} holds {have:,} events, not {events:,}")
+    rolled = client.query("SELECT count() FROM rollup_1m").result_rows[0][0]
+    if not rolled or first_dirty(client, 0, START, START + timedelta(days=DAYS)) is not None:
+        t = time.perf_counter()
+        print(f"rollups: {rebuild(client):,} minutes in {time.perf_counter() - t:.1f} s")
+    return client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000_000)
@@ -372,26 +398,10 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="also time raw events only")
     args = parser.parse_args()
 
-    from warehouse.client import connect
-    from warehouse.migrate import migrate
     from warehouse.queries import metric_document
-    from warehouse.rollups import first_dirty, rebuild
 
     with tempfile.TemporaryDirectory() as tmp:
-        where = args.dir or Path(tmp)
-        client = connect(f"chdb://{where}/wh")
-        migrate(client)
-        have = client.query("SELECT count() FROM events").result_rows[0][0]
-        if have == 0:
-            took = fill(client, args.events)
-            print(f"fill: events {took['events']:.1f} s, sessions {took['sessions']:.1f} s")
-        elif have != args.events:
-            raise SystemExit(f"{where} holds {have:,} events, not {args.events:,}")
-        rolled = client.query("SELECT count() FROM rollup_1m").result_rows[0][0]
-        if not rolled or first_dirty(client, 0, START, START + timedelta(days=DAYS)) is not None:
-            t = time.perf_counter()
-            minutes = rebuild(client)
-            print(f"rollups: {minutes:,} minutes in {time.perf_counter() - t:.1f} s")
+        client = prepared_warehouse(args.dir or Path(tmp), args.events)
         print(table_stats(client))
         print(f"load: {subprocess.getoutput('uptime').strip()}")
         print("\n## warehouse.queries.metric_document (warm)")
