@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import IsoTime, documented, get_warehouse, scoped
 from api.errors import ApiError
+from ingest.times import aware
 from insights.lifecycle import InvalidTransition
 from insights.store import InsightNotFound, InsightStore, insight_document
 from warehouse.client import Client
@@ -33,10 +34,6 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 @router.get("/insights", **scoped("read"))
 async def list_insights(
     request: Request,
@@ -53,7 +50,7 @@ async def list_insights(
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
     """Insights, newest first, filtered by start time, status, severity and metric."""
-    after = check_time(_aware(since), "since") if since else None
+    after = check_time(aware(since), "since") if since else None
     if metric is not None and metric not in METRICS:
         raise ApiError(400, f"metric: unknown metric; known: {', '.join(METRICS)}",
                        code="invalid_parameters")  # fmt: skip

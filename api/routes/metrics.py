@@ -6,7 +6,6 @@ Every parameter is checked before a query runs; a bad one is a 400 naming it
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -16,6 +15,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import IsoTime, Services, documented, get_services, get_warehouse, scoped
+from ingest.times import aware
 from warehouse.buckets import INTERVALS
 from warehouse.client import Client
 from warehouse.metrics import DIMENSIONS, METRICS
@@ -85,10 +85,6 @@ def _zone(tz: str | None, services: Services) -> ZoneInfo:
     return ZoneInfo(zone)
 
 
-def _aware(ts: datetime, zone: ZoneInfo) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=zone)
-
-
 @router.get("/metrics/{metric}", response_class=Response, responses=_DOCUMENT, **scoped("read"))
 async def get_metric(
     metric: Annotated[str, documented(METRICS), Path(description="a metric of METRICS.md")],
@@ -105,7 +101,7 @@ async def get_metric(
 ) -> Response:
     """A metric series with ``complete_until``; later buckets are flagged partial."""
     zone = _zone(tz, services)
-    q = MetricQuery(metric, _aware(from_, zone), _aware(to, zone), interval, by,
+    q = MetricQuery(metric, aware(from_, zone), aware(to, zone), interval, by,
                     parse_where(where), zone.key)  # fmt: skip
 
     def answer() -> bytes:
@@ -130,7 +126,7 @@ async def get_funnel(
 ) -> dict[str, Any]:
     """Sessions reaching each funnel step, with step and overall conversion."""
     zone = _zone(tz, services)
-    start, end, filters = _aware(from_, zone), _aware(to, zone), parse_where(where)
+    start, end, filters = aware(from_, zone), aware(to, zone), parse_where(where)
     steps = await run_in_threadpool(
         lambda: funnel(client, start, end, by=by, where=filters)
     )  # fmt: skip
@@ -151,7 +147,7 @@ async def get_top_products(
 ) -> dict[str, Any]:
     """Top products by revenue, views or units (ties by product_id)."""
     zone = _zone(None, services)
-    start, end, filters = _aware(from_, zone), _aware(to, zone), parse_where(where)
+    start, end, filters = aware(from_, zone), aware(to, zone), parse_where(where)
     products = await run_in_threadpool(
         lambda: top_products(client, start, end, by=by, limit=limit, where=filters)
     )
