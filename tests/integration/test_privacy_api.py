@@ -19,6 +19,11 @@ pytestmark = pytest.mark.integration
 T0 = 1_795_176_000_000
 
 
+def _write(client, batch) -> None:
+    writer = WarehouseWriter(client)
+    writer.write_many([writer.encode(batch)])
+
+
 def _row(event_id: str, user: str, ts: int, **kw: object) -> list[object]:
     base: dict[str, object] = {
         "ts": ts, "event_id": event_id, "type": "page_view", "user_id": user,
@@ -48,7 +53,8 @@ def app_with_warehouse(warehouse, tmp_path):
 
 def test_delete_user(app_with_warehouse) -> None:
     url, keys, client, services = app_with_warehouse
-    WarehouseWriter(client).write(
+    _write(
+        client,
         {
             "events": [_row("a", "shop/user 1", T0), _row("b", "shop/user 1", T0 + 1000),
                        _row("c", "other", T0, session_key="s-other")],
@@ -87,7 +93,7 @@ def test_delete_user_without_a_warehouse_is_a_json_503(api) -> None:
 
 def test_no_erasure_without_the_broker(app_with_warehouse) -> None:
     url, keys, client, services = app_with_warehouse
-    WarehouseWriter(client).write({"events": [_row("a", "u1", T0)]})
+    _write(client, {"events": [_row("a", "u1", T0)]})
     services.eraser.announce = lambda user, before_ms: None  # the broker did not take it
     r = httpx.delete(f"{url}/v1/users/u1", headers={"Authorization": f"Bearer {keys['admin']}"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "broker_unavailable"
