@@ -107,14 +107,16 @@ def test_errors_are_json_with_their_headers(api: RunningApi) -> None:
 def test_revoked_and_expired_keys_are_401(api: RunningApi) -> None:
     store: KeyStore = api.services.keys
     record, key = store.issue("read", name="temp")
-    short = store.create("read", expires_in=timedelta(seconds=1))
+    # long enough to be used before it expires on a busy machine, short enough to wait for
+    expires = time.monotonic() + 3.0
+    short = store.create("read", expires_in=timedelta(seconds=3))
     url = f"{api.url}/v1/dashboards"
     for k in (key, short):
         assert httpx.get(url, headers={"Authorization": f"Bearer {k}"}).status_code == 200
     store.revoke(record.id)  # as `pulse keys revoke` does, from any process
     r = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
     assert "revoked" in assert_error(r, 401, "unauthorized")["message"]
-    time.sleep(1.1)
+    time.sleep(max(0.0, expires - time.monotonic()) + 0.1)
     r = httpx.get(url, headers={"Authorization": f"Bearer {short}"})
     assert "expired" in assert_error(r, 401, "unauthorized")["message"]
     assert httpx.get(url, headers=api.auth("read")).status_code == 200  # others unaffected
