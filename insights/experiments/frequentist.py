@@ -80,14 +80,24 @@ def _degenerate(a: Statistic, b: Statistic) -> str | None:
     return None
 
 
-def two_sided_ttest(a: Statistic, b: Statistic, *, alpha: float = 0.05) -> FrequentistResult:
-    """gbstats ``TwoSidedTTest`` (relative): Welch's t-test of the lift of ``b`` over ``a``."""
+def _lift(
+    a: Statistic, b: Statistic
+) -> tuple[Statistic, Statistic, float, float] | FrequentistResult:
+    """The θ-adjusted pair with the lift's estimate and variance, or the default result of
+    a degenerate pair (both tests start so, as gbstats' ``TTest`` does)."""
     a, b = adjust_pair(a, b)
     error = _degenerate(a, b)
     if error:
         return _default(error)
-    estimate = relative_diff(a, b)
-    variance = relative_variance(a, b)
+    return a, b, relative_diff(a, b), relative_variance(a, b)
+
+
+def two_sided_ttest(a: Statistic, b: Statistic, *, alpha: float = 0.05) -> FrequentistResult:
+    """gbstats ``TwoSidedTTest`` (relative): Welch's t-test of the lift of ``b`` over ``a``."""
+    lift = _lift(a, b)
+    if isinstance(lift, FrequentistResult):
+        return lift
+    a, b, estimate, variance = lift
     dof = _welch_dof(a, b)
     critical = estimate / np.sqrt(variance)
     p_value = 2 * (1 - student_t.cdf(abs(critical), dof))
@@ -105,12 +115,10 @@ def sequential_two_sided_ttest(
     """gbstats ``SequentialTwoSidedTTest`` (relative): an always-valid CI and p-value,
     safe to look at as often as one likes; ``tuning`` is the sample size where the
     interval is tightest."""
-    a, b = adjust_pair(a, b)
-    error = _degenerate(a, b)
-    if error:
-        return _default(error)
-    estimate = relative_diff(a, b)
-    variance = relative_variance(a, b)
+    lift = _lift(a, b)
+    if isinstance(lift, FrequentistResult):
+        return lift
+    a, b, estimate, variance = lift
     n = a.n + b.n
     rho = np.sqrt((-2 * np.log(alpha) + np.log(-2 * np.log(alpha) + 1)) / tuning)
     s2 = variance * n

@@ -32,13 +32,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SampleMeanStatistic:
-    """A metric with any per-user value: n users, Σx, Σx²."""
+class _SumOverUsers:
+    """The mean of a per-user metric: Σx / n (0 without users), nothing to undo."""
 
+    __slots__ = ()
     n: int
     sum: float
-    sum_squares: float
 
     @property
     def mean(self) -> float:
@@ -52,6 +51,15 @@ class SampleMeanStatistic:
         """The mean (no regression adjustment to undo)."""
         return self.mean
 
+
+@dataclass(frozen=True, slots=True)
+class SampleMeanStatistic(_SumOverUsers):
+    """A metric with any per-user value: n users, Σx, Σx²."""
+
+    n: int
+    sum: float
+    sum_squares: float
+
     @property
     def variance(self) -> float:
         """The sample variance; 0 for n ≤ 1."""
@@ -61,8 +69,8 @@ class SampleMeanStatistic:
 
 
 @dataclass(frozen=True, slots=True)
-class ProportionStatistic:
-    """A 0/1 metric: n users, Σx of them with a 1."""
+class ProportionStatistic(_SumOverUsers):
+    """A 0/1 metric: n users, Σx of them with a 1 (its mean is the share p)."""
 
     n: int
     sum: float
@@ -71,18 +79,6 @@ class ProportionStatistic:
     def sum_squares(self) -> float:
         """Σx² = Σx for 0/1 values."""
         return self.sum
-
-    @property
-    def mean(self) -> float:
-        """The share p = Σx / n (0 without users)."""
-        if self.n == 0:
-            return 0.0
-        return self.sum / self.n
-
-    @property
-    def unadjusted_mean(self) -> float:
-        """The mean (no regression adjustment to undo)."""
-        return self.mean
 
     @property
     def variance(self) -> float:
