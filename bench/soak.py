@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -163,6 +164,55 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
 
 
+def chart_frame(
+    w: int,
+    h: int,
+    left: int,
+    top: int,
+    pw: int,
+    ph: int,
+    title: str,
+    x: Callable[[float], float],
+    y: Callable[[float, float], float],
+    m_max: float,
+    l_max: float,
+    t_max: float,
+    fmt: str,
+    shade_from: float | None = None,
+) -> list[str]:
+    """The SVG of a soak chart without its lines: frame, title, grid, the MB axis on the
+    left and the lag axis on the right; ``shade_from`` (seconds) shades what follows."""
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="22" font-size="14">{title}</text>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+    ]
+    if shade_from is not None:
+        parts.append(
+            f'<rect x="{x(shade_from):.1f}" y="{top}" width="{left + pw - x(shade_from):.1f}" '
+            f'height="{ph}" fill="#f4f4f4"/>'
+        )
+    for i in range(6):
+        mv, lv, tv = m_max * i / 5, l_max * i / 5, t_max * i / 5
+        yy = y(mv, m_max)
+        parts += [
+            f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#eee"/>',
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{mv:,.0f}</text>',
+            f'<text x="{left + pw + 6}" y="{yy + 4:.1f}" fill="#c60">{lv:,.0f}</text>',
+            f'<text x="{x(tv):.1f}" y="{top + ph + 18}" text-anchor="middle">'
+            f"{tv / 60:{fmt}}</text>",
+        ]
+    parts += [
+        f'<text x="16" y="{top + ph / 2}" transform="rotate(-90 16 {top + ph / 2})" '
+        'text-anchor="middle">MB</text>',
+        f'<text x="{w - 12}" y="{top + ph / 2}" transform="rotate(90 {w - 12} {top + ph / 2})" '
+        'text-anchor="middle" fill="#c60">lag (events)</text>',
+    ]
+    return parts
+
+
 def write_svg(path: Path, rows: list[dict[str, float]], title: str) -> None:
     """A small line chart of RSS and chDB memory (MB, left axis) and lag (right axis)."""
     w, h, left, right, top, bottom = 900, 420, 70, 80, 40, 50
@@ -182,29 +232,9 @@ def write_svg(path: Path, rows: list[dict[str, float]], title: str) -> None:
         pts = " ".join(f"{x(r['t_s']):.1f},{y(max(r[key], 0), top_v):.1f}" for r in rows)
         return f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{pts}"/>'
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{left}" y="22" font-size="14">{title}</text>',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
-    ]
-    for i in range(6):
-        mv, lv, tv = m_max * i / 5, l_max * i / 5, t_max * i / 5
-        yy = y(mv, m_max)
-        parts += [
-            f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#eee"/>',
-            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{mv:,.0f}</text>',
-            f'<text x="{left + pw + 6}" y="{yy + 4:.1f}" fill="#c60">{lv:,.0f}</text>',
-            f'<text x="{x(tv):.1f}" y="{top + ph + 18}" text-anchor="middle">'
-            f"{tv / 60:{fmt}}</text>",
-        ]
+    parts = chart_frame(w, h, left, top, pw, ph, title, x, y, m_max, l_max, t_max, fmt)
     parts += [
         f'<text x="{left + pw / 2}" y="{h - 10}" text-anchor="middle">minutes</text>',
-        f'<text x="16" y="{top + ph / 2}" transform="rotate(-90 16 {top + ph / 2})" '
-        'text-anchor="middle">MB</text>',
-        f'<text x="{w - 12}" y="{top + ph / 2}" transform="rotate(90 {w - 12} {top + ph / 2})" '
-        'text-anchor="middle" fill="#c60">lag (events)</text>',
         line("rss_mb", m_max, "#1f6feb"),
         line("chdb_mb", m_max, "#2da44e"),
         line("lag", l_max, "#c60"),

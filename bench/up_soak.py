@@ -55,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from soak import _free_port, malloc_mb, python_heap_mb, slope
+from soak import _free_port, chart_frame, malloc_mb, python_heap_mb, slope
 
 RESULTS = Path(__file__).parent / "results"
 FIELDS = ["t_s", "phase", "rss_mb", "anon_mb", "py_live_mb", "py_arenas_mb", "malloc_used_mb",
@@ -176,32 +176,11 @@ def write_svg(path: Path, rows: list[dict[str, Any]], title: str, load_end_s: fl
               ("malloc_used_mb", "#bf8700", "", "glibc heap in use"),
               ("chdb_mb", "#2da44e", "", "chDB MemoryTracking"),
               ("lag", "#c60", "2 2", "lag (accepted − written)")]  # fmt: skip
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{left}" y="22" font-size="14">{title}</text>',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
-        f'<rect x="{x(load_end_s):.1f}" y="{top}" width="{left + pw - x(load_end_s):.1f}" '
-        f'height="{ph}" fill="#f4f4f4"/>',
-    ]
-    for i in range(6):
-        mv, lv, tv = m_max * i / 5, l_max * i / 5, t_max * i / 5
-        yy = y(mv, m_max)
-        parts += [
-            f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#eee"/>',
-            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{mv:,.0f}</text>',
-            f'<text x="{left + pw + 6}" y="{yy + 4:.1f}" fill="#c60">{lv:,.0f}</text>',
-            f'<text x="{x(tv):.1f}" y="{top + ph + 18}" text-anchor="middle">'
-            f"{tv / 60:{fmt}}</text>",
-        ]
+    parts = chart_frame(w, h, left, top, pw, ph, title, x, y, m_max, l_max, t_max, fmt,
+                        shade_from=load_end_s)  # fmt: skip
     parts += [
         f'<text x="{left + pw / 2}" y="{top + ph + 36}" text-anchor="middle">minutes '
         "(shaded: load stopped, draining)</text>",
-        f'<text x="16" y="{top + ph / 2}" transform="rotate(-90 16 {top + ph / 2})" '
-        'text-anchor="middle">MB</text>',
-        f'<text x="{w - 12}" y="{top + ph / 2}" transform="rotate(90 {w - 12} {top + ph / 2})" '
-        'text-anchor="middle" fill="#c60">lag (events)</text>',
     ]
     for i, (key, color, dash, label) in enumerate(series):
         top_v = l_max if key == "lag" else m_max

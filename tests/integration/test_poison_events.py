@@ -141,12 +141,18 @@ def stored_ids(dsn: str, database: str) -> set[str]:
     return {r[0] for r in client.query("SELECT event_id FROM events FINAL").result_rows}
 
 
-@pytest.fixture(scope="module")
-def through_the_edge(broker, warehouse_dsn, tmp_path_factory):
-    topics = Topics(prefix=f"pe{uuid.uuid4().hex[:8]}.")
+def _fresh(broker, warehouse_dsn: str, prefix: str) -> tuple[Topics, str]:
+    """Topics of their own (4 partitions) and a migrated database of its own."""
+    topics = Topics(prefix=f"{prefix}{uuid.uuid4().hex[:8]}.")
     ensure_topics(broker.bootstrap, topics, partitions=4)
     database = f"poison_{uuid.uuid4().hex[:8]}"
     migrate(connect(warehouse_dsn, database))
+    return topics, database
+
+
+@pytest.fixture(scope="module")
+def through_the_edge(broker, warehouse_dsn, tmp_path_factory):
+    topics, database = _fresh(broker, warehouse_dsn, "pe")
     raws = []
     for key, (poison, _) in EDGE_POISON.items():
         raws += [poison, raw(marker(key))]
@@ -210,10 +216,7 @@ TOPIC_BOUNDS = {
 
 @pytest.fixture(scope="module")
 def bypassing_the_edge(broker, warehouse_dsn, tmp_path_factory):
-    topics = Topics(prefix=f"pt{uuid.uuid4().hex[:8]}.")
-    ensure_topics(broker.bootstrap, topics, partitions=4)
-    database = f"poison_{uuid.uuid4().hex[:8]}"
-    migrate(connect(warehouse_dsn, database))
+    topics, database = _fresh(broker, warehouse_dsn, "pt")
     topic = topics.for_type("page_view")
     producer = Producer({"bootstrap.servers": broker.bootstrap})
     for key, (poison, _) in TOPIC_POISON.items():
