@@ -362,7 +362,6 @@ def summary(results: dict[Case, Timed]) -> str:
     )
 
 
-
 def prepared_warehouse(where: Path, events: int, extra_fill_sql: str | None = None) -> Any:
     """A chDB warehouse at ``where`` holding ``events`` events of :func:`fill` and their
     rollups: filled and rolled up the first time, reused as it is afterwards.
