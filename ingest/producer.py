@@ -405,8 +405,9 @@ class _ConfluentBatch(Batch):
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
 
-        def wake() -> None:
-            loop.call_soon_threadsafe(_resolve, answered)
+        def wake() -> None:  # on the poll thread: an exception here would end it
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutdown, timed out)
+                loop.call_soon_threadsafe(_resolve, answered)
 
         with self._lock:
             self._sealed = True
