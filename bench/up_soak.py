@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.servers, run from anywhere
 
 from soak import _free_port, chart_frame, malloc_mb, python_heap_mb, slope
 
