@@ -248,6 +248,12 @@ class KeyStore:
             return frozenset()
         return frozenset(o for r in records if r.status(now) == "active" for o in r.origins)
 
+    def use_due(self, record: KeyRecord) -> bool:
+        """Whether :meth:`record_use` would write now (a check in memory: a request on an
+        event loop hands only the rare write to a thread)."""
+        last = self._used.get(record.id) or record.last_used_at
+        return last is None or self._clock() - last >= USE_RECORD_EVERY
+
     def record_use(self, record: KeyRecord) -> None:
         """Note that ``record``'s key was used now: written at most once a minute per key,
         and never failing the request that used it."""
