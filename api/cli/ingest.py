@@ -64,6 +64,12 @@ def replay(
         reasons = Counter(r.reason for r in result.rejected)
         for reason, count in reasons.most_common(5):
             err.print(f"rejected {count}×: {reason}")
+        for kind, count in Counter(g.type for g in result.general).most_common(5):
+            err.print(
+                f"accepted {count}× type {kind[:64]!r} as a general event (counted in `events` "
+                "only): it is none of the known types of docs/events.md",
+                highlight=False,
+            )
     line = f"accepted={result.accepted} rejected={len(result.rejected)}"
     if wait:
         duplicates = REGISTRY.get_sample_value("pulse_flow_duplicates_total") or 0

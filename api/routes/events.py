@@ -5,11 +5,12 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import Services, get_services, scoped
 from api.errors import ApiError
 from ingest.collector import BodyError, split_body
+from ingest.topics import TOPIC_BY_TYPE
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -22,15 +23,27 @@ class Rejected(BaseModel):
     reason: str
 
 
+class General(BaseModel):
+    index: int
+    type: str
+    note: str
+
+
 class IngestResponse(BaseModel):
     accepted: int
     rejected: list[Rejected]
+    # Only in an answer with such events (the documented answer is unchanged otherwise).
+    general: list[General] | None = Field(
+        None,
+        description="accepted events whose type is none of the known ones (docs/events.md): "
+        "kept as general events, counted in `events` only",
+    )
 
 
 _BODY_DOC = {
     "requestBody": {
         "required": True,
-        "description": "A JSON array of events or JSON lines (CONTRACT §5)",
+        "description": "A JSON array of events or JSON lines (docs/events.md)",
         "content": {
             "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
             "application/x-ndjson": {"schema": {"type": "string"}},
@@ -40,7 +53,7 @@ _BODY_DOC = {
 
 
 def browser_address(request: Request, trusted: tuple[IPv4Network | IPv6Network, ...]) -> str | None:
-    """The address of the shopper's browser (CONTRACT §5), for events without ``ip``: only
+    """The address of the shopper's browser (docs/events.md), for events without ``ip``: only
     for a request a browser sent (it carries ``Origin``; a server's requests are not the
     shopper's), the connection's address, or the first ``X-Forwarded-For`` entry when the
     connection comes from a trusted proxy. Used for the country, never stored."""
@@ -70,7 +83,12 @@ async def _read_limited(request: Request) -> bytes:
     return bytes(body)
 
 
-@router.post("/events", response_model=IngestResponse, **scoped("ingest", _BODY_DOC))
+@router.post(
+    "/events",
+    response_model=IngestResponse,
+    response_model_exclude_none=True,
+    **scoped("ingest", _BODY_DOC),
+)
 async def post_events(
     request: Request, services: Services = Depends(get_services)
 ) -> IngestResponse:
@@ -93,4 +111,16 @@ async def post_events(
     return IngestResponse(
         accepted=result.accepted,
         rejected=[Rejected(index=r.index, reason=r.reason) for r in result.rejected],
+        general=[
+            General(index=g.index, type=g.type, note=general_note(g.type)) for g in result.general
+        ]
+        or None,
+    )
+
+
+def general_note(event_type: str) -> str:
+    """What the answer says of an accepted event of an unknown type."""
+    return (
+        f"type {event_type[:64]!r} is not a known event type: accepted as a general event "
+        "(counted in `events` only); known types: " + ", ".join(TOPIC_BY_TYPE)
     )
