@@ -1,7 +1,7 @@
 """Injected incidents: the SPEC syntax, their parameters and the ground truth they leave.
 
 How each kind changes the generated traffic lives in :mod:`ingest.simulator.effects`;
-this module is the user-facing side: parsing, validation and which METRICS.md metrics an
+this module is the user-facing side: parsing, validation and which metrics (docs/metrics.md) an
 incident is expected to move (and in which direction).
 """
 
@@ -256,7 +256,7 @@ _LOSS: dict[str, _Moves] = {
     "begin_checkout": [("events", "down")],
     "purchase": [("events", "down"), *_ORDERS_DOWN],
 }
-# Category slices are product metrics only (METRICS.md "Products").
+# Category slices are product metrics only (docs/metrics.md "Products").
 _LOSS_PRODUCTS: dict[str, _Moves] = {
     "product_view": [("views", "down"), ("view_to_purchase_rate", "up")],
     "add_to_cart": [("add_to_carts", "down")],
