@@ -59,7 +59,8 @@ def keys_create(
     record, key = store.issue(scope, name=name, origins=origins, expires_in=expires_in)
     until = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
     err.print(
-        f"created {scope} key {record.id}{until} (stored hashed in {store.path}); "
+        f"created {'an' if scope[0] in 'aeiou' else 'a'} {scope} key, id {record.id}{until} "
+        f"(stored hashed in {store.path}); "
         "it is shown once:",
         highlight=False,
     )

@@ -76,7 +76,8 @@ Incident SPEC: KIND[:key=value,...], repeatable; incidents compose.
   tracking_loss event=TYPE (default purchase)
   late_events delay=5m (default 5m); duplicates delay=2s (re-send lag, default 2s)
 Example: conversion_drop:country=DE,at=+5m,for=10m,depth=0.6
-Ground truth (start, end, slice, expected metrics) goes beside the output as FILE.truth.json.
+Ground truth (start, end, slice, expected metrics): with --output traffic.jsonl it goes
+beside it as traffic.truth.json; sent to Kafka, to $PULSE_HOME/simulations/.
 """
 
 

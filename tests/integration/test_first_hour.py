@@ -72,6 +72,7 @@ def test_the_home_is_absolute_in_what_pulse_says(tmp_path: Path) -> None:
     made = run_pulse("keys", "create", "--scope", "read", home=Path(".pulse"), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert f"stored hashed in {tmp_path}/.pulse/keys.json" in made.stderr
+    assert made.stderr.startswith("created a read key, id ")
     assert (tmp_path / ".pulse" / "keys.json").exists()
 
 
@@ -129,3 +130,22 @@ def test_tables_round_floats_and_json_keeps_them(capsys) -> None:
     assert "0.0633" in text and "1,234.57" in text and "0.06329469" not in text
     render(doc, "json", console)
     assert json.loads(capsys.readouterr().out)["series"][0]["value"] == 0.0632946961714085
+
+
+def test_simulate_to_a_file_never_writes_the_future_and_says_where_the_truth_goes(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "new" / "traffic.jsonl"
+    made = run_pulse("simulate", "--rate", "5", "--duration", "10m", "--output", str(out),
+                     home=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert f"ground truth: {tmp_path}/new/traffic.truth.json" in made.stderr
+    assert (tmp_path / "new" / "traffic.truth.json").exists()
+    newest = max(json.loads(line)["ts"] for line in out.read_text().splitlines())
+    assert newest <= time.time() * 1000
+    ahead = run_pulse("simulate", "--rate", "1", "--duration", "1h", "--output", str(out),
+                      "--start", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      home=tmp_path)  # fmt: skip
+    assert ahead.returncode == 0 and "in the future" in ahead.stderr
+    helped = run_pulse("simulate", "--help", home=tmp_path, COLUMNS="200")
+    assert "traffic.truth.json" in helped.stdout and "<bool>" not in helped.stdout
