@@ -19,7 +19,7 @@ from typer import Abort, rich_utils
 try:  # Typer 0.2x carries its own copy of click; earlier ones use click itself
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 # Importing the command modules registers their commands, in the order `--help` lists them.
 # isort: off

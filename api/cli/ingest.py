@@ -81,8 +81,8 @@ def replay(
     line = f"accepted={result.accepted} rejected={len(result.rejected)}"
     if wait:
         if stack is None:
-            duplicates = REGISTRY.get_sample_value("pulse_flow_duplicates_total") or 0
-        line += f" duplicates={int(duplicates)}"
+            duplicates = int(REGISTRY.get_sample_value("pulse_flow_duplicates_total") or 0)
+        line += f" duplicates={duplicates}"
     print(line)
 
 
