@@ -72,7 +72,10 @@ def test_the_home_is_absolute_in_what_pulse_says(tmp_path: Path) -> None:
     made = run_pulse("keys", "create", "--scope", "read", home=Path(".pulse"), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert f"stored hashed in {tmp_path}/.pulse/keys.json" in made.stderr
-    assert made.stderr.startswith("created a read key, id ")
+    assert made.stderr.startswith(f"note: PULSE_HOME={tmp_path}/.pulse is new")
+    assert "created a read key, id " in made.stderr
+    again = run_pulse("keys", "create", "--scope", "admin", home=Path(".pulse"), cwd=tmp_path)
+    assert again.stderr.startswith("created an admin key, id ")
     assert (tmp_path / ".pulse" / "keys.json").exists()
 
 
