@@ -11,10 +11,13 @@ GBSTATS_STAMP := $(GBSTATS_VENV)/.installed-stamp
 
 .PHONY: install system-deps lint format test test-unit gbstats-parity demo bench clean
 
+# -qq: pip's warnings (e.g. about a configured index location that is absent) would fill
+# the first screen of `make demo`; its errors still show.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing Pulse and its dependencies into $(VENV) (once; a minute or two)"
+	@$(BIN)/pip install -qq --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -61,7 +64,7 @@ gbstats-parity: install $(GBSTATS_STAMP)
 
 # Opens the Business overview in a browser when there is one; make demo DEMO_ARGS=--no-open
 demo: install
-	$(BIN)/pulse demo $(DEMO_ARGS)
+	@$(BIN)/pulse demo $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/replay_throughput.py

@@ -74,7 +74,15 @@ def _events_body(components: dict[str, Any]) -> dict[str, Any]:
     (array,), defs = msgspec.json.schema_components(
         [list[Event]], ref_template="#/components/schemas/{name}"
     )
-    defs["Event"]["description"] = "One event (CONTRACT §5); unknown fields are ignored."
+    defs["Event"]["description"] = (
+        "One event: the format, the types and their fields, the limits and the topics are in "
+        "docs/events.md. Unknown fields are ignored; an unknown type is a general event."
+    )
+    # read at the edge (the country), never stored: not a field of the stored event
+    defs["Event"]["properties"]["ip"] = {
+        "type": "string",
+        "description": "the shopper's address: derives country when absent, then dropped",
+    }
     components.update(defs)
     return {
         "required": True,

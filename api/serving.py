@@ -4,25 +4,29 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 import webbrowser
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 import uvicorn
 from rich.console import Console
 
 from api.app import create_app
+from api.demo import backfill_span, last_event_time, reset_demo
 from api.process import one_stack, say_stopped, watchdog
 from api.runtime import Runtime, Stack
 from api.settings import Settings
-from insights.demo import DEMO_INCIDENT, DemoTraffic, demo_simulations
+from ingest.errors import PulseError
+from insights.demo import DEMO_HISTORY, DEMO_INCIDENT, DemoTraffic, demo_simulations
 from insights.runner import DetectorLoop
 from warehouse.dsn import redact_dsn
 
 __all__ = [
+    "check_port",
     "dashboard_url",
     "open_browser",
     "run_api_only",
@@ -47,6 +51,23 @@ def dashboard_url(settings: Settings, board: str = "pulse-overview") -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.api_port}/#{board}"
+
+
+def check_port(settings: Settings) -> None:
+    """Refuse to start when the API's address is taken, before anything starts or says it is
+    up (uvicorn would find out only after the start-up message)."""
+    host, port = settings.api_host, settings.api_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PulseError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}): another program "
+                "uses that port; stop it, or set PULSE_API_PORT (and PULSE_API_HOST) to a free "
+                "address"
+            ) from None
 
 
 def open_browser(url: str) -> bool:
@@ -78,6 +99,8 @@ def start_banner(stack: Stack) -> str:
         "  (API docs: /docs, metrics: /metrics)",
         f"  dashboards: http://{s.api_host}:{s.api_port}/#pulse-overview",
         f"  {broker}: {stack.bootstrap}",
+        f"  home: {s.home}  (PULSE_HOME: keys, logs, state; every `pulse` command on this "
+        "stack needs the same PULSE_HOME)",
         f"  warehouse: {redact_dsn(s.warehouse_dsn)}"
         + ("  (flow running)" if "flow" in stack.services.readiness else ""),
         "  API keys: `pulse keys create --scope ingest|read|admin`"
@@ -130,6 +153,14 @@ def _serve(
     server.run()  # returns (or re-raises KeyboardInterrupt) after a graceful shutdown
 
 
+@contextlib.contextmanager
+def _port_checked(settings: Settings) -> Iterator[None]:
+    """:func:`check_port` as a step of a ``with``: after the one-stack check, before the
+    stack starts."""
+    check_port(settings)
+    yield
+
+
 def _stopping(stack: Stack) -> None:
     """The API has stopped: the rest stops next (bounded by the watchdog)."""
     watchdog.begin()
@@ -151,6 +182,7 @@ def run_stack(runtime: Runtime) -> None:
     with (
         one_stack(settings, "up"),
         contextlib.suppress(KeyboardInterrupt),
+        _port_checked(settings),
         runtime.open_stack(start_broker=embedded, run_flow=True, run_detector=True) as stack,
     ):
         stopped.append(stack)
@@ -164,6 +196,7 @@ def run_stack(runtime: Runtime) -> None:
 def run_api_only(runtime: Runtime) -> None:
     """``pulse serve``: the API against an already-running broker."""
     watchdog.install(runtime.settings)
+    check_port(runtime.settings)
     with contextlib.suppress(KeyboardInterrupt), runtime.open_stack(start_broker=False) as stack:
         try:
             _serve(stack)
@@ -172,21 +205,24 @@ def run_api_only(runtime: Runtime) -> None:
     _console.print("Pulse stopped.")
 
 
-def run_demo(runtime: Runtime, *, open_page: bool = True) -> None:
+def run_demo(runtime: Runtime, *, open_page: bool = True, fresh: bool = False) -> None:
     """``pulse demo``: the whole stack, a few hours of back-filled history (the detector
     learns before it judges), then live simulated traffic with a conversion drop. With
     ``open_page``, the Business overview opens in the browser once the API is up (when
-    this machine has one)."""
+    this machine has one). Run again on the same home, it back-fills only what is missing
+    since the last event (never a second copy); ``fresh`` deletes the earlier demo's data
+    first (:mod:`api.demo`)."""
     # The simulator sends nothing late: a short lateness lets buckets close quickly.
     late = {"allowed_lateness": timedelta(seconds=30)}
     runtime = Runtime(runtime.settings.model_copy(update=late))
     settings = runtime.settings
-    past, live = demo_simulations()
     embedded = settings.embedded_broker
     stopped: list[Stack] = []
     with (
         one_stack(settings, "demo"),
         contextlib.suppress(KeyboardInterrupt),
+        _port_checked(settings),
+        _reset_if(settings, fresh),
         runtime.open_stack(start_broker=embedded, run_flow=True) as stack,
     ):
         stopped.append(stack)
@@ -198,19 +234,29 @@ def run_demo(runtime: Runtime, *, open_page: bool = True) -> None:
             # buckets are complete; each pass reads only the buckets completed since
             return runtime.start_detector(services, poll_every_s=5.0)
 
-        traffic = DemoTraffic(services.collector, stack.producer, past, live, detect)
+        now = datetime.now(UTC).replace(microsecond=0)
+        last = last_event_time(services.warehouse) if services.warehouse is not None else None
+        span = backfill_span(now, last, DEMO_HISTORY)
+        past, live = demo_simulations(now, history=span or DEMO_HISTORY)
+
+        def history_in(events: int) -> None:
+            _console.print(f"Demo: {_span(span)} of history back-filled ({events:,} events); "
+                           "the detector learns from it", highlight=False)  # fmt: skip
+
+        traffic = DemoTraffic(services.collector, stack.producer, past if span else None,
+                              live, detect, on_history=history_in)  # fmt: skip
         traffic.start()
         key = services.keys.create("admin")
         url = dashboard_url(settings)
         incident_at = live.start + timedelta(minutes=1)
-        notes = [
-            f"Demo: {past.duration} of history back-filled, then live traffic "
-            f"(~{live.rate:.0f} events/s) with [bold]{DEMO_INCIDENT}[/bold] "
-            f"from {incident_at:%H:%M} UTC; it becomes an open insight within minutes.",
+        notes = [_history_note(span, last), (
+            f"  then live traffic (~{live.rate:.0f} events/s) with [bold]{DEMO_INCIDENT}[/bold] "
+            f"from {incident_at:%H:%M} UTC; it becomes an open insight within minutes."
+        ),
             f"  Business overview: [bold]{url}[/bold]",
             f"  When the page asks for a key, paste: [bold]{key}[/bold]",
             "  (an admin key, shown once: it reads and can acknowledge or resolve insights)",
-        ]
+        ]  # fmt: skip
         if settings.embedded_warehouse:
             notes.append(f"  A read key for curl and `pulse query` is in {settings.cli_key_file}")
 
@@ -224,3 +270,40 @@ def run_demo(runtime: Runtime, *, open_page: bool = True) -> None:
             traffic.close()
             _stopping(stack)
     _say_stopped(stopped)
+
+
+def _history_note(span: timedelta, last: datetime | None) -> str:
+    """What the demo says of its history, before the back-fill."""
+    if last is None:
+        return f"Demo: back-filling {_span(span)} of simulated history,"
+    since = f"this home's warehouse has events up to {last:%Y-%m-%d %H:%M} UTC"
+    if not span:
+        return f"Demo: resuming ({since}; `pulse demo --fresh` starts clean),"
+    return (
+        f"Demo: resuming ({since}; `pulse demo --fresh` starts clean): back-filling the "
+        f"{_span(span)} since,"
+    )
+
+
+def _span(span: timedelta) -> str:
+    """``3 h``, ``3 h 20 min``, ``12 min``, ``40 s``."""
+    seconds = int(span.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(seconds // 60, 60)
+    return " ".join([*([f"{hours} h"] if hours else []), *([f"{minutes} min"] if minutes else [])])
+
+
+@contextlib.contextmanager
+def _reset_if(settings: Settings, fresh: bool) -> Iterator[None]:
+    """``pulse demo --fresh``: the earlier demo's data deleted, once nothing else runs on
+    this home (the caller checked) and before the stack opens the warehouse."""
+    if fresh:
+        deleted = reset_demo(settings)
+        _console.print(
+            f"Demo: starting clean: deleted {', '.join(deleted)} (API keys kept)"
+            if deleted
+            else f"Demo: starting clean (nothing to delete in {settings.home})",
+            highlight=False,
+        )
+    yield

@@ -77,7 +77,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore", frozen=True)
 
-    home: Path = Field(Path(".pulse"), description="warehouse, recovery state, logs, keys")
+    home: Path = Field(
+        Path(".pulse"),
+        description="warehouse, recovery state, logs, keys; a relative path is taken from the "
+        "current directory and made absolute",
+    )
     kafka_bootstrap: str | None = Field(None, description="unset: start the embedded broker")
     clickhouse_dsn: str | None = Field(None, description="chdb://PATH or http(s)://...")
     api_host: str = "127.0.0.1"
@@ -196,6 +200,13 @@ class Settings(BaseSettings):
         if len(key) < 16:
             raise ValueError("expected at least 32 hex digits (16 bytes)")
         return value
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # Made absolute once, here: every message names the one directory used, and a command
+        # run from another directory can say that it finds no Pulse there (see `pulse query`).
+        return value.expanduser().resolve()
 
     @field_validator("timezone")
     @classmethod

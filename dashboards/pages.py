@@ -30,6 +30,7 @@ from dashboards.model import (
     Panel,
     ProductsData,
 )
+from warehouse.metrics import METRICS
 
 __all__ = ["STATIC_DIR", "Asset", "asset", "index_html", "page_spec"]
 
@@ -98,6 +99,8 @@ def page_spec(timezone: str = "UTC", allowed_lateness_s: int = 600) -> dict[str,
         "timezone": timezone,
         "timezones": zones,
         "allowed_lateness_s": allowed_lateness_s,
+        # a breakdown of a ratio is ranked by its slices' sessions, not by the ratio
+        "ratio_metrics": [name for name, m in METRICS.items() if m.kind == "ratio"],
     }
 
 

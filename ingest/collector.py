@@ -17,12 +17,13 @@ from prometheus_client import Counter
 from ingest.events import MAX_EVENT_BYTES, Event, encode_event, validate
 from ingest.privacy import EdgePrivacy
 from ingest.producer import Batch, EventProducer
-from ingest.topics import Topics
+from ingest.topics import TOPIC_BY_TYPE, Topics
 
 __all__ = [
     "MAX_DEAD_LETTER_BYTES",
     "BodyError",
     "Collector",
+    "GeneralEvent",
     "IngestResult",
     "RejectedEvent",
     "split_body",
@@ -53,17 +54,29 @@ class RejectedEvent:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class GeneralEvent:
+    """One accepted event whose type is none of the known ones (docs/events.md): it is kept as
+    a general event, counted in ``events`` only. Said in the answer: it is often a typo."""
+
+    index: int
+    type: str
+
+
 @dataclass
 class IngestResult:
-    """What happened to a batch: accepted count and every rejection."""
+    """What happened to a batch: accepted count, every rejection, and the accepted events of
+    an unknown type."""
 
     accepted: int = 0
     rejected: list[RejectedEvent] = field(default_factory=list)
+    general: list[GeneralEvent] = field(default_factory=list)
 
     def merge(self, other: IngestResult) -> None:
         """Add another batch's outcome to this one."""
         self.accepted += other.accepted
         self.rejected.extend(other.rejected)
+        self.general.extend(other.general)
 
 
 def _now_ms() -> int:
@@ -100,7 +113,7 @@ class Collector:
     ) -> IngestResult:
         """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery).
         ``client_ip``: the sending browser's address, for the country of events that carry
-        neither ``country`` nor ``ip`` (CONTRACT §5); used, never stored."""
+        neither ``country`` nor ``ip`` (docs/events.md); used, never stored."""
         result = IngestResult()
         now_ms = self._clock()
         topics, currencies, privacy = self._topics, self._currencies, self._privacy
@@ -114,6 +127,8 @@ class Collector:
                     encode_event(checked),
                 )
                 result.accepted += 1
+                if checked.type not in TOPIC_BY_TYPE:
+                    result.general.append(GeneralEvent(index, checked.type))
             else:
                 headers = [
                     ("pulse.reason", checked.reason.encode()),

@@ -1,4 +1,4 @@
-"""The event contract (CONTRACT §5): one frozen, typed model, validated once at the edge.
+"""The event contract (docs/events.md): one frozen, typed model, validated once at the edge.
 
 ``validate`` turns the raw bytes of one event into either an :class:`Event` (normalised:
 ``ts`` in epoch milliseconds, UTC) or a :class:`Rejection` with a reason a person can act
@@ -130,7 +130,7 @@ def validate(
     currencies: frozenset[str],
     max_bytes: int | None = MAX_EVENT_BYTES,
 ) -> Event | Rejection:
-    """Check one event's bytes against every rule of CONTRACT §5.
+    """Check one event's bytes against every rule of docs/events.md.
 
     The edge checks everything. The flow re-checks what it reads from the topics with
     ``now_ms=None`` and ``max_bytes=None``: the clock rule is the edge's alone (see
@@ -151,7 +151,7 @@ def validate(
 
 
 def check(event: Event, *, currencies: frozenset[str], now_ms: int | None) -> Event | Rejection:
-    """The rules of CONTRACT §5 beyond types and ranges, on a decoded event; the event with
+    """The rules of docs/events.md beyond types and ranges, on a decoded event; the event with
     ``ts`` in epoch milliseconds, or why it is rejected.
 
     ``now_ms`` None leaves out the one rule that depends on the clock (at most 24 h ahead):

@@ -1,5 +1,5 @@
-"""Privacy at the edge (CONTRACT §5, §11): no IP address goes further than the collector,
-and with ``PULSE_PSEUDONYMIZE`` no raw user id either.
+"""Privacy at the edge (docs/events.md, docs/privacy.md): no IP address goes further than
+the collector, and with ``PULSE_PSEUDONYMIZE`` no raw user id either.
 
 An event's optional ``ip`` only serves to derive its ``country`` when absent (an offline
 table of the regional registries' allocations, the ``iptocc`` package: no network, ~0.4 µs

@@ -1,4 +1,4 @@
-"""Topic names and routing by event type (CONTRACT §6), and idempotent topic creation."""
+"""Topic names and routing by event type (docs/events.md), and idempotent topic creation."""
 
 from __future__ import annotations
 

@@ -36,9 +36,10 @@ from ingest.simulator import SimConfig, parse_incident
 from ingest.simulator.config import MarketConfig
 from ingest.simulator.publish import publish
 
-__all__ = ["DEMO_INCIDENT", "DemoTraffic", "demo_market", "demo_simulations"]
+__all__ = ["DEMO_HISTORY", "DEMO_INCIDENT", "DemoTraffic", "demo_market", "demo_simulations"]
 
 DEMO_INCIDENT = "conversion_drop:device=mobile,at=+1m,for=30m,depth=0.9"
+DEMO_HISTORY = timedelta(hours=3)  # what the detector learns from before the live traffic
 
 
 def demo_market() -> MarketConfig:
@@ -53,7 +54,7 @@ def demo_simulations(
     now: datetime | None = None,
     *,
     rate: float = 80.0,
-    history: timedelta = timedelta(hours=3),
+    history: timedelta = DEMO_HISTORY,
     live: timedelta = timedelta(hours=2),
     incident: str = DEMO_INCIDENT,
     seed: int = 0,
@@ -97,27 +98,36 @@ class DemoTraffic:
         self,
         collector: Collector,
         producer: EventProducer,
-        past: SimConfig,
+        past: SimConfig | None,
         live: SimConfig,
         start_detector: Callable[[], _Stoppable],
+        on_history: Callable[[int], object] | None = None,
     ) -> None:
+        """``past`` None: no back-fill (a resumed demo whose history is in the warehouse).
+        ``on_history`` is told how many events of history are in the warehouse, once."""
         self.collector, self.producer, self.past, self.live = collector, producer, past, live
         self._start_detector = start_detector
+        self._on_history = on_history
         self.stop = threading.Event()
         self.detector: _Stoppable | None = None
         self._lock = threading.Lock()
         self._feeder = threading.Thread(target=self._feed, name="pulse-demo-traffic", daemon=True)
 
     def _feed(self) -> None:
-        sent = publish(self.past, self.collector, self.producer, speed=None, stop=self.stop)
+        accepted = 0
+        if self.past is not None:
+            sent = publish(self.past, self.collector, self.producer, speed=None, stop=self.stop)
+            accepted = sent.accepted
         threading.Thread(
-            target=self._detect_when_written, args=(sent.accepted,), name="pulse-demo-detect",
+            target=self._detect_when_written, args=(accepted,), name="pulse-demo-detect",
             daemon=True,
         ).start()  # fmt: skip
         publish(self.live, self.collector, self.producer, speed=1.0, stop=self.stop)
 
     def _detect_when_written(self, history: int) -> None:
-        _written(history, self.stop)  # after the timeout, detect anyway
+        written = _written(history, self.stop)  # after the timeout, detect anyway
+        if written and history and self._on_history is not None and not self.stop.is_set():
+            self._on_history(history)
         with self._lock:
             if self.stop.is_set():
                 return

@@ -1,4 +1,4 @@
-"""The metrics of METRICS.md as SQL over the warehouse tables.
+"""The metrics of docs/metrics.md as SQL over the warehouse tables.
 
 Each metric names the rows it is computed over (``events``: accepted events by their time;
 ``sessions``: sessions by their start; ``items``: order items by their order's time) and the

@@ -1,4 +1,4 @@
-"""Answering METRICS.md from the warehouse: metric series, funnel, top products.
+"""Answering docs/metrics.md from the warehouse: metric series, funnel, top products.
 
 Every value is bound by the driver; dimension names come from a fixed list. Results are
 plain dicts in the shapes of CONTRACT §7 (``ts`` labels are RFC 3339 in the query's zone).
@@ -44,7 +44,7 @@ __all__ = [
     "top_products",
 ]
 
-# No event is older than 2000-01-01 (CONTRACT §5); 2100 leaves every real question inside,
+# No event is older than 2000-01-01 (docs/events.md); 2100 leaves every real question inside,
 # and both are far within what ClickHouse's DateTime64 holds (1900-2299).
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -417,7 +417,7 @@ def funnel(
     by: str | None = None,
     where: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Sessions starting in ``[start, end)`` reaching each step, in order (METRICS.md)."""
+    """Sessions starting in ``[start, end)`` reaching each step, in order (docs/metrics.md)."""
     where = dict(where or {})
     for name, dim in [*([("by", by)] if by else []), *(("where", d) for d in where)]:
         if dim not in _SESSION_ATTRS:
@@ -454,7 +454,7 @@ def funnel_ctes(sessions_sql: str, dim_sql: str) -> str:
     """``WITH sess, steps, reached, counts``: per ``dim_sql`` value, the sessions of
     ``sessions_sql`` (which must select ``session_key`` and the ``s_*`` attributes) reaching
     each step (``n1``..``n4``). A step counts when it happens at or after the time the
-    previous step was reached (METRICS.md). Shared by the API and the Grafana panels."""
+    previous step was reached (docs/metrics.md). Shared by the API and the Grafana panels."""
     return f"""
 WITH sess AS ({sessions_sql}),
 steps AS (

@@ -14,6 +14,13 @@ from __future__ import annotations
 import os
 import sys
 
+from typer import Abort, rich_utils
+
+try:  # Typer 0.2x carries its own copy of click; earlier ones use click itself
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
+
 # Importing the command modules registers their commands, in the order `--help` lists them.
 # isort: off
 from api.cli import stack, ingest, pipeline, query, keys, dashboards, users  # noqa: F401
@@ -26,9 +33,20 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Entry point: one clear line and a non-zero exit on any Pulse error."""
+    """Entry point: one clear line and a non-zero exit on any Pulse error, and on a usage
+    error (a missing or bad option) the same: one line and the command to ask for help."""
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="pulse")
+    except NoArgsIsHelpError as exc:  # `pulse keys`: its help, as before
+        rich_utils.rich_format_error(exc)
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "pulse"
+        err.print(f"[red]error:[/red] {exc.format_message()} (see `{where} --help`)",
+                  highlight=False)  # fmt: skip
+        sys.exit(exc.exit_code)
+    except Abort:
+        sys.exit(1)
     except PulseError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
@@ -40,3 +58,5 @@ def main() -> None:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         err.print(f"[red]error:[/red] {type(exc).__name__}: {message}", highlight=False)
         sys.exit(1)
+    if isinstance(code, int) and code:  # typer.Exit(code) / Ctrl-C, returned when not standalone
+        sys.exit(code)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from api.settings import Settings, load_settings
 
@@ -26,6 +27,17 @@ __all__ = [
     "runtime",
     "say_notes",
 ]
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: typer.Context) -> str | None:
+    # Typer's rich help shows a flag (`--help`, `--wait`) as taking a `<bool>` value, which it
+    # does not; a flag shows no type.
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(
     help="Pulse: real-time e-commerce analytics. Settings come from PULSE_* variables.",

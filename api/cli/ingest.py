@@ -7,7 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from api.cli.common import app, err, parse_speed, runtime, say_notes
+from api.cli.stackwait import flow_counters, running_stack_api, wait_written
 from ingest.simulator import (
     SimConfig,
     estimate_events,
@@ -55,19 +56,33 @@ def replay(
     """Publish events from a JSONL file through the collector's validation and routing."""
     pace = parse_speed(speed)
     run = runtime()
+    stack = running_stack_api(run.settings) if wait else None
     with contextlib.ExitStack() as running:
-        if wait:
+        if stack is not None:  # `pulse up` holds the warehouse: its flow writes, we watch
+            run.require_broker()
+            before = flow_counters(stack)
+        elif wait:
             running.enter_context(_drain_after(run))
         else:
             run.require_broker()
         result = _publish(run, file, pace)
+        if stack is not None:
+            with err.status(f"waiting for the running stack ({stack}) to write the events"):
+                duplicates = wait_written(stack, before, result.accepted)
         reasons = Counter(r.reason for r in result.rejected)
         for reason, count in reasons.most_common(5):
             err.print(f"rejected {count}×: {reason}")
+        for kind, count in Counter(g.type for g in result.general).most_common(5):
+            err.print(
+                f"accepted {count}× type {kind[:64]!r} as a general event (counted in `events` "
+                "only): it is none of the known types of docs/events.md",
+                highlight=False,
+            )
     line = f"accepted={result.accepted} rejected={len(result.rejected)}"
     if wait:
-        duplicates = REGISTRY.get_sample_value("pulse_flow_duplicates_total") or 0
-        line += f" duplicates={int(duplicates)}"
+        if stack is None:
+            duplicates = int(REGISTRY.get_sample_value("pulse_flow_duplicates_total") or 0)
+        line += f" duplicates={duplicates}"
     print(line)
 
 
@@ -108,7 +123,11 @@ def simulate(
     duration: Annotated[str, typer.Option(help="simulated time span, e.g. 10m, 2h, 7d")] = "10m",
     seed: Annotated[int, typer.Option(help="same seed and arguments: byte-identical output")] = 0,
     start: Annotated[
-        str | None, typer.Option(help="ISO start of simulated time (default: now)")
+        str | None,
+        typer.Option(
+            help="ISO start of simulated time (default: now when sent live at --speed 1; "
+            "otherwise --duration before now, so that no event lies in the future)"
+        ),
     ] = None,
     speed: Annotated[
         str | None,
@@ -118,21 +137,37 @@ def simulate(
         list[str] | None, typer.Option(help="incident SPEC, repeatable (see below)")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option(help="write JSONL here instead of sending to Kafka")
+        Path | None,
+        typer.Option(
+            help="write JSONL here instead of sending to Kafka; the ground truth goes beside "
+            "it (traffic.jsonl: traffic.truth.json)"
+        ),
     ] = None,
 ) -> None:
     """Simulated marketplace traffic to Kafka or to a JSONL file, with ground truth."""
+    pace = parse_speed(speed or ("max" if output else "1"))
+    now = datetime.now(UTC).replace(microsecond=0)
     try:
+        span = parse_duration(duration)
         config = SimConfig(
             rate=rate,
-            duration=parse_duration(duration),
+            duration=span,
             seed=seed,
-            start=parse_time(start) if start else datetime.now(UTC).replace(microsecond=0),
+            start=parse_time(start) if start else now if pace == 1 else now - span,
             incidents=tuple(parse_incident(spec) for spec in incident or []),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    pace = parse_speed(speed or ("max" if output else "1"))
+    # Live traffic (speed 1) keeps step with the clock from its start; anything faster
+    # reaches its end before the clock does.
+    ahead = (config.start if pace == 1 else config.end) - now
+    if ahead > timedelta(minutes=1):
+        err.print(
+            f"[yellow]warning:[/yellow] the traffic ends {ahead} after now: those events "
+            "are in the future (freshness reads negative, buckets stay partial); pass an "
+            "earlier --start",
+            highlight=False,
+        )
     columns = (TextColumn("simulate"), BarColumn(), TextColumn("{task.completed:,} events"),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
@@ -145,6 +180,7 @@ def simulate(
             bar.update(task, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f} ev/s")
 
         if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
             written = write_jsonl(config, output, progress=advance)
             err.print(f"wrote {written:,} events to {output} (ground truth: {truth_path(output)})")
             return

@@ -55,11 +55,20 @@ def keys_create(
             expires_in = None
         if expires_in is None or expires_in.total_seconds() <= 0:
             raise typer.BadParameter("expected a duration like 90d or 12h", param_hint="--expires")
-    store = _key_store()
+    settings = read_settings()
+    if not settings.home.exists():  # a key here is one no running Pulse of another home reads
+        err.print(
+            f"[yellow]note:[/yellow] PULSE_HOME={settings.home} is new: no Pulse ran with it. "
+            "A running API accepts only keys of its own PULSE_HOME (its start-up message "
+            "says which).",
+            highlight=False,
+        )
+    store = KeyStore(settings.keys_file)
     record, key = store.issue(scope, name=name, origins=origins, expires_in=expires_in)
     until = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
     err.print(
-        f"created {scope} key {record.id}{until} (stored hashed in {store.path}); "
+        f"created {'an' if scope[0] in 'aeiou' else 'a'} {scope} key, id {record.id}{until} "
+        f"(stored hashed in {store.path}); "
         "it is shown once:",
         highlight=False,
     )

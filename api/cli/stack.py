@@ -39,11 +39,20 @@ def demo(
             "(when this machine has one; the URL and key are printed either way)",
         ),
     ] = True,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="delete the data of an earlier demo on this PULSE_HOME first (its warehouse, "
+            "flow state and ground truth; API keys are kept). Without it a demo run again "
+            "resumes: it back-fills only the time since the last event",
+        ),
+    ] = False,
 ) -> None:
     """[bold]up[/bold] plus the simulator with an injected conversion_drop incident."""
     from api.serving import run_demo
 
-    run_demo(runtime(), open_page=open_page)
+    run_demo(runtime(), open_page=open_page, fresh=fresh)
 
 
 @app.command()

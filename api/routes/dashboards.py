@@ -63,9 +63,12 @@ def static_file(name: str, request: Request) -> Response:
 
 
 @router.get("/v1/dashboards", **scoped("read"))
-def list_dashboards() -> dict[str, Any]:
-    """The dashboards: uid, title, description and where to see them."""
+def list_dashboards(request: Request) -> dict[str, Any]:
+    """The dashboards: uid, title, description and where to see them; and the scope of the
+    key asking (the pages show insight controls to an admin key only)."""
+    record = getattr(request.state, "key", None)
     return {
+        "scope": record.scope if record is not None else None,
         "dashboards": [
             {
                 "uid": b.uid,
@@ -76,7 +79,7 @@ def list_dashboards() -> dict[str, Any]:
                 "grafana_json_url": f"/v1/dashboards/{b.uid}",
             }
             for b in catalog.DASHBOARDS
-        ]
+        ],
     }
 
 

@@ -6,11 +6,12 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import Services, get_services, scoped
 from api.errors import ApiError
 from ingest.collector import BodyError, split_body
+from ingest.topics import TOPIC_BY_TYPE
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -24,15 +25,27 @@ class Rejected(BaseModel):
     reason: str
 
 
+class General(BaseModel):
+    index: int
+    type: str
+    note: str
+
+
 class IngestResponse(BaseModel):
     accepted: int
     rejected: list[Rejected]
+    # Only in an answer with such events (the documented answer is unchanged otherwise).
+    general: list[General] | None = Field(
+        None,
+        description="accepted events whose type is none of the known ones (docs/events.md): "
+        "kept as general events, counted in `events` only",
+    )
 
 
 _BODY_DOC = {
     "requestBody": {
         "required": True,
-        "description": "A JSON array of events or JSON lines (CONTRACT §5)",
+        "description": "A JSON array of events or JSON lines (docs/events.md)",
         "content": {
             "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
             "application/x-ndjson": {"schema": {"type": "string"}},
@@ -42,7 +55,7 @@ _BODY_DOC = {
 
 
 def browser_address(request: Request, trusted: tuple[IPv4Network | IPv6Network, ...]) -> str | None:
-    """The address of the shopper's browser (CONTRACT §5), for events without ``ip``: only
+    """The address of the shopper's browser (docs/events.md), for events without ``ip``: only
     for a request a browser sent (it carries ``Origin``; a server's requests are not the
     shopper's), the connection's address, or the first ``X-Forwarded-For`` entry when the
     connection comes from a trusted proxy. Used for the country, never stored."""
@@ -91,7 +104,21 @@ async def post_events(request: Request, services: Services = Depends(get_service
         client_ip=browser_address(request, services.trusted_proxies),
     )
     # the documented IngestResponse, encoded directly: the hot path skips pydantic's
-    # validation of what it built itself
-    rejected = [{"index": r.index, "reason": r.reason} for r in result.rejected]
-    body = _encode({"accepted": result.accepted, "rejected": rejected})
-    return Response(body, media_type="application/json")
+    # validation of what it built itself; "general" only when there is one
+    answer: dict[str, object] = {
+        "accepted": result.accepted,
+        "rejected": [{"index": r.index, "reason": r.reason} for r in result.rejected],
+    }
+    if result.general:
+        answer["general"] = [
+            {"index": g.index, "type": g.type, "note": general_note(g.type)} for g in result.general
+        ]
+    return Response(_encode(answer), media_type="application/json")
+
+
+def general_note(event_type: str) -> str:
+    """What the answer says of an accepted event of an unknown type."""
+    return (
+        f"type {event_type[:64]!r} is not a known event type: accepted as a general event "
+        "(counted in `events` only); known types: " + ", ".join(TOPIC_BY_TYPE)
+    )

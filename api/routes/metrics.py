@@ -87,7 +87,7 @@ def _zone(tz: str | None, services: Services) -> ZoneInfo:
 
 @router.get("/metrics/{metric}", response_class=Response, responses=_DOCUMENT, **scoped("read"))
 async def get_metric(
-    metric: Annotated[str, documented(METRICS), Path(description="a metric of METRICS.md")],
+    metric: Annotated[str, documented(METRICS), Path(description="a metric of docs/metrics.md")],
     from_: From,
     to: To,
     interval: Annotated[str, documented(INTERVALS), Query(description="bucket size")] = "1h",

@@ -23,7 +23,7 @@
     alert_deliveries: /^pulse_alert_deliver/,
   };
   const $ = (id) => document.getElementById(id);
-  const stats = (window.pulseStats = { firstChartMs: null, requests: 0, refreshes: 0 });
+  const stats = (window.pulseStats = { firstChartMs: null, requests: 0, refreshes: 0, charts: {} });
   const charts = new Map();
   const promHistory = [];
   let board = null;
@@ -32,6 +32,9 @@
   let inflight = new Map();
   let insights = null; // {available, items} for the current refresh
   let askedKey = false;
+  let scope = null; // the key's scope, from GET /v1/dashboards (null: not known)
+  const RATIOS = new Set(SPEC.ratio_metrics || []);
+  const FUNNEL_ROWS = 10; // a breakdown table shows its biggest rows, as tall as a chart
 
   class HttpError extends Error {
     constructor(status, message) { super(message); this.status = status; }
@@ -58,6 +61,22 @@
       default: return Math.abs(v) >= 10000 ? compact.format(v) : String(Math.round(v * 100) / 100);
     }
   }
+  // One date format everywhere (axes, insights, tiles), in the zone chosen on the page:
+  // 2026-12-06 14:35 (ISO order, 24 h).
+  const dateFormats = new Map();
+  function dateParts(sec) {
+    const tz = $('tz').value;
+    if (!dateFormats.has(tz)) {
+      dateFormats.set(tz, new Intl.DateTimeFormat('en-GB', { timeZone: tz, year: 'numeric', month: '2-digit',
+        day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }));
+    }
+    const parts = {};
+    for (const x of dateFormats.get(tz).formatToParts(new Date(sec * 1000))) parts[x.type] = x.value;
+    return parts;
+  }
+  function when(sec) { const d = dateParts(sec); return `${d.year}-${d.month}-${d.day} ${d.hour}:${d.minute}`; }
+  function clock(sec) { const d = dateParts(sec); return `${d.hour}:${d.minute}`; }
+  function day(sec) { const d = dateParts(sec); return `${d.year}-${d.month}-${d.day}`; }
   const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const iso = (ms) => new Date(ms).toISOString();
   const epoch = (ts) => Date.parse(ts) / 1000;
@@ -144,7 +163,7 @@
     $('board-description').textContent = board.description;
     $('grid').innerHTML = board.panels.map((p, i) => `
       <section class="panel ${p.viz}" id="panel-${i}" data-state="loading"
-               style="grid-column: span ${p.width}; min-height: ${p.viz === 'stat' ? 0 : p.height * 30}px">
+               style="grid-column: span ${p.width}; min-height: ${p.viz === 'timeseries' ? p.height * 30 : 0}px">
         <h3 title="${esc(p.description)}">${esc(p.title)}</h3>
         <div class="body"></div><div class="note"></div>
       </section>`).join('');
@@ -170,7 +189,19 @@
     done(i, 'error');
   }
 
-  function shape(doc, d) {
+  // A breakdown shows its biggest slices: by the metric itself for counts and money, by the
+  // slices' sessions for a ratio (else the best-converting tiny countries would show).
+  async function weightsFor(d, w) {
+    if (!d.by || !RATIOS.has(d.metric) || d.by === 'category') return null;
+    const doc = await metric({ metric: 'sessions', by: d.by, where: d.where }, w);
+    const totals = new Map();
+    for (const p of doc.series) {
+      const name = p[d.by] ?? '(unknown)';
+      totals.set(name, (totals.get(name) || 0) + (p.value || 0));
+    }
+    return totals;
+  }
+  function shape(doc, d, weights) {
     const buckets = [...new Set(doc.series.map((p) => p.ts))];
     const xs = buckets.map(epoch);
     const partial = new Set(doc.series.filter((p) => p.partial).map((p) => p.ts));
@@ -186,9 +217,30 @@
       if (!groups.has(name)) groups.set(name, new Map());
       groups.get(name).set(p.ts, value(p));
     }
-    const total = (m) => [...m.values()].reduce((a, v) => a + Math.abs(v || 0), 0);
-    const top = [...groups.entries()].sort((a, b) => total(b[1]) - total(a[1])).slice(0, 8);
+    const volume = (m) => [...m.values()].reduce((a, v) => a + Math.abs(v || 0), 0);
+    const total = weights ? (name) => weights.get(name) || 0 : (name) => volume(groups.get(name));
+    const top = [...groups.entries()].sort((a, b) => total(b[0]) - total(a[0]) || (a[0] < b[0] ? -1 : 1)).slice(0, 8);
     return { xs, buckets, partial, groups: top.map(([n, m]) => [n, buckets.map((b) => m.get(b) ?? null)]) };
+  }
+
+  // The range fits the data: leading buckets with no data in any series (history shorter
+  // than the range) are left out, keeping at least two.
+  function trimLeading(s) {
+    const has = (v) => v !== null && v !== undefined && v !== 0;
+    let k = 0;
+    while (k < s.xs.length - 2 && !s.groups.some(([, ys]) => has(ys[k]))) k++;
+    if (!k) return s;
+    return { ...s, xs: s.xs.slice(k), buckets: s.buckets.slice(k),
+      groups: s.groups.map(([n, ys]) => [n, ys.slice(k)]) };
+  }
+  // An insight concerns a panel when its slice is the panel's: `all` for an unsliced chart,
+  // the filter of a filtered one; a breakdown shows the slices of its dimension.
+  function concerns(ins, d) {
+    const where = d.where || {};
+    const parts = ins.slice === 'all' ? {} : Object.fromEntries(ins.slice.split(',').map((kv) => kv.split('=')));
+    for (const [k, v] of Object.entries(parts)) if (k !== d.by && where[k] !== v) return false;
+    for (const [k, v] of Object.entries(where)) if (parts[k] !== v) return false;
+    return true;
   }
 
   function overlay(u, info) {
@@ -223,6 +275,10 @@
   }
 
   function drawChart(i, p, data, series, info) {
+    // what a test (or a curious person in the console) can check: the first bucket drawn,
+    // the series in their order, how many insights are shaded
+    stats.charts[p.title] = { first: data[0][0] ?? null, labels: series.map((x) => x.label),
+      shaded: info.insights.length };
     const body = el(i).querySelector('.body');
     const width = Math.max(body.clientWidth, 200);
     const height = Math.max(p.height * 30 - 50, 150);
@@ -242,11 +298,15 @@
       legend: { show: series.length > 1, live: false },
       scales: { y: { range: (u, lo, hi) => [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1] } },
       axes: [
-        { stroke: '#8b98a5', grid: { stroke: '#26313d', width: 1 }, ticks: { stroke: '#26313d' } },
+        { stroke: '#8b98a5', grid: { stroke: '#26313d', width: 1 }, ticks: { stroke: '#26313d' },
+          values: (u, vals) => {
+            const span = (u.scales.x.max || 0) - (u.scales.x.min || 0);
+            return vals.map((v) => (v === null ? '' : span > 2 * 86400 ? day(v) : clock(v)));
+          } },
         { stroke: '#8b98a5', grid: { stroke: '#26313d', width: 1 }, ticks: { stroke: '#26313d' },
           size: 64, values: (u, vals) => vals.map((v) => fmt(v, p.unit)) },
       ],
-      series: [{}, ...series],
+      series: [{ value: (u, v) => (v === null ? '–' : when(v)) }, ...series],
       hooks: { draw: [(u) => overlay(u, u.info)] },
     }, data, body);
     chart.info = info;
@@ -255,9 +315,11 @@
 
   async function timeseriesPanel(i, p, w) {
     const d = p.data;
-    const [doc, prev] = await Promise.all([metric(d, w), d.compare_week ? metric(d, w, WEEK) : null]);
-    const s = shape(doc, d);
+    const [doc, prev, weights] = await Promise.all([metric(d, w), d.compare_week ? metric(d, w, WEEK) : null,
+      weightsFor(d, w)]);
+    const s = trimLeading(shape(doc, d, weights));
     const data = [s.xs];
+    let lastWeekNote = '';
     const series = [];
     let points = 0;
     if (!d.by) {
@@ -274,8 +336,13 @@
       if (prev) {
         const back = shape(prev, d);
         const byX = new Map(back.xs.map((x, k) => [x + WEEK, back.groups[0][1][k]]));
-        data.push(s.xs.map((x) => byX.get(x) ?? null));
-        series.push({ label: 'last week', stroke: '#8b98a5', width: 1.5, dash: [8, 6], value: (u, v) => fmt(v, p.unit) });
+        const week = s.xs.map((x) => byX.get(x) ?? null);
+        if (week.some((v) => v !== null && v !== 0)) {
+          data.push(week);
+          series.push({ label: 'last week', stroke: '#8b98a5', width: 1.5, dash: [8, 6], value: (u, v) => fmt(v, p.unit) });
+        } else {
+          lastWeekNote = ' · no data a week earlier to compare with';
+        }
       }
     } else {
       s.groups.forEach(([name, ys], k) => {
@@ -284,11 +351,11 @@
         points += ys.filter((v) => v !== null).length;
       });
     }
-    const ins = p.annotate && insights ? insights.items.filter((x) => x.metric === d.metric) : [];
+    const ins = p.annotate && insights ? insights.items.filter((x) => x.metric === d.metric && concerns(x, d)) : [];
     const completeUntil = doc.complete_until ? epoch(doc.complete_until) : s.xs[0] ?? null;
     drawChart(i, p, data, series, { insights: ins, completeUntil, thresholds: p.thresholds });
     const note = (doc.series.some((x) => x.partial) ? '<span class="legend-partial"></span>partial buckets (shaded) may still grow' : '')
-      + (ins.length ? ` · ${ins.length} insight(s) marked in red` : '');
+      + (ins.length ? ` · ${ins.length} insight(s) marked in red` : '') + lastWeekNote;
     done(i, 'ok', points, note);
   }
 
@@ -302,6 +369,8 @@
     return { value: null, ys, index: -1 };
   }
   function sparkline(ys) {
+    const from = ys.findIndex((v) => v !== null && v !== 0); // from where the data starts
+    ys = from > 0 && ys.length - from >= 2 ? ys.slice(from) : ys;
     const vals = ys.filter((v) => v !== null);
     if (vals.length < 2) return '';
     const lo = Math.min(...vals), hi = Math.max(...vals), n = ys.length - 1;
@@ -329,7 +398,13 @@
     }
     el(i).querySelector('.body').innerHTML =
       `<span class="value" style="color:${colorFor(p, cur.value)}">${esc(fmt(cur.value, p.unit))}</span>${delta}${sparkline(cur.ys)}`;
-    const note = d.reduce === 'sum' ? 'total over the range (partial buckets included)' : 'last complete bucket';
+    const s = shape(doc, d);
+    const bucket = cur.index >= 0 ? epoch(s.buckets[cur.index]) : null;
+    const note = d.reduce === 'sum'
+      ? `total over the range: ${esc(when(w.start / 1000))} – ${esc(
+        day(w.start / 1000) === day(w.end / 1000) ? clock(w.end / 1000) : when(w.end / 1000))}`
+      : bucket === null ? 'last complete bucket: none yet'
+        : `last complete ${esc(w.interval)} bucket: ${esc(when(bucket))} – ${esc(clock(bucket + STEP[w.interval]))}`;
     done(i, 'ok', cur.ys.filter((v) => v !== null).length, note);
   }
 
@@ -362,10 +437,14 @@
       rows.get(k)[s.step] = s;
     }
     const names = ['product_view', 'add_to_cart', 'begin_checkout', 'purchase'];
+    const viewed = (r) => (r.product_view || {}).sessions || 0;
+    const ranked = [...rows.entries()].sort(([a, x], [b, y]) => viewed(y) - viewed(x) || (a < b ? -1 : 1));
     node.innerHTML = `<table><tr><th>${esc(by)}</th>${names.map((n) => `<th class="n">${n.replace(/_/g, ' ')}</th>`).join('')}<th class="n">conversion</th></tr>`
-      + [...rows.entries()].map(([k, r]) => `<tr><td>${esc(k)}</td>${names.map((n) => `<td class="n">${r[n] ? r[n].sessions : 0}</td>`).join('')}<td class="n">${esc(fmt(r.purchase && r.purchase.conversion_from_first, 'percent'))}</td></tr>`).join('')
+      + ranked.slice(0, FUNNEL_ROWS).map(([k, r]) => `<tr><td>${esc(k)}</td>${names.map((n) => `<td class="n">${r[n] ? r[n].sessions : 0}</td>`).join('')}<td class="n">${esc(fmt(r.purchase && r.purchase.conversion_from_first, 'percent'))}</td></tr>`).join('')
       + '</table>';
-    done(i, 'ok', rows.size);
+    const more = ranked.length - FUNNEL_ROWS;
+    done(i, 'ok', rows.size, 'biggest first (sessions with a product view)'
+      + (more > 0 ? ` · ${more} smaller not shown` : ''));
   }
 
   async function productsPanel(i, p, w) {
@@ -398,17 +477,18 @@
       done(i, 'empty', 0);
       return;
     }
-    const tz = $('tz').value;
-    const when = (s) => new Date(s * 1000).toLocaleString('en-GB', { timeZone: tz, dateStyle: 'short', timeStyle: 'short' });
+    // Ack and Resolve only for a key that may use them (admin); unknown scope: shown, and
+    // the API says no.
+    const may = scope === null || scope === 'admin';
     node.innerHTML = items.map((x) => `
       <div class="insight" data-id="${esc(x.id)}">
         <span class="sev ${esc(x.severity)}">${esc(x.severity)}</span>
         <div class="text"><div>${esc(x.summary || x.metric)}</div>
           <div class="meta">${esc(x.metric)} · ${esc(x.slice)} · since ${esc(when(x.start))} · ${esc(x.status)}</div></div>
-        ${x.status === 'open' ? `<button type="button" data-act="ack" data-id="${esc(x.id)}">Ack</button>` : ''}
-        ${x.status !== 'resolved' ? `<button type="button" data-act="resolve" data-id="${esc(x.id)}">Resolve</button>` : ''}
+        ${may && x.status === 'open' ? `<button type="button" data-act="ack" data-id="${esc(x.id)}">Ack</button>` : ''}
+        ${may && x.status !== 'resolved' ? `<button type="button" data-act="resolve" data-id="${esc(x.id)}">Resolve</button>` : ''}
       </div>`).join('');
-    done(i, 'ok', items.length);
+    done(i, 'ok', items.length, may ? '' : 'an admin key can acknowledge and resolve insights');
   }
 
   function parseProm(text) {
@@ -494,6 +574,9 @@
     stats.refreshes++;
     if (!getKey()) { askKey('Enter an API key to see the data.'); return; }
     const w = currentWindow();
+    if (scope === null) {
+      try { scope = (await api('/v1/dashboards')).scope ?? null; } catch (e) { /* panels say why */ }
+    }
     const annotated = board.panels.some((p) => p.annotate);
     insights = annotated ? await loadInsights(w) : null;
     if (insights && insights.error && insights.error.status === 401) {
@@ -547,6 +630,7 @@
       const value = $('key-input').value.trim();
       if ($('key-dialog').returnValue === 'save' && value) {
         sessionStorage.setItem(KEY, value);
+        scope = null;
         $('key-input').value = '';
         refresh();
       }

@@ -1,7 +1,7 @@
 """Injected incidents: the SPEC syntax, their parameters and the ground truth they leave.
 
 How each kind changes the generated traffic lives in :mod:`ingest.simulator.effects`;
-this module is the user-facing side: parsing, validation and which METRICS.md metrics an
+this module is the user-facing side: parsing, validation and which metrics (docs/metrics.md) an
 incident is expected to move (and in which direction).
 """
 
@@ -76,7 +76,8 @@ Incident SPEC: KIND[:key=value,...], repeatable; incidents compose.
   tracking_loss event=TYPE (default purchase)
   late_events delay=5m (default 5m); duplicates delay=2s (re-send lag, default 2s)
 Example: conversion_drop:country=DE,at=+5m,for=10m,depth=0.6
-Ground truth (start, end, slice, expected metrics) goes beside the output as FILE.truth.json.
+Ground truth (start, end, slice, expected metrics): with --output traffic.jsonl it goes
+beside it as traffic.truth.json; sent to Kafka, to $PULSE_HOME/simulations/.
 """
 
 
@@ -256,7 +257,7 @@ _LOSS: dict[str, _Moves] = {
     "begin_checkout": [("events", "down")],
     "purchase": [("events", "down"), *_ORDERS_DOWN],
 }
-# Category slices are product metrics only (METRICS.md "Products").
+# Category slices are product metrics only (docs/metrics.md "Products").
 _LOSS_PRODUCTS: dict[str, _Moves] = {
     "product_view": [("views", "down"), ("view_to_purchase_rate", "up")],
     "add_to_cart": [("add_to_carts", "down")],

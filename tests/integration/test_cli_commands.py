@@ -191,6 +191,10 @@ def test_commands_that_run_no_flow_leave_its_state_alone(tmp_path: Path, command
     state.parent.mkdir()
     state.write_bytes(b"")
     result = run_pulse(*command, env={"PULSE_HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
+    if command[0] == "query":  # a query creates no warehouse: it says there is none
+        assert result.returncode == 1 and "no warehouse at" in result.stderr, result.stderr
+        assert not (tmp_path / "warehouse").exists()
+    else:
+        assert result.returncode == 0, result.stderr
     assert state.exists()
     assert "is new (missing or empty)" not in result.stderr
