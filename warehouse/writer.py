@@ -76,7 +76,7 @@ class Encoded(NamedTuple):
             return batches[0]
         lines = {
             table: b"".join(b.lines[table] for b in batches if table in b.lines)
-            for table in (*COLUMNS, MOVES)
+            for table in (*COLUMNS, MOVES, RELABELS)
             if any(table in b.lines for b in batches)
         }
         minutes: dict[int, set[int]] = {}
