@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The official Segment / RudderStack SDKs the Segment-compatible API is tested with.
+SDK_STAMP := $(VENV)/.sdk-tests-stamp
+$(SDK_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[sdk-tests]'
+	touch $(SDK_STAMP)
+
 install: $(STAMP)
 
 # Debian packages the integration tests need; installed when running as root and missing.
@@ -38,7 +44,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install system-deps lint gbstats-parity
+test: install $(SDK_STAMP) system-deps lint gbstats-parity
 	TZ=UTC $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: install
