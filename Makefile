@@ -4,17 +4,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver
+SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver npm
 
 GBSTATS_VENV := .venv-gbstats
 GBSTATS_STAMP := $(GBSTATS_VENV)/.installed-stamp
 
-.PHONY: install system-deps lint format test test-unit gbstats-parity demo bench clean
+.PHONY: install system-deps lint format test test-unit gbstats-parity ajs-bundle demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+# Segment's browser SDK (@segment/analytics-next) for the browser test: `npm pack` into the
+# ignored .cache/npm (never committed); the version is the test's AJS_VERSION.
+ajs-bundle: install
+	@if command -v npm >/dev/null; then $(BIN)/python -c \
+	  "from tests.integration.test_segment_browser import _bundle; print(_bundle())"; \
+	else echo "npm missing: the browser test of the Segment API will fail under CI=true"; fi
 
 # The official Segment / RudderStack SDKs the Segment-compatible API is tested with.
 SDK_STAMP := $(VENV)/.sdk-tests-stamp
@@ -44,7 +51,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install $(SDK_STAMP) system-deps lint gbstats-parity
+test: install $(SDK_STAMP) system-deps lint gbstats-parity ajs-bundle
 	TZ=UTC $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-unit: install

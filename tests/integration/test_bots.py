@@ -78,7 +78,7 @@ def test_bots_are_stored_apart_counted_and_in_no_metric(broker, warehouse_dsn, t
     migrate(client)
     try:
         config = FlowConfig(broker.bootstrap, topics, warehouse_dsn, database, load_fx_rates(),
-                            idle_stop_s=1.5)  # fmt: skip
+                            idle_stop_s=5)  # fmt: skip
         run_flow(config, workers=1, recovery_dir=tmp_path / "recovery")
         stored = client.query("SELECT event_id, user_agent FROM bot_events FINAL ORDER BY event_id")
         assert [r[0] for r in stored.result_rows] == ["e3", "e4", "e6", "e7", "s5"]

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api.ratelimit import RateLimit, RateLimiter
 from tests.conftest import RunningApi
@@ -195,3 +197,42 @@ def test_too_many_messages_in_one_batch_is_413(api: RunningApi) -> None:
     body = {"batch": [{"type": "track"}] * 1001}
     r = httpx.post(f"{api.url}/segment/v1/batch", json=body, headers=basic(api.keys["ingest"]))
     assert r.status_code == 413
+
+
+_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["track", "page", "identify", "alias", "nope"]) | _VALUE,
+        "event": st.sampled_from(["Product Added", "Order Completed", "X"]) | _VALUE,
+        "messageId": st.uuids().map(str) | _VALUE,
+        "userId": st.sampled_from(["u1", ""]) | _VALUE,
+        "anonymousId": st.just("a1") | _VALUE,
+        "timestamp": st.just(datetime.now(UTC).isoformat()) | _VALUE,
+        "properties": st.fixed_dictionaries(
+            {}, optional={"price": _VALUE, "currency": _VALUE, "products": _VALUE}
+        ),
+        "context": _VALUE,
+    },
+)
+
+
+def test_hostile_batches_never_5xx_and_no_message_vanishes(api: RunningApi) -> None:
+    key, sent = api.keys["ingest"], []
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(batch=st.lists(_MESSAGE | _VALUE, max_size=6))
+    def post(batch: list) -> None:
+        r = httpx.post(f"{api.url}/segment/v1/batch", json={"batch": batch}, headers=basic(key))
+        assert r.status_code == 200, r.text
+        sent.append(len(batch))
+
+    post()
+    # every message is an event on its topic or a dead letter, never nothing
+    assert sum(len(api.read(t)) for t in api.topics.all) == sum(sent)

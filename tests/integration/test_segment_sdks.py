@@ -82,7 +82,7 @@ def test_python_sdk_visit_reaches_the_warehouse(
     migrate(warehouse)
     try:
         config = FlowConfig(api.bootstrap, api.topics, warehouse_dsn, database, load_fx_rates(),
-                            idle_stop_s=1.5)  # fmt: skip
+                            idle_stop_s=5)  # fmt: skip
         run_flow(config, workers=1, recovery_dir=tmp_path / "recovery")
         rows = warehouse.query(
             "SELECT type, user_id, country, device, channel, revenue_eur, session_key "

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.events import Event, validate
 from ingest.fx import load_fx_rates
@@ -223,3 +225,56 @@ def test_split_batch_keeps_each_message_bytes() -> None:
     assert parse_single(b'{"writeKey": "k"}')[1] == "k"
     assert decode_message(b"[1]") == "not a JSON object"
     assert "limit" in str(decode_message(b'{"a": "' + b"x" * 40_000 + b'"}'))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_FIELDS = {
+    "type": st.sampled_from(["track", "page", "screen", "identify", "alias", "group", "x", 1]),
+    "event": st.sampled_from(["Product Viewed", "Order Completed", "Checkout Started", ""]) | _JSON,
+    "messageId": st.text(max_size=70) | _JSON,
+    "userId": st.text(max_size=130) | st.integers() | _JSON,
+    "anonymousId": st.text(max_size=10) | _JSON,
+    "previousId": st.text(max_size=10) | _JSON,
+    "timestamp": st.sampled_from([TS, "2026-11-20T11:59:00", "nope", ""]) | _JSON,
+    "sentAt": st.sampled_from(["2026-11-20T10:00:00Z", "x"]) | _JSON,
+    "context": st.fixed_dictionaries(
+        {},
+        optional={
+            "ip": _JSON,
+            "userAgent": _JSON,
+            "page": _JSON,
+            "campaign": _JSON,
+            "sessionId": _JSON,
+        },
+    )
+    | _JSON,
+    "properties": st.fixed_dictionaries(
+        {},
+        optional={
+            "products": _JSON,
+            "price": _JSON,
+            "currency": _JSON,
+            "revenue": _JSON,
+            "order_id": _JSON,
+            "value": _JSON,
+            "product_id": _JSON,
+        },
+    )
+    | _JSON,
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=st.fixed_dictionaries({}, optional=_FIELDS))
+def test_any_message_becomes_an_event_or_a_reason(message: dict) -> None:
+    out = translate(message, received_ms=NOW_MS)
+    if isinstance(out, str):
+        return
+    checked = validate(out, now_ms=NOW_MS, currencies=CURRENCIES)
+    assert isinstance(checked, Event) or checked.reason  # judged like any event, never raises
