@@ -208,13 +208,18 @@ async def _collect(
 @router.post("/b", response_model=Success, include_in_schema=False)
 async def post_batch(request: Request, services: Services = Depends(get_services)) -> Success:
     """Collect a Segment batch: each message is validated and routed like a Pulse event."""
+    user = _basic_user(request)
+    if user is not None:  # checked before the body is read (a beacon's key is inside it)
+        _admit(request, services, user)
     body = await _read_body(request)
     try:
         batch = split_batch(body)
     except SegmentError as exc:
-        _admit(request, services, _basic_user(request))  # a stranger learns nothing more
+        if user is None:
+            _admit(request, services, None)  # a stranger learns nothing more
         raise ApiError(400, str(exc)) from None
-    _admit(request, services, _basic_user(request) or batch.write_key)
+    if user is None:
+        _admit(request, services, batch.write_key)
     messages = [(raw, decode_message(raw)) for raw in batch.messages]
     return await _collect(
         request, services, messages, kind=None, sent_at=batch.sent_at, context=batch.context
@@ -223,13 +228,18 @@ async def post_batch(request: Request, services: Services = Depends(get_services
 
 def _single(kind: str) -> Any:
     async def post_single(request: Request, services: Services = Depends(get_services)) -> Success:
+        user = _basic_user(request)
+        if user is not None:  # checked before the body is read (a beacon's key is inside it)
+            _admit(request, services, user)
         body = await _read_body(request)
         try:
             message, write_key = parse_single(body)
         except SegmentError as exc:
-            _admit(request, services, _basic_user(request))
+            if user is None:
+                _admit(request, services, None)  # a stranger learns nothing more
             raise ApiError(400, str(exc)) from None
-        _admit(request, services, _basic_user(request) or write_key)
+        if user is None:
+            _admit(request, services, write_key)
         checked: dict[str, Any] | str = message
         if len(body) > MAX_MESSAGE_BYTES:
             checked = f"message is {len(body)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"

@@ -149,6 +149,9 @@ def test_gzip_bodies_and_the_limit_after_decompression(api: RunningApi) -> None:
     assert len(bomb) < 2 << 20
     r = httpx.post(url, content=bomb, headers=headers, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    # a stranger's bomb is not even read: Basic credentials are checked first
+    stranger = {**basic("pk_wrong"), "Content-Encoding": "gzip"}
+    assert httpx.post(url, content=bomb, headers=stranger, timeout=30).status_code == 401
     # just over 1 MiB of real messages after decompression: also 413
     padding = "x" * 20_000
     many = {"batch": [msg(event="Big", properties={"pad": padding}) for _ in range(60)]}
