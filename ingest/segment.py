@@ -147,7 +147,7 @@ def translate(
     none; ``received_ms``: when Pulse received it, against which ``sentAt`` measures the
     client's clock skew."""
     kind = kind or message.get("type")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         return f"type: expected one of {', '.join(KINDS)}"
     event_id = message.get("messageId")
     if not isinstance(event_id, str):

@@ -229,7 +229,7 @@ _MESSAGE = st.fixed_dictionaries(
 def test_hostile_batches_never_5xx_and_no_message_vanishes(api: RunningApi) -> None:
     key, sent = api.keys["ingest"], []
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(batch=st.lists(_MESSAGE | _VALUE, max_size=6))
     def post(batch: list) -> None:
         r = httpx.post(f"{api.url}/segment/v1/batch", json={"batch": batch}, headers=basic(key))

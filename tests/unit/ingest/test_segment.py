@@ -235,7 +235,7 @@ _JSON = st.recursive(
     max_leaves=12,
 )
 _FIELDS = {
-    "type": st.sampled_from(["track", "page", "screen", "identify", "alias", "group", "x", 1]),
+    "type": st.sampled_from(["track", "page", "screen", "identify", "alias", "group", "x"]) | _JSON,
     "event": st.sampled_from(["Product Viewed", "Order Completed", "Checkout Started", ""]) | _JSON,
     "messageId": st.text(max_size=70) | _JSON,
     "userId": st.text(max_size=130) | st.integers() | _JSON,
