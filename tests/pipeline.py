@@ -70,10 +70,13 @@ UAS = ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile", "Mozilla/5.0 (iPad; CP
 CATEGORIES = ["shoes", "books", "toys", None]
 
 
-def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[bytes]:
+def synthetic_events(
+    n_sessions: int, start: datetime, seed: int = 7, *, visitors: bool = False
+) -> list[bytes]:
     """An adversarial mix: explicit and derived sessions, missing attributes, every type,
     several currencies, repeated event_ids and order_ids, arrival up to 3 h out of order,
-    an invalid event, over ``start`` + 2 days (cross a DST change by choosing ``start``)."""
+    an invalid event, over ``start`` + 2 days (cross a DST change by choosing ``start``).
+    With ``visitors``, also visits that identify mid-way and crawlers' events (CONTRACT §9)."""
     rng = random.Random(seed)
     out: list[dict] = []
     for s in range(n_sessions):
@@ -116,7 +119,8 @@ def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[by
                     order_id=f"o{s}-{rng.randrange(2)}", currency=cur, items=items, revenue=revenue
                 )
             out.append(e)
-    out += _stitched_and_bots(random.Random(seed + 1), n_sessions // 10 + 1, start)
+    if visitors:  # CONTRACT §9: stitched visits and crawlers
+        out += _stitched_and_bots(random.Random(seed + 1), n_sessions // 10 + 1, start)
     # Arrival order differs from event time: each event is up to 3 h late (the flow
     # remembers 48 h per user, far beyond PULSE_ALLOWED_LATENESS).
     jitter = {id(e): rng.uniform(0, 3 * 3600) for e in out}
