@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver
+SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver npm
 
 GBSTATS_VENV := .venv-gbstats
 GBSTATS_STAMP := $(GBSTATS_VENV)/.installed-stamp
 
-.PHONY: install system-deps lint format test test-unit gbstats-parity demo bench clean
+.PHONY: install system-deps lint format test test-unit gbstats-parity ajs-bundle demo bench clean
 
 # -qq: pip's warnings (e.g. about a configured index location that is absent) would fill
 # the first screen of `make demo`; its errors still show.
@@ -18,6 +18,19 @@ $(STAMP): pyproject.toml
 	@echo "installing Pulse and its dependencies into $(VENV) (once; a minute or two)"
 	@$(BIN)/pip install -qq --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# Segment's browser SDK (@segment/analytics-next) for the browser test: `npm pack` into the
+# ignored .cache/npm (never committed); the version is the test's AJS_VERSION.
+ajs-bundle: install
+	@if command -v npm >/dev/null; then $(BIN)/python -c \
+	  "from tests.integration.test_segment_browser import _bundle; print(_bundle())"; \
+	else echo "npm missing: the browser test of the Segment API will fail under CI=true"; fi
+
+# The official Segment / RudderStack SDKs the Segment-compatible API is tested with.
+SDK_STAMP := $(VENV)/.sdk-tests-stamp
+$(SDK_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[sdk-tests]'
+	touch $(SDK_STAMP)
 
 install: $(STAMP)
 
@@ -44,7 +57,7 @@ format: install
 # Two workers, a test file each at a time (the fixtures of a file stay in one process):
 # 12 min instead of 16 on 2 cores. PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
-test: install system-deps lint gbstats-parity
+test: install $(SDK_STAMP) system-deps lint gbstats-parity ajs-bundle
 	TZ=UTC $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
 
 test-unit: install

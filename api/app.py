@@ -10,7 +10,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.openapi import install_openapi
-from api.routes import dashboards, events, health, insights, metrics, realtime, users
+from api.routes import (
+    dashboards,
+    events,
+    health,
+    insights,
+    metrics,
+    realtime,
+    segment,
+    users,
+)
 from api.security import BrowserSecurity
 from flows.health import register_health_metrics
 
@@ -33,6 +42,7 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(segment.router)
     app.include_router(metrics.router)
     app.include_router(insights.router)
     app.include_router(realtime.router)

@@ -115,6 +115,10 @@ def _document(app: FastAPI) -> dict[str, Any]:
             if (method, path) == ("post", "/v1/events"):
                 op["requestBody"] = _events_body(components)
                 statuses |= {"400", "413"}
+            if path.startswith("/segment/"):  # CONTRACT §9: HTTP Basic, the write key as user
+                statuses.add("413")
+                schemes = doc["components"].setdefault("securitySchemes", {})
+                schemes["basicAuth"] = {"type": "http", "scheme": "basic"}
             if path.startswith("/v1/insights/") and method == "post":
                 statuses.add("409")
             if (method, path) == ("get", "/readyz"):

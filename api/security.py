@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from api.deps import Services
+from api.routes.segment import SEGMENT_PATHS
 from api.settings import normalise_origin
 
 __all__ = ["INGEST_PATHS", "PAGE_CSP", "BrowserSecurity"]
@@ -29,7 +30,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-INGEST_PATHS = frozenset({"/v1/events"})
+INGEST_PATHS = frozenset({"/v1/events"}) | SEGMENT_PATHS
 
 # Inline style attributes: the pages set bar widths and colours in the markup they build.
 PAGE_CSP = (

@@ -133,7 +133,7 @@ ANOMALIES = Dashboard(
 PIPELINE = Dashboard(
     uid="pulse-pipeline",
     title="Pipeline health",
-    description="Throughput, lag, freshness, rejected and duplicate events, detector, alerts.",
+    description="Throughput, lag, freshness, rejected, duplicate and bot events, detector, alerts.",
     tags=("operations",),
     refresh_s=15,
     default_range="1h",
@@ -143,8 +143,10 @@ PIPELINE = Dashboard(
         Panel("Data freshness (watermark age)", HealthData("freshness"), "stat", "seconds",
               _FRESHNESS, width=6, height=8),
         Panel("Consumer lag (records)", HealthData("consumer_lag"), "stat", width=6, height=8),
-        Panel("Duplicate events dropped", HealthData("duplicates"), width=8),
-        Panel("Rejected events", HealthData("rejected"), width=8),
+        Panel("Duplicate events dropped", HealthData("duplicates"), width=6),
+        Panel("Rejected events", HealthData("rejected"), width=6),
+        # CONTRACT §9: stored apart, left out of every metric
+        Panel("Bot events", HealthData("bot_events"), width=4),
         Panel("Detector runs", HealthData("detector_runs"), width=4),
         Panel("Alert deliveries", HealthData("alert_deliveries"), width=4),
     ),

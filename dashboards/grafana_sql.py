@@ -229,11 +229,11 @@ def health_sql(data: HealthData) -> str | None:
     """Warehouse SQL for a pipeline signal, or None when it lives only in ``/metrics``."""
     if data.signal == "freshness":
         return freshness_sql()
-    if data.signal == "duplicates":
+    if data.signal in ("duplicates", "bot_events"):  # rows of the table of that name
         lo, hi = _bounds()
         return (
-            f"SELECT toStartOfInterval(ts, {BUCKET}, {TZ}) AS time, count() AS `duplicates`\n"
-            f"FROM duplicates FINAL WHERE ts >= {lo} AND ts < {hi}\n"
+            f"SELECT toStartOfInterval(ts, {BUCKET}, {TZ}) AS time, count() AS `{data.signal}`\n"
+            f"FROM {data.signal} FINAL WHERE ts >= {lo} AND ts < {hi}\n"
             "GROUP BY time ORDER BY time"
         )
     return None

@@ -32,7 +32,13 @@ __all__ = [
 Viz = Literal["timeseries", "stat", "bars", "table", "funnel", "insights"]
 Unit = Literal["eur", "count", "percent", "seconds", "per_second", "number"]
 Signal = Literal[
-    "freshness", "duplicates", "rejected", "consumer_lag", "detector_runs", "alert_deliveries"
+    "freshness",
+    "duplicates",
+    "rejected",
+    "bot_events",
+    "consumer_lag",
+    "detector_runs",
+    "alert_deliveries",
 ]
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # Metrics whose bucket values add up to the range value (so a total or a sum is exact).

@@ -23,6 +23,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from flows.bots import bot_rows, is_bot_read
 from flows.config import FlowConfig
 from flows.dead_letters import DeadLetter, DeadLetterSink
 from flows.erasure import ERASED, Erasure, Erasures, decode_erasure, read_erasures
@@ -82,17 +83,20 @@ Record = tuple[bytes, str, int, int]  # a record as read: value, topic, partitio
 
 class _UserId(msgspec.Struct):
     user_id: str
+    anonymous_id: str | None = None
 
 
 _user_id = msgspec.json.Decoder(_UserId).decode
 
 
 def _route(key: bytes | None, value: bytes, topic: str, partition: int, offset: int) -> Any:
-    """A Kafka record -> ``(shard, record)``: the shard of its key, which is the user_id
-    (or of the user_id in the value, for a record produced without a key)."""
+    """A Kafka record -> ``(shard, record)``: the shard of its key, which is the visitor
+    (``anonymous_id``, else ``user_id``: ``docs/architecture.md``), or of the visitor in
+    the value, for a record produced without a key."""
     if key is None:
         try:
-            key = _user_id(value).user_id.encode()
+            ids = _user_id(value)
+            key = (ids.anonymous_id or ids.user_id).encode()
         except msgspec.MsgspecError:
             key = b""  # not a Pulse event: the shard's step dead-letters it
     return shard_of_key(key), (value, topic, partition, offset)
@@ -336,6 +340,7 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
         shard = self._shard if self._shard is not None else self._open(values[0][0], None)
         decode = self._decode
         reads = []
+        bots: list[Read] = []
         letters: list[Rows | DeadLetter] = []
         erasures = self._erasures
         erased: list[Erasure] = []
@@ -346,21 +351,28 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
                     if erasures and erasures.covers(read.event):
                         ERASED.inc()  # read after its user was erased: never stored
                         continue
+                    if is_bot_read(read):  # CONTRACT §9: stored apart, in no metric
+                        bots.append(read)
+                        continue
                     reads.append(read)
                 elif type(read) is Erasure:
                     erasures.add(read)
                     erased.append(read)
                 else:
                     letters.append(read)
-        if not reads and not erased:
+        if not reads and not erased and not bots:
             return letters, StatefulBatchLogic.RETAIN
         if reads:
             folded = shard.fold([read.event for read in reads], self._read.settled_ms())
             batch = batch_rows([(reads, folded)])
+            if bots:
+                batch.tables["bot_events"] = bot_rows(bots, batch.progress)
             rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
                         batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
         else:
-            rows = Rows(WarehouseWriter.encode({}), 0, 0, 0, {})
+            progress: Progress = {}
+            tables = {"bot_events": bot_rows(bots, progress)} if bots else {}
+            rows = Rows(WarehouseWriter.encode(tables), 0, 0, 0, progress)
         if erased:
             # After the batch's events: their rows are written before the erasure is
             # acknowledged (flow_progress of the erasures topic, written last), and the

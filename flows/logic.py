@@ -139,6 +139,9 @@ class StepOutput(msgspec.Struct, gc=False):
     # (first, last) ms of a session whose attributes may have changed (a new first event or
     # a merge): every minute it spans needs its rollups recomputed.
     reattributed: list[tuple[int, int]] | tuple[()] = ()
+    # The visitor identified in this event (CONTRACT §9): (anonymous id, session key,
+    # first ms, last ms) of the session whose anonymous rows now count under the user.
+    identified: tuple[str, str, int, int] | None = None
 
 
 class UserState(msgspec.Struct, array_like=True, gc=False):
@@ -159,6 +162,9 @@ class UserState(msgspec.Struct, array_like=True, gc=False):
     # The event time after which something remembered may be older than the retention
     # behind the newest event (0: nothing remembered yet).
     prune_after: int = 0
+    # The user this (anonymous) visitor identified as (CONTRACT §9; None: not yet). Last,
+    # with a default: states saved before it existed decode unchanged.
+    identity: str | None = None
 
     def prune(self, rules: FlowRules, settled_ms: int | None = None) -> None:
         """Forget the ids and derived sessions older than the retention behind the user's
@@ -235,6 +241,13 @@ def step(
     ts = e.ts_ms
     if not state.events.add(id_hash(ev.event_id), ts):
         return state, None
+    identified = False
+    if ev.anonymous_id is not None:  # the visitor says who they are
+        identified = state.identity != ev.user_id
+        state.identity = ev.user_id
+    elif state.identity is not None and ev.user_id != state.identity:
+        e = _as_user(e, state.identity)  # an anonymous event of an identified visitor
+        ev = e.event
     if ts > state.newest_ms:
         state.newest_ms = ts
         if ts > state.prune_after:
@@ -268,7 +281,18 @@ def step(
     # The session is the state object itself: it may have moved on by the time the sink
     # writes it, and then the sink writes a newer truth, which is what the table keeps.
     placed = Placed(e, key, is_order)
-    return state, StepOutput(placed, session, moves or (), tombstones or (), reattributed)
+    out = StepOutput(placed, session, moves or (), tombstones or (), reattributed)
+    if identified and ev.anonymous_id is not None:
+        # the visit's anonymous rows (those of this session) now count under the user
+        out.identified = (ev.anonymous_id, key, session.first_ms, session.last_ms)
+        if not reattributed:
+            out.reattributed = [(session.first_ms, session.last_ms)]
+    return state, out
+
+
+def _as_user(e: Enriched, user_id: str) -> Enriched:
+    """``e`` as an event of ``user_id`` (its visitor identified as that user)."""
+    return msgspec.structs.replace(e, event=msgspec.structs.replace(e.event, user_id=user_id))
 
 
 def enrich(event: Event, fx: FxRates) -> Enriched:

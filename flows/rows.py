@@ -23,7 +23,7 @@ from flows.ids import unpack_times
 from flows.logic import Enriched, Placed, SessionAgg, StepOutput
 from flows.logic import Move as LogicMove
 from warehouse.rollups import EVENTS, MINUTE_MS, STARTS, minutes_of
-from warehouse.schema import MOVES, position
+from warehouse.schema import MOVES, RELABELS, position
 
 __all__ = [
     "Batch",
@@ -107,6 +107,7 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
     progress: dict[Part, list[int]] = {}  # partition -> [newest event ms, offset read]
     dups: list[list[object]] = []
     spans: list[tuple[int, int]] = []
+    relabels: list[list[object]] = []
     count = 0
     for reads, outs in folded:
         count += len(reads)
@@ -140,6 +141,8 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
                 sessions[gone] = _Gone(rev)
             if out.reattributed:
                 spans.extend(out.reattributed)
+            if out.identified is not None:  # rewritten in the warehouse (warehouse.identity)
+                relabels.append([*out.identified, event.user_id, 0])
     session_rows = [
         tombstone_row(key) if type(agg) is _Gone else session_row(key, users[key], agg)  # type: ignore[arg-type]
         for key, agg in sessions.items()
@@ -157,6 +160,8 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
     tables = {"events": event_rows, "sessions": session_rows, "duplicates": dups}
     if moves:
         tables[MOVES] = [move_row(*move) for move in moves]
+    if relabels:
+        tables[RELABELS] = relabels
     newest = max((ts for ts, _ in progress.values()), default=0)
     by_part = {(p.topic, p.partition): (ts, offset) for p, (ts, offset) in progress.items()}
     return Batch(tables, {EVENTS: event_minutes, STARTS: start_minutes},

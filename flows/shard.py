@@ -71,7 +71,8 @@ class Shard:
         hot, held, rules = self._hot, self._held, self._rules
         out: list[StepOutput | None] = []
         for e in events:
-            user = e.event.user_id
+            ev = e.event
+            user = ev.anonymous_id or ev.user_id  # the visitor (flows.logic: identity)
             state = hot.get(user)
             if state is None:
                 saved = held.get(user)

@@ -18,6 +18,7 @@ from ingest.events import MAX_EVENT_BYTES, Event, encode_event, validate
 from ingest.privacy import EdgePrivacy
 from ingest.producer import Batch, EventProducer
 from ingest.topics import TOPIC_BY_TYPE, Topics
+from ingest.useragent import is_bot
 
 __all__ = [
     "MAX_DEAD_LETTER_BYTES",
@@ -32,6 +33,12 @@ __all__ = [
 EVENTS_ACCEPTED = Counter("pulse_events_accepted_total", "Events accepted at the edge", ["source"])
 EVENTS_REJECTED = Counter(
     "pulse_events_rejected_total", "Events rejected at the edge (sent to the DLQ)", ["source"]
+)
+BOT_EVENTS = Counter(
+    "pulse_bot_events_total",
+    "Accepted events flagged as sent by a known crawler, bot or monitor (CONTRACT §9): "
+    "stored apart, left out of every metric",
+    ["source"],
 )
 
 
@@ -110,41 +117,55 @@ class Collector:
         source: str,
         start: int = 0,
         client_ip: str | None = None,
+        originals: Sequence[bytes] | None = None,
     ) -> IngestResult:
         """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery).
         ``client_ip``: the sending browser's address, for the country of events that carry
-        neither ``country`` nor ``ip`` (docs/events.md); used, never stored."""
+        neither ``country`` nor ``ip`` (docs/events.md); used, never stored. ``originals``:
+        what the client sent for each of ``raws`` when that was translated (a Segment
+        message, docs/events.md): a rejected event's dead letter keeps those bytes."""
         result = IngestResult()
+        bots = 0
         now_ms = self._clock()
         topics, currencies, privacy = self._topics, self._currencies, self._privacy
         for index, raw in enumerate(raws, start=start):
             checked = validate(raw, now_ms=now_ms, currencies=currencies)
             if isinstance(checked, Event):
                 checked = privacy.accepted(checked, raw, client_ip)
+                if checked.bot or (checked.user_agent is not None and is_bot(checked.user_agent)):
+                    checked = _as_bot(checked)
+                    bots += 1
                 batch.send(
                     topics.for_type(checked.type),
-                    checked.user_id.encode(),
+                    # the visitor: both parts of an anonymous-then-identified visit carry
+                    # the anonymous id, so they share a partition and a shard of the flow
+                    (checked.anonymous_id or checked.user_id).encode(),
                     encode_event(checked),
                 )
                 result.accepted += 1
                 if checked.type not in TOPIC_BY_TYPE:
                     result.general.append(GeneralEvent(index, checked.type))
             else:
-                headers = [
-                    ("pulse.reason", checked.reason.encode()),
-                    ("pulse.source", source.encode()),
-                ]
-                value, scrubbed = privacy.dead_letter(raw)
-                if scrubbed:  # no address, no raw id in Kafka (CONTRACT §11)
-                    headers.append(("pulse.scrubbed", ",".join(scrubbed).encode()))
-                if len(value) > MAX_DEAD_LETTER_BYTES:  # would not fit one Kafka message
-                    headers.append(("pulse.truncated", str(len(value)).encode()))
-                    value = value[:MAX_DEAD_LETTER_BYTES]
-                batch.send(topics.dlq, None, value, headers)
+                original = raw if originals is None else originals[index - start]
+                self.dead_letter(batch, original, checked.reason, source=source)
                 result.rejected.append(RejectedEvent(index, checked.reason))
         EVENTS_ACCEPTED.labels(source).inc(result.accepted)
         EVENTS_REJECTED.labels(source).inc(len(result.rejected))
+        if bots:
+            BOT_EVENTS.labels(source).inc(bots)
         return result
+
+    def dead_letter(self, batch: Batch, raw: bytes, reason: str, *, source: str) -> None:
+        """Queue ``raw`` on the dead-letter topic with ``reason`` (scrubbed of addresses and,
+        when pseudonymising, of raw ids; truncated to what one Kafka message holds)."""
+        headers = [("pulse.reason", reason.encode()), ("pulse.source", source.encode())]
+        value, scrubbed = self._privacy.dead_letter(raw)
+        if scrubbed:  # no address, no raw id in Kafka (CONTRACT §11)
+            headers.append(("pulse.scrubbed", ",".join(scrubbed).encode()))
+        if len(value) > MAX_DEAD_LETTER_BYTES:  # would not fit one Kafka message
+            headers.append(("pulse.truncated", str(len(value)).encode()))
+            value = value[:MAX_DEAD_LETTER_BYTES]
+        batch.send(self._topics.dlq, None, value, headers)
 
     def ingest(
         self,
@@ -167,17 +188,29 @@ class Collector:
         source: str,
         timeout: float = 30.0,
         client_ip: str | None = None,
+        originals: Sequence[bytes] | None = None,
+        refused: Sequence[tuple[bytes, str]] = (),
     ) -> IngestResult:
         """:meth:`ingest` on an event loop: validation and sending run on the loop (tens of
-        microseconds per event), the wait for acknowledgements does not hold a thread."""
+        microseconds per event), the wait for acknowledgements does not hold a thread.
+        ``originals`` as in :meth:`submit`; ``refused``: messages already judged
+        unacceptable (their bytes and why), dead-lettered in the same batch."""
         producer = self._producer
         if producer.batch_would_block():
             batch = await asyncio.to_thread(producer.batch)
         else:
             batch = producer.batch()
-        result = self.submit(raws, batch, source=source, client_ip=client_ip)
+        result = self.submit(raws, batch, source=source, client_ip=client_ip, originals=originals)
+        for raw, reason in refused:
+            self.dead_letter(batch, raw, reason, source=source)
+        if refused:
+            EVENTS_REJECTED.labels(source).inc(len(refused))
         await batch.wait_async(timeout)
         return result
+
+
+def _as_bot(event: Event) -> Event:
+    return event if event.bot else msgspec.structs.replace(event, bot=True)
 
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])

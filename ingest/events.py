@@ -83,6 +83,10 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     page: _Text | None = None
     referrer: _Text | None = None
     user_agent: _Text | None = None
+    # CONTRACT §9 identity: the anonymous id this user browsed under before identifying
+    anonymous_id: _Id128 | None = None
+    # CONTRACT §9 bots: set at the edge for a known crawler's user agent
+    bot: bool = False
     # product_view, add_to_cart, remove_from_cart
     product_id: _Id128 | None = None
     category: _Text | None = None

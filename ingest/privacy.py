@@ -133,6 +133,8 @@ class EdgePrivacy:
                 changes["country"] = country
         if self.pseudonymize is not None:
             changes["user_id"] = self.pseudonymize(event.user_id)
+            if event.anonymous_id is not None:
+                changes["anonymous_id"] = self.pseudonymize(event.anonymous_id)
         return msgspec.structs.replace(event, **changes) if changes else event
 
     def dead_letter(self, raw: bytes) -> tuple[bytes, list[str]]:

@@ -70,10 +70,13 @@ UAS = ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile", "Mozilla/5.0 (iPad; CP
 CATEGORIES = ["shoes", "books", "toys", None]
 
 
-def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[bytes]:
+def synthetic_events(
+    n_sessions: int, start: datetime, seed: int = 7, *, visitors: bool = False
+) -> list[bytes]:
     """An adversarial mix: explicit and derived sessions, missing attributes, every type,
     several currencies, repeated event_ids and order_ids, arrival up to 3 h out of order,
-    an invalid event, over ``start`` + 2 days (cross a DST change by choosing ``start``)."""
+    an invalid event, over ``start`` + 2 days (cross a DST change by choosing ``start``).
+    With ``visitors``, also visits that identify mid-way and crawlers' events (CONTRACT §9)."""
     rng = random.Random(seed)
     out: list[dict] = []
     for s in range(n_sessions):
@@ -116,6 +119,8 @@ def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[by
                     order_id=f"o{s}-{rng.randrange(2)}", currency=cur, items=items, revenue=revenue
                 )
             out.append(e)
+    if visitors:  # CONTRACT §9: stitched visits and crawlers
+        out += _stitched_and_bots(random.Random(seed + 1), n_sessions // 10 + 1, start)
     # Arrival order differs from event time: each event is up to 3 h late (the flow
     # remembers 48 h per user, far beyond PULSE_ALLOWED_LATENESS).
     jitter = {id(e): rng.uniform(0, 3 * 3600) for e in out}
@@ -124,6 +129,39 @@ def synthetic_events(n_sessions: int, start: datetime, seed: int = 7) -> list[by
     out.extend(repeats)
     out.insert(3, {"event_id": "bad", "type": "page_view"})  # rejected at the edge
     return [msgspec.json.encode(e) for e in out]
+
+
+BOT_UAS = ["Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+           "UptimeRobot/2.0 (http://www.uptimerobot.com/)"]  # fmt: skip
+
+
+def _stitched_and_bots(rng: random.Random, n: int, start: datetime) -> list[dict]:
+    """CONTRACT §9: visits that browse anonymously then identify (the anonymous part counts
+    under the user: one visitor, one session), and crawlers (in no number)."""
+    out: list[dict] = []
+    for s in range(n):
+        anonymous, user = f"anon{s}", f"member{s}"
+        t = start + timedelta(seconds=rng.randrange(2 * 86400))
+        session = {"session_id": f"vs{s}"} if rng.random() < 0.3 else {}
+        steps = [("page_view", None), ("product_view", None), ("identify", user),
+                 ("add_to_cart", user), ("purchase", user)][: rng.randint(3, 5)]  # fmt: skip
+        for k, (kind, who) in enumerate(steps):
+            t += timedelta(seconds=rng.choice([5, 60, 300]))  # the visit lasts < 30 min
+            e: dict = {"event_id": f"v{s}-{k}", "type": kind, "ts": int(t.timestamp() * 1000),
+                       "user_id": who or anonymous, "country": "DE", **session}  # fmt: skip
+            if who:
+                e["anonymous_id"] = anonymous
+            if kind in ("product_view", "add_to_cart"):
+                e.update(product_id="p1", price=10.0, currency="EUR")
+            elif kind == "purchase":
+                items = [{"product_id": "p1", "price": 10.0, "quantity": 1}]
+                e.update(order_id=f"vo{s}", revenue=10.0, currency="EUR", items=items)
+            out.append(e)
+        bot = {"event_id": f"b{s}", "type": "page_view", "user_id": f"bot{s % 3}",
+               "ts": int(t.timestamp() * 1000), "user_agent": rng.choice(BOT_UAS)}  # fmt: skip
+        out.append(bot)
+        out.append({**bot, "event_id": f"bf{s}", "user_agent": None, "bot": True})
+    return out
 
 
 def _epoch(ts: int | str) -> float:

@@ -57,6 +57,7 @@ _DELETES = (
     f"DELETE FROM sessions WHERE user_id = {{u:String}} OR {_OWNS_KEY} OR session_key IN "
     "(SELECT DISTINCT session_key FROM events WHERE user_id = {u:String})",
     "DELETE FROM events WHERE user_id = {u:String}",
+    "DELETE FROM bot_events WHERE user_id = {u:String}",  # CONTRACT §9: stored, so erased
 )
 
 

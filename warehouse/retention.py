@@ -29,7 +29,8 @@ from warehouse.rollups import refresh
 __all__ = ["Purged", "expunge", "horizon_of", "purge"]
 
 _WHERE = {"events": "ts < {h:DateTime64(3)}", "sessions": "end < {h:DateTime64(3)}",
-          "duplicates": "ts < {h:DateTime64(3)}"}  # fmt: skip
+          "duplicates": "ts < {h:DateTime64(3)}",
+          "bot_events": "ts < {h:DateTime64(3)}"}  # fmt: skip
 
 
 @dataclass(frozen=True)

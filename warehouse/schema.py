@@ -11,7 +11,15 @@ Times are epoch milliseconds in a row, sent to ClickHouse as seconds with a frac
 
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "MOVES", "MOVE_COLUMNS", "TIME_COLUMNS", "position"]
+__all__ = [
+    "COLUMNS",
+    "MOVES",
+    "MOVE_COLUMNS",
+    "RELABELS",
+    "RELABEL_COLUMNS",
+    "TIME_COLUMNS",
+    "position",
+]
 
 COLUMNS: dict[str, list[str]] = {
     "events": [
@@ -25,6 +33,10 @@ COLUMNS: dict[str, list[str]] = {
         "n_pageviews", "version", "deleted",
     ],
     "duplicates": ["ts", "event_id", "topic", "partition", "offset"],
+    "bot_events": [
+        "ts", "event_id", "type", "user_id", "user_agent", "page", "version", "topic",
+        "partition", "offset",
+    ],
     "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
 }  # fmt: skip
 """The tables' columns, in the order of their rows."""
@@ -37,6 +49,14 @@ MOVE_COLUMNS = ["user_id", "old_key", "new_key", "times", "version"]
 """A move's fields, in the order of its row (``times``: epoch ms of the moved events)."""
 
 
+RELABELS = "relabels"  # visits identified: anonymous rows now of a user (warehouse.identity)
+RELABEL_COLUMNS = ["anonymous_id", "session_key", "first", "last", "user_id", "version"]
+"""A relabel's fields: the anonymous id and session whose rows between ``first`` and
+``last`` (epoch ms) now belong to ``user_id``."""
+
+
 def position(table: str, column: str) -> int:
-    """Where ``column`` is in a row of ``table`` (or of :data:`MOVES`)."""
+    """Where ``column`` is in a row of ``table`` (or of :data:`MOVES`, :data:`RELABELS`)."""
+    if table == RELABELS:
+        return RELABEL_COLUMNS.index(column)
     return (MOVE_COLUMNS if table == MOVES else COLUMNS[table]).index(column)

@@ -31,9 +31,10 @@ from prometheus_client import Counter
 
 from warehouse.clock import next_version
 from warehouse.errors import WarehouseError
+from warehouse.identity import apply_relabels
 from warehouse.moves import apply_moves
 from warehouse.rollups import mark_dirty
-from warehouse.schema import COLUMNS, MOVES, TIME_COLUMNS, position
+from warehouse.schema import COLUMNS, MOVES, RELABELS, TIME_COLUMNS, position
 
 __all__ = [
     "BackgroundWriter",
@@ -53,6 +54,7 @@ WRITE_RETRIES = Counter(
 _TIMES = {t: [i for i, c in enumerate(cs) if c in TIME_COLUMNS] for t, cs in COLUMNS.items()}
 _VERSION = {t: cs.index("version") if "version" in cs else None for t, cs in COLUMNS.items()}
 _MOVE_VERSION = position(MOVES, "version")
+_RELABEL_VERSION = position(RELABELS, "version")
 _encode_lines = msgspec.json.Encoder().encode_lines
 
 Rows = Sequence[list[object]]
@@ -74,7 +76,7 @@ class Encoded(NamedTuple):
             return batches[0]
         lines = {
             table: b"".join(b.lines[table] for b in batches if table in b.lines)
-            for table in (*COLUMNS, MOVES)
+            for table in (*COLUMNS, MOVES, RELABELS)
             if any(table in b.lines for b in batches)
         }
         minutes: dict[int, set[int]] = {}
@@ -120,6 +122,9 @@ class WarehouseWriter:
         moves = batch.get(MOVES)  # events moved to another session (warehouse.moves)
         if moves:
             lines[MOVES] = _encode_lines(_stamped(moves, _MOVE_VERSION, version, ()))
+        relabels = batch.get(RELABELS)  # visits identified (warehouse.identity)
+        if relabels:
+            lines[RELABELS] = _encode_lines(_stamped(relabels, _RELABEL_VERSION, version, ()))
         return Encoded(lines, version, minutes)
 
     def write_many(self, batches: Sequence[Encoded]) -> None:
@@ -136,6 +141,9 @@ class WarehouseWriter:
             moves = batch.lines.get(MOVES)
             if moves:  # after the inserts: every row a move rewrites is in
                 apply_moves(self._client, moves, COLUMNS["events"])
+            relabels = batch.lines.get(RELABELS)
+            if relabels:  # after the moves: a relabel finds rows under their last key
+                apply_relabels(self._client, relabels, COLUMNS["events"])
             if batch.minutes:
                 # Stamped now, not when encoded: batches encoded by several workers may
                 # arrive out of order, and a mark must be newer than any refresh that

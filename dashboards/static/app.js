@@ -18,6 +18,7 @@
   const PROM = {
     rejected: /^pulse_events_rejected_total$/,
     duplicates: /^pulse_flow_duplicates_total$/,
+    bot_events: /^pulse_bot_events_total$/,
     consumer_lag: /^pulse_consumer_lag$/,
     detector_runs: /^pulse_detector_runs/,
     alert_deliveries: /^pulse_alert_deliver/,

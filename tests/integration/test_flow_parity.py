@@ -30,7 +30,7 @@ END = utc(2026, 10, 26, 6)
 
 @pytest.fixture(scope="module")
 def pipeline(broker, warehouse_dsn, tmp_path_factory):
-    raws = synthetic_events(600, START)
+    raws = synthetic_events(600, START, visitors=True)  # stitched visits and bots too
     database = drained_database(broker.bootstrap, warehouse_dsn, raws, tmp_path_factory, "parity")
     with database as (client, drained):
         assert drained.rejected == 1

@@ -37,6 +37,13 @@ Rules applied by :func:`load_events` (the production pipeline must make the same
   ``session_duration_s`` = (last ts - first ts) / 1000, ``session_events`` = its number of
   events, ``session_pageviews`` = its ``page_view`` + ``product_view`` events -- all over
   the whole session, whatever range is later asked for.
+- **Bots** (CONTRACT §9): an event with ``bot: true``, or whose ``user_agent`` is a known
+  crawler, bot or monitor (the ``crawlerdetect`` list), is left out entirely, before
+  event_id dedup.
+- **Identity** (CONTRACT §9): an event carrying ``anonymous_id`` A says that the visitor
+  A is its ``user_id`` U (the last such event in arrival order wins); every event of
+  ``user_id`` A without an ``anonymous_id`` counts as U's. (The pipeline applies it to the
+  visit in which A identified and after; the parity data has one visit per anonymous id.)
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from crawlerdetect import CrawlerDetect
 
 __all__ = ["DEFAULT_FX", "PAGEVIEW_TYPES", "Events", "device_from_user_agent", "load_events"]
 
@@ -112,7 +120,15 @@ def load_events(
     fx = _load_fx(Path(fx_csv))
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for arrival, record in enumerate(_records(source)):
+    records = list(_records(source))
+    identities = {
+        str(r["anonymous_id"]): str(r["user_id"]) for r in records if r.get("anonymous_id")
+    }
+    for arrival, record in enumerate(records):
+        if _is_bot(record):
+            continue
+        if not record.get("anonymous_id") and str(record["user_id"]) in identities:
+            record = {**record, "user_id": identities[str(record["user_id"])]}
         event_id = str(record["event_id"])
         if event_id in seen:  # first occurrence in arrival order wins
             continue
@@ -122,6 +138,14 @@ def load_events(
     frame = frame.with_columns(ts=pl.col("ts_ms").cast(pl.Datetime("ms", "UTC")))
     frame = _mark_orders(frame)
     return _sessionise(frame, session_timeout)
+
+
+_CRAWLERS = CrawlerDetect()
+
+
+def _is_bot(record: Mapping[str, Any]) -> bool:
+    user_agent = record.get("user_agent")
+    return record.get("bot") is True or bool(user_agent and _CRAWLERS.isCrawler(user_agent))
 
 
 def device_from_user_agent(user_agent: str | None) -> str | None:
