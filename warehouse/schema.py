@@ -25,6 +25,8 @@ COLUMNS: dict[str, list[str]] = {
         "n_pageviews", "version", "deleted",
     ],
     "duplicates": ["ts", "event_id", "topic", "partition", "offset"],
+    # before flow_progress: the writer inserts in this order, and progress comes last
+    "exposures": ["experiment", "user_id", "ts", "event_id", "variant", "version"],
     "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
 }  # fmt: skip
 """The tables' columns, in the order of their rows."""
