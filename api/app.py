@@ -10,7 +10,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.openapi import install_openapi
-from api.routes import dashboards, events, health, insights, metrics, realtime, users
+from api.routes import (
+    dashboards,
+    events,
+    experiments,
+    health,
+    insights,
+    metrics,
+    realtime,
+    users,
+)
 from api.security import BrowserSecurity
 from flows.health import register_health_metrics
 
@@ -38,6 +47,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(realtime.router)
     app.include_router(dashboards.router)
     app.include_router(users.router)
+    app.include_router(experiments.router)
     register_health_metrics()
     # /metrics answers itself (no redirect to /metrics/, which scrapers set up before keep)
     app.add_api_route(
