@@ -439,7 +439,7 @@
     const view = p.data.view;
     if (view === 'users') {
       const max = Math.max(...doc.variants.map((v) => v.users), 1);
-      node.innerHTML = `<p class="muted">${esc(doc.experiment)} · control ${esc(doc.control)}</p><div class="bars">` + doc.variants.map((v) =>
+      node.innerHTML = `<p class="muted">${esc(doc.experiment)} · control: ${esc(doc.control)}</p><div class="bars">` + doc.variants.map((v) =>
         `<div class="bar"><span>${esc(v.variant)}</span><div class="fill" style="width:${(v.users / max) * 100}%"></div><span class="num">${v.users.toLocaleString('en-GB')}</span></div>`).join('')
         + `</div><p class="muted">${doc.multiple_exposures.toLocaleString('en-GB')} users saw more than one variant (left out)</p>`;
       done(i, 'ok', doc.variants.length);
