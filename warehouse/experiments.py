@@ -62,7 +62,7 @@ _SUMS_SQL = """
 WITH
 exposed AS (
     SELECT user_id, min(ts) AS first_ts,
-        if(uniqExact(variant) = 1, argMin(variant, ts), '') AS variant
+        if(min(variant) = max(variant), argMin(variant, ts), '') AS variant
     FROM exposures
     WHERE experiment = {e:String} AND ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}
     GROUP BY user_id
@@ -76,7 +76,9 @@ acts AS (
         FROM events
         WHERE type IN ('purchase', 'add_to_cart')
             AND ts >= {pre_lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}
-            AND user_id IN (SELECT user_id FROM exposed)
+            -- the raw rows, not `exposed`: a CTE is computed again where it is used
+            AND user_id IN (SELECT user_id FROM exposures WHERE experiment = {e:String}
+                AND ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)})
         GROUP BY event_id
     )
 ),
