@@ -13,6 +13,7 @@ from api.openapi import install_openapi
 from api.routes import (
     dashboards,
     events,
+    experiments,
     health,
     insights,
     metrics,
@@ -48,6 +49,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(realtime.router)
     app.include_router(dashboards.router)
     app.include_router(users.router)
+    app.include_router(experiments.router)
     register_health_metrics()
     # /metrics answers itself (no redirect to /metrics/, which scrapers set up before keep)
     app.add_api_route(

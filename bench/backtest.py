@@ -13,6 +13,13 @@ day. Series come straight from the simulator's event arrays (`insights.simseries
 through the broker, the flow and ClickHouse — the integration test
 `tests/integration/test_insights_pipeline.py` checks those numbers against the pipeline.
 
+``--experiment SPEC`` (repeatable) adds the experiment backtest: ``--experiment-runs``
+simulated experiments per SPEC (``pulse simulate --experiment`` syntax, e.g.
+``checkout:variants=control/B/C,conversion=0/-0.1/0,lose=0/0/0``), each analysed with the
+API's statistics at its end, graded against the ground truth: power per metric and
+variant with a true lift, false alarms where it is 0, SRM flags
+(`insights.experiment_backtest`). ``--no-incidents`` runs only that part.
+
 ``--cache DIR`` keeps the simulated counts and the detector's scores between runs (keyed
 by the configuration and the source of the simulator and the detector), so iterating on
 the business layer (`insights.engine`) takes minutes instead of twenty; the recorded
@@ -38,6 +45,7 @@ from insights.backtest import (  # noqa: E402
     format_table,
     run_backtest,
 )
+from insights.experiment_backtest import format_grades, run_experiment_backtest  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +56,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="scoring processes")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/backtest.md")
     parser.add_argument("--cache", type=Path, help="keep counts and scores here between runs")
+    parser.add_argument("--experiment", action="append", default=[], metavar="SPEC",
+                        help="an A/B experiment to backtest (repeatable)")  # fmt: skip
+    parser.add_argument("--experiment-runs", type=int, default=20, help="runs per experiment")
+    parser.add_argument("--experiment-rate", type=float, default=20.0, help="their events/s")
+    parser.add_argument("--experiment-days", type=float, default=7.0, help="their length")
+    parser.add_argument("--no-incidents", action="store_true", help="only the experiments")
     args = parser.parse_args()
+    if args.experiment:
+        _experiments(args)
+        if args.no_incidents:
+            return
     config = BacktestConfig(
         rate=args.rate, days=args.days, seed=args.seed, workers=args.workers,
         warmup=timedelta(days=7),
@@ -86,6 +104,26 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
+
+
+def _experiments(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    parts = [f"# Experiment backtest (seed {args.seed}, {args.experiment_rate:g} events/s, "
+             f"{args.experiment_days:g} days, sequential intervals)", ""]  # fmt: skip
+    for spec in args.experiment:
+        print(f"... experiment {spec}", file=sys.stderr)
+        grades = run_experiment_backtest(
+            spec, runs=args.experiment_runs, rate=args.experiment_rate,
+            days=args.experiment_days, seed=args.seed,
+        )  # fmt: skip
+        parts += [format_grades(spec, grades), ""]
+    took = time.perf_counter() - started
+    parts.append(f"Took {took:.0f} s on {platform.machine()} / Python {platform.python_version()}.")
+    text = "\n".join(parts)
+    print(text)
+    out = args.out.with_name(args.out.stem + "_experiments.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

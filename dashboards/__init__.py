@@ -1,7 +1,7 @@
 """Dashboards as code: each dashboard defined once, rendered to Grafana JSON and to pages.
 
 - :mod:`dashboards.model` — the definition objects (dashboard, panel, data, thresholds)
-- :mod:`dashboards.catalog` — the six Pulse dashboards
+- :mod:`dashboards.catalog` — the seven Pulse dashboards
 - :mod:`dashboards.grafana` — Grafana JSON via grafana-foundation-sdk (ClickHouse plugin SQL
   from :mod:`dashboards.grafana_sql`), checked by :mod:`dashboards.validate`
 - :mod:`dashboards.pages` — the built-in pages served at ``/`` (``dashboards/static``)

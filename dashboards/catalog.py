@@ -1,9 +1,10 @@
-"""The six Pulse dashboards, each defined once (rendered to Grafana JSON and to pages)."""
+"""The seven Pulse dashboards, each defined once (rendered to Grafana JSON and to pages)."""
 
 from __future__ import annotations
 
 from dashboards.model import (
     Dashboard,
+    ExperimentData,
     FunnelData,
     HealthData,
     InsightsData,
@@ -152,7 +153,31 @@ PIPELINE = Dashboard(
     ),
 )  # fmt: skip
 
-DASHBOARDS: tuple[Dashboard, ...] = (OVERVIEW, FUNNEL, PRODUCTS, ENGAGEMENT, ANOMALIES, PIPELINE)
+EXPERIMENTS = Dashboard(
+    uid="pulse-experiments",
+    title="Experiments",
+    description="A/B experiments (CONTRACT §10): users per variant, lift with 95% intervals "
+    "per metric, sample-ratio check, and the lift over time.",
+    tags=("business", "experiments"),
+    refresh_s=60,
+    default_range="7d",
+    panels=(
+        Panel("Users per variant", ExperimentData("users"), "experiment", width=8, height=8),
+        Panel("Sample ratio (SRM check)", ExperimentData("srm"), "experiment", width=16,
+              height=8),
+        Panel("Lift by metric (95% interval)", ExperimentData("lift"), "experiment", width=24,
+              height=12),
+        Panel("Cumulative lift: conversion", ExperimentData("cumulative", "conversion"),
+              "experiment", width=12, height=10),
+        Panel("Cumulative lift: revenue per user",
+              ExperimentData("cumulative", "revenue_per_user"), "experiment", width=12,
+              height=10),
+    ),
+)  # fmt: skip
+
+DASHBOARDS: tuple[Dashboard, ...] = (
+    OVERVIEW, FUNNEL, PRODUCTS, ENGAGEMENT, ANOMALIES, PIPELINE, EXPERIMENTS,
+)  # fmt: skip
 _BY_UID = {d.uid: d for d in DASHBOARDS}
 
 

@@ -23,9 +23,11 @@ from grafana_foundation_sdk.models import dashboard as dash_m
 
 from dashboards import grafana_sql as sql
 from dashboards.clickhouse_query import PLUGIN_ID, ClickHouseQuery, ClickHouseQueryBuilder
+from dashboards.experiments_sql import EXPERIMENTS_VARIABLE_SQL, experiment_sql
 from dashboards.macros import INTERVAL_SQL
 from dashboards.model import (
     Dashboard,
+    ExperimentData,
     FunnelData,
     HealthData,
     InsightsData,
@@ -221,12 +223,33 @@ def _panel(panel: Panel, pid: int, options: RenderOptions) -> Any:
         return _common(builder, panel, pid, options).with_target(
             _target("A", sql.products_sql(data), "table", options)
         )
+    if isinstance(data, ExperimentData):
+        return _experiment_panel(panel, data, pid, options)
     if isinstance(data, InsightsData):
         raw = sql.insights_sql(data.status, data.limit)
         return _common(_table(), panel, pid, options).with_target(
             _target("A", raw, "table", options)
         )
     return _health_panel(panel, data, pid, options)
+
+
+def _experiment_panel(panel: Panel, data: ExperimentData, pid: int, options: RenderOptions) -> Any:
+    raw = experiment_sql(data)
+    builder: Any
+    kind = "table"
+    if data.view == "users":
+        builder = barchart.Panel().x_field("variant").show_value(common.VisibilityMode.ALWAYS)
+    elif data.view == "cumulative":
+        builder, kind = _series().unit("percentunit"), "timeSeries"
+    elif data.view == "srm":
+        builder = _table()
+    else:
+        builder = _table()
+        for column in ("lift", "ci_low", "ci_high"):
+            builder = builder.override_by_name(
+                column, [dash_m.DynamicConfigValue(id_val="unit", value="percentunit")]
+            )
+    return _common(builder, panel, pid, options).with_target(_target("A", raw, kind, options))
 
 
 def _health_panel(panel: Panel, data: HealthData, pid: int, options: RenderOptions) -> Any:
@@ -258,6 +281,15 @@ def _variables(board: Dashboard, options: RenderOptions) -> list[Any]:
         .current(dash_m.VariableOption(selected=True, text=default, value=INTERVAL_SQL[default]))
     )
     out: list[Any] = [tz, bucket]
+    if any(isinstance(p.data, ExperimentData) for p in board.panels):
+        out.append(
+            dash_b.QueryVariable("experiment")
+            .label("Experiment")
+            .description("An experiment seen in the exposures (CONTRACT §10)")
+            .datasource(_ref(options))
+            .query(EXPERIMENTS_VARIABLE_SQL)
+            .refresh(dash_m.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        )
     if any(isinstance(p.data, HealthData) and sql.health_sql(p.data) is None for p in board.panels):
         out.append(
             dash_b.DatasourceVariable("prometheus")

@@ -17,6 +17,7 @@ from warehouse.metrics import METRICS
 __all__ = [
     "Dashboard",
     "Data",
+    "ExperimentData",
     "FunnelData",
     "HealthData",
     "InsightsData",
@@ -29,7 +30,7 @@ __all__ = [
     "Viz",
 ]
 
-Viz = Literal["timeseries", "stat", "bars", "table", "funnel", "insights"]
+Viz = Literal["timeseries", "stat", "bars", "table", "funnel", "insights", "experiment"]
 Unit = Literal["eur", "count", "percent", "seconds", "per_second", "number"]
 Signal = Literal[
     "freshness",
@@ -119,7 +120,19 @@ class HealthData:
     signal: Signal
 
 
-Data = MetricData | FunnelData | ProductsData | InsightsData | HealthData
+@dataclass(frozen=True)
+class ExperimentData:
+    """One view of an experiment's results (``GET /v1/experiments/{key}``, CONTRACT §10):
+    ``users`` per variant, ``lift`` with its interval per metric, ``srm`` status, or the
+    ``cumulative`` lift of ``metric`` day by day. Which experiment: the page's (or
+    Grafana's) ``experiment`` variable."""
+
+    view: Literal["users", "lift", "srm", "cumulative"]
+    metric: Literal["conversion", "add_to_cart_rate", "orders_per_user", "revenue_per_user",
+                    "aov"] = "conversion"  # fmt: skip
+
+
+Data = MetricData | FunnelData | ProductsData | InsightsData | HealthData | ExperimentData
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,8 @@ class Panel:
             raise ValueError(f"{self.title}: width must be 1..24")
         if self.viz == "funnel" and not isinstance(self.data, FunnelData):
             raise ValueError(f"{self.title}: a funnel panel needs FunnelData")
+        if (self.viz == "experiment") != isinstance(self.data, ExperimentData):
+            raise ValueError(f"{self.title}: experiment panels show ExperimentData")
         if self.viz == "insights" and not isinstance(self.data, InsightsData):
             raise ValueError(f"{self.title}: an insights panel needs InsightsData")
         if self.viz == "bars" and isinstance(self.data, MetricData) and not self.data.total:

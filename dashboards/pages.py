@@ -23,6 +23,7 @@ from dashboards.catalog import DASHBOARDS
 from dashboards.grafana import TIMEZONES
 from dashboards.model import (
     Dashboard,
+    ExperimentData,
     FunnelData,
     HealthData,
     InsightsData,
@@ -39,7 +40,8 @@ _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=ut
           ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml",
           ".txt": "text/plain; charset=utf-8"}  # fmt: skip
 _KINDS = {MetricData: "metric", FunnelData: "funnel", InsightsData: "insights",
-          HealthData: "health", ProductsData: "products"}  # fmt: skip
+          HealthData: "health", ProductsData: "products",
+          ExperimentData: "experiment"}  # fmt: skip
 
 
 @dataclass(frozen=True)

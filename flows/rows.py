@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from flows.exposures import EXPOSURE, exposure_row
 from flows.ids import unpack_times
 from flows.logic import Enriched, Placed, SessionAgg, StepOutput
 from flows.logic import Move as LogicMove
@@ -106,6 +107,7 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
     users: dict[str, str] = {}  # session key -> user
     progress: dict[Part, list[int]] = {}  # partition -> [newest event ms, offset read]
     dups: list[list[object]] = []
+    exposures: list[list[object]] = []
     spans: list[tuple[int, int]] = []
     relabels: list[list[object]] = []
     count = 0
@@ -128,6 +130,8 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
             key, event = placed.session_key, placed.enriched.event
             row = event_row(placed, part, offset)
             event_rows.append(row)
+            if event.type == EXPOSURE and (exposure := exposure_row(placed.enriched)):
+                exposures.append(exposure)
             if event.session_id is None:
                 derived.setdefault(key, []).append(row)
             for move in out.moves:
@@ -158,6 +162,8 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
         event_minutes.update(span)
         start_minutes.update(span)
     tables = {"events": event_rows, "sessions": session_rows, "duplicates": dups}
+    if exposures:
+        tables["exposures"] = exposures
     if moves:
         tables[MOVES] = [move_row(*move) for move in moves]
     if relabels:

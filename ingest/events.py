@@ -101,6 +101,9 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     order_id: _Id128 | None = None
     revenue: _Money | None = None
     items: Annotated[list[Item], msgspec.Meta(max_length=MAX_ITEMS)] | None = None
+    # experiment_exposure
+    experiment: _Id64 | None = None
+    variant: _Id64 | None = None
 
     @property
     def ts_ms(self) -> int:
@@ -120,6 +123,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(_PRODUCT_TYPES, ("product_id",)),
     "search": ("query",),
     "purchase": ("order_id", "revenue", "currency", "items"),
+    "experiment_exposure": ("experiment", "variant"),
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)

@@ -19,6 +19,7 @@ TOPIC_BY_TYPE = {
     "begin_checkout": "user.cart_events",
     "purchase": "user.purchases",
     "search": "user.searches",
+    "experiment_exposure": "user.experiments",
 }
 _GENERAL = "user.general_events"
 _DLQ = "user.events.dlq"

@@ -29,6 +29,7 @@ from prometheus_client import Counter, Gauge
 from insights.alerts import AlertConfig, Delivery, Notifier
 from insights.drilldown import Decomposition
 from insights.engine import AnomalyEvent, DetectionEngine, EngineConfig
+from insights.experiment_checks import check_experiments
 from insights.lifecycle import Insight, InsightBook, mutes_from
 from insights.narrative import describe, gather
 from insights.reader import Frame, first_event, floor, read_frame, refine
@@ -73,6 +74,8 @@ class DetectConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     drilldown: bool = True
+    experiments_every: timedelta | None = timedelta(minutes=5)
+    """How often the experiments' SRM and guardrails are checked (None: never)."""
 
 
 @dataclass
@@ -86,6 +89,8 @@ class Detection:
     selected_at: dict[str, datetime] = field(default_factory=dict)
     raised: set[tuple[SeriesKey, datetime]] = field(default_factory=set)
     """Anomalies (series, onset) already handed to the book."""
+    experiments_at: datetime | None = None
+    """When the experiments were last checked (insights.experiment_checks)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,8 @@ def run_once(
         for insight in _group(state, ongoing, client, config, done):
             changed[insight.id] = insight
         LAST_BUCKET.set(done.timestamp())
+    for insight in _experiments(client, store, state, config, now):
+        changed[insight.id] = insight
     saved = store.save(list(changed.values())) if changed else []
     for insight in saved:
         state.book.put(insight)
@@ -223,6 +230,21 @@ def run_once(
     report = PassReport(done, counts, events_seen, tuple(saved), tuple(state.book.active()),
                         delivery)  # fmt: skip
     return report, state
+
+
+def _experiments(
+    client: Client, store: InsightStore, state: Detection, config: DetectConfig, now: datetime
+) -> list[Insight]:
+    """The experiment insights that change, when a check is due (its own module)."""
+    every, last = config.experiments_every, state.experiments_at
+    if every is None or (last is not None and now - last < every):
+        return []
+    state.experiments_at = now
+    try:
+        return check_experiments(client, store, state.book.active(), now)
+    except Exception as exc:  # detection goes on; the next check tries again
+        _log.warning("checking the experiments failed: %s", exc)
+        return []
 
 
 def _group(

@@ -10,7 +10,7 @@ would lose its counts. A pass, with the clock as an argument:
 2. records the horizon (``purged_until``): the rollups never recompute a minute before it
    from raw rows again (a late event there is not counted and goes at the next pass);
 3. deletes the raw rows before it: events by time, sessions that ended before it,
-   duplicates by time.
+   duplicates and experiment exposures by time.
 
 Distinct counts (visitors, sessions) of old ranges stay answerable from the rollups'
 exact sets; everything needing raw rows (category slices, the funnel, top products,
@@ -30,7 +30,8 @@ __all__ = ["Purged", "expunge", "horizon_of", "purge"]
 
 _WHERE = {"events": "ts < {h:DateTime64(3)}", "sessions": "end < {h:DateTime64(3)}",
           "duplicates": "ts < {h:DateTime64(3)}",
-          "bot_events": "ts < {h:DateTime64(3)}"}  # fmt: skip
+          "bot_events": "ts < {h:DateTime64(3)}",
+          "exposures": "ts < {h:DateTime64(3)}"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ COLUMNS: dict[str, list[str]] = {
         "ts", "event_id", "type", "user_id", "user_agent", "page", "version", "topic",
         "partition", "offset",
     ],
+    # before flow_progress: the writer inserts in this order, and progress comes last
+    "exposures": ["experiment", "user_id", "ts", "event_id", "variant", "version"],
     "flow_progress": ["topic", "partition", "max_ts", "offset", "updated_at"],
 }  # fmt: skip
 """The tables' columns, in the order of their rows."""

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover
 
 # Importing the command modules registers their commands, in the order `--help` lists them.
 # isort: off
-from api.cli import stack, ingest, pipeline, query, keys, dashboards, users  # noqa: F401
+from api.cli import stack, ingest, pipeline, query, keys, dashboards, users, experiments  # noqa: F401
 # isort: on
 
 from api.cli.common import app, err

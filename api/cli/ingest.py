@@ -22,9 +22,11 @@ from ingest.simulator import (
     estimate_events,
     ground_truth,
     parse_duration,
+    parse_experiment,
     parse_incident,
     parse_time,
     simulate_cli_help,
+    simulate_experiment_help,
     truth_path,
     write_jsonl,
 )
@@ -115,7 +117,11 @@ def _drain_after(run: Runtime) -> Iterator[None]:
         broker.stop()
 
 
-@app.command(epilog="\n\n".join(line.strip() for line in simulate_cli_help.splitlines()))
+@app.command(
+    epilog="\n\n".join(
+        line.strip() for line in (simulate_cli_help + simulate_experiment_help).splitlines()
+    )
+)
 def simulate(
     rate: Annotated[
         float, typer.Option(help="mean events per second (seasonality moves it)")
@@ -143,6 +149,9 @@ def simulate(
             "it (traffic.jsonl: traffic.truth.json)"
         ),
     ] = None,
+    experiment: Annotated[
+        list[str] | None, typer.Option(help="A/B experiment SPEC, repeatable (see below)")
+    ] = None,
 ) -> None:
     """Simulated marketplace traffic to Kafka or to a JSONL file, with ground truth."""
     pace = parse_speed(speed or ("max" if output else "1"))
@@ -155,6 +164,7 @@ def simulate(
             seed=seed,
             start=parse_time(start) if start else now if pace == 1 else now - span,
             incidents=tuple(parse_incident(spec) for spec in incident or []),
+            experiments=tuple(parse_experiment(spec) for spec in experiment or []),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

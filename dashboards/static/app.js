@@ -492,6 +492,88 @@
     done(i, 'ok', items.length, may ? '' : 'an admin key can acknowledge and resolve insights');
   }
 
+  // -- experiments (CONTRACT §10) ------------------------------------------------------------
+  // The experiment shown: ?experiment=KEY in the hash, else the one exposed most recently.
+  async function currentExperiment() {
+    const wanted = new URLSearchParams(location.hash.split('?')[1] || '').get('experiment');
+    if (wanted) return wanted;
+    const list = (await api('/v1/experiments')).experiments || [];
+    list.sort((a, b) => (a.last_exposure < b.last_exposure ? 1 : -1));
+    return list.length ? list[0].experiment : null;
+  }
+
+  function ciBar(lo, hi, lift, span) {
+    const x = (v) => 50 + (Math.max(-span, Math.min(span, v)) / span) * 50;
+    const cls = lo > 0 ? 'up' : hi < 0 ? 'down' : 'flat';
+    return `<div class="ci"><div class="zero"></div><div class="range ${cls}" style="left:${x(lo)}%;width:${Math.max(x(hi) - x(lo), 0.5)}%"></div><div class="dot" style="left:${x(lift)}%"></div></div>`;
+  }
+
+  async function experimentPanel(i, p) {
+    const node = el(i).querySelector('.body');
+    const key = await currentExperiment();
+    if (!key) {
+      node.innerHTML = '<p class="muted">No experiment seen yet: send experiment_exposure events.</p>';
+      done(i, 'empty', 0);
+      return;
+    }
+    const doc = await api('/v1/experiments/' + encodeURIComponent(key), { sequential: 'true' });
+    const view = p.data.view;
+    if (view === 'users') {
+      const max = Math.max(...doc.variants.map((v) => v.users), 1);
+      node.innerHTML = `<p class="muted">${esc(doc.experiment)} · control: ${esc(doc.control)}</p><div class="bars">` + doc.variants.map((v) =>
+        `<div class="bar"><span>${esc(v.variant)}</span><div class="fill" style="width:${(v.users / max) * 100}%"></div><span class="num">${v.users.toLocaleString('en-GB')}</span></div>`).join('')
+        + `</div><p class="muted">${doc.multiple_exposures.toLocaleString('en-GB')} users saw more than one variant (left out)</p>`;
+      done(i, 'ok', doc.variants.length);
+    } else if (view === 'srm') {
+      const ok = !doc.srm.flagged;
+      node.innerHTML = `<div class="srm ${ok ? 'ok' : 'bad'}">${ok ? 'Sample ratio OK' : 'Sample ratio mismatch: check the assignment'}</div>`
+        + `<p>p = ${doc.srm.p_value === null ? '–' : doc.srm.p_value.toExponential(2)} (flagged below 0.001) · ${esc(doc.experiment)} since ${esc(doc.from.slice(0, 16).replace('T', ' '))}</p>`;
+      done(i, 'ok', 1);
+    } else if (view === 'lift') {
+      const span = Math.max(0.05, ...doc.results.map((r) => Math.max(Math.abs(r.ci[0] || 0), Math.abs(r.ci[1] || 0)))) * 1.1;
+      node.innerHTML = '<table><tr><th>metric</th><th>variant</th><th class="n">mean</th><th class="n">control</th><th class="n">lift</th><th>95% interval (sequential)</th><th class="n">p</th><th class="n">chance to win</th></tr>'
+        + doc.results.map((r) => `<tr><td>${esc(r.metric.replace(/_/g, ' '))}</td><td>${esc(r.variant)}</td><td class="n">${esc(fmtMean(r.metric, r.mean))}</td><td class="n">${esc(fmtMean(r.metric, r.control_mean))}</td><td class="n">${esc(pct(r.lift))}</td><td class="cicell">${ciBar(r.ci[0], r.ci[1], r.lift, span)}<span class="muted">${esc(pct(r.ci[0]))} … ${esc(pct(r.ci[1]))}</span></td><td class="n">${r.p_value === null ? '–' : r.p_value.toPrecision(2)}</td><td class="n">${esc(fmt(r.chance_to_win, 'percent'))}</td></tr>`).join('')
+        + '</table>';
+      done(i, 'ok', doc.results.length);
+    } else {
+      await cumulativePanel(i, p, doc);
+    }
+  }
+
+  function pct(v) { return v === null || v === undefined ? '–' : (v >= 0 ? '+' : '') + (v * 100).toFixed(1) + ' %'; }
+  function fmtMean(metric, v) {
+    if (v === null || v === undefined) return '–';
+    if (metric === 'conversion' || metric === 'add_to_cart_rate') return fmt(v, 'percent');
+    if (metric === 'revenue_per_user' || metric === 'aov') return fmt(v, 'eur');
+    return v.toFixed(3);
+  }
+
+  // The lift of one metric as it stood at the end of each day (at most 30 looks).
+  async function cumulativePanel(i, p, doc) {
+    const start = Date.parse(doc.from), end = Date.parse(doc.to);
+    const day = 86400000;
+    const ends = [];
+    for (let t = Math.floor(start / day) * day + day; t < end && ends.length < 29; t += day) ends.push(t);
+    ends.push(end);
+    const docs = await Promise.all(ends.map((t) => api('/v1/experiments/' + encodeURIComponent(doc.experiment),
+      { from: doc.from, to: new Date(t).toISOString(), sequential: 'true' })));
+    const variants = doc.variants.map((v) => v.variant).filter((v) => v !== doc.control);
+    const xs = ends.map((t) => t / 1000);
+    const series = [];
+    const data = [xs];
+    const colors = ['#4ea1ff', '#d29922', '#3fb950', '#f85149'];
+    variants.forEach((v, n) => {
+      const pick = (d, k) => { const r = d.results.find((x) => x.metric === p.data.metric && x.variant === v); return r ? (k === null ? r.lift : r.ci[k]) : null; };
+      data.push(docs.map((d) => pick(d, null)), docs.map((d) => pick(d, 0)), docs.map((d) => pick(d, 1)));
+      const c = colors[n % colors.length];
+      series.push({ label: v + ' lift', stroke: c, width: 2 }, { label: v + ' 95% low', stroke: c, dash: [4, 4], width: 1 },
+        { label: v + ' 95% high', stroke: c, dash: [4, 4], width: 1 });
+    });
+    drawChart(i, { ...p, unit: 'percent' }, data, series,
+      { insights: [], completeUntil: null, thresholds: [{ value: 0, color: 'blue' }] });
+    done(i, 'ok', xs.length, 'lift against ' + esc(doc.control) + ' with its sequential 95% interval, day by day');
+  }
+
   function parseProm(text) {
     const totals = {};
     for (const line of text.split('\n')) {
@@ -563,6 +645,7 @@
       } else if (kind === 'funnel') await funnelPanel(i, p, w);
       else if (kind === 'products') await productsPanel(i, p, w);
       else if (kind === 'insights') await insightsPanel(i, p);
+      else if (kind === 'experiment') await experimentPanel(i, p);
       else await healthPanel(i, p, w);
     } catch (e) {
       if (gen === generation) fail(i, e);
@@ -603,7 +686,7 @@
   }
 
   function selectBoard() {
-    const uid = location.hash.slice(1);
+    const uid = location.hash.slice(1).split('?')[0];
     board = SPEC.dashboards.find((b) => b.uid === uid) || SPEC.dashboards[0];
     if (!localStorage.getItem('pulse.range')) $('range').value = board.default_range;
     buildGrid();

@@ -19,6 +19,12 @@ from typing import Any
 
 from ingest.simulator.config import DEFAULT_START, MarketConfig, SimConfig
 from ingest.simulator.engine import Run
+from ingest.simulator.experiments import (
+    ExperimentSpec,
+    experiment_truth,
+    parse_experiment,
+    simulate_experiment_help,
+)
 from ingest.simulator.incidents import (
     INCIDENT_KINDS,
     Incident,
@@ -31,6 +37,7 @@ from ingest.simulator.timeutil import format_ms, parse_duration, parse_time, to_
 __all__ = [
     "DEFAULT_START",
     "INCIDENT_KINDS",
+    "ExperimentSpec",
     "Incident",
     "MarketConfig",
     "SimConfig",
@@ -38,9 +45,11 @@ __all__ = [
     "ground_truth",
     "iter_events",
     "parse_duration",
+    "parse_experiment",
     "parse_incident",
     "parse_time",
     "simulate_cli_help",
+    "simulate_experiment_help",
     "truth_path",
     "write_jsonl",
 ]
@@ -81,6 +90,8 @@ def write_jsonl(
     truth["events"] = written
     for entry, inc in zip(truth["incidents"], run.incidents, strict=True):
         entry["affected_events"] = inc.affected
+    if config.experiments:
+        truth["experiments"] = experiment_truth(run.experiments, config.experiments)
     truth_path(path).write_text(json.dumps(truth, indent=2) + "\n")
     return written
 
@@ -102,6 +113,11 @@ def ground_truth(config: SimConfig) -> dict[str, Any]:
         "start_ms": start_ms,
         "end_ms": end_ms,
         "incidents": [truth_entry(inc, i, start_ms) for i, inc in enumerate(config.incidents)],
+        **(
+            {"experiments": experiment_truth(None, config.experiments)}
+            if config.experiments
+            else {}
+        ),
     }
 
 

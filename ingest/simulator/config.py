@@ -23,6 +23,7 @@ from ingest.simulator.defaults import (
     CategorySpec,
     CountrySpec,
 )
+from ingest.simulator.experiments import ExperimentSpec
 from ingest.simulator.incidents import Incident, check_incident
 
 __all__ = ["DEFAULT_START", "EVENT_TYPES", "MarketConfig", "SimConfig"]
@@ -151,6 +152,7 @@ class SimConfig:
     start: datetime = DEFAULT_START
     incidents: tuple[Incident, ...] = ()
     market: MarketConfig = field(default_factory=MarketConfig)
+    experiments: tuple[ExperimentSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -164,6 +166,9 @@ class SimConfig:
         object.__setattr__(self, "rate", float(self.rate))
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "incidents", tuple(self.incidents))
+        object.__setattr__(self, "experiments", tuple(self.experiments))
+        if len({e.name for e in self.experiments}) != len(self.experiments):
+            raise ValueError("two experiments share a name")
         for incident in self.incidents:
             check_incident(
                 incident,

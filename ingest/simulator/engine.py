@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ingest.simulator.config import SimConfig
 from ingest.simulator.effects import ActiveIncident, Group, resolve_incidents
 from ingest.simulator.encode import Encoder
+from ingest.simulator.experiments import ExperimentStream
 from ingest.simulator.market import Market, market_for
 from ingest.simulator.sessions import SessionlessGuard, build_events, draw_sessions
 from ingest.simulator.timeutil import eu_summer_time, to_ms
@@ -47,6 +48,10 @@ class Run:
         )
         self.prefix = f"{config.seed:x}.{self.start_ms // 1000:x}-"
         self.events = 0
+        # experiments change the lines after the market made them (their own module)
+        self.experiments = (
+            ExperimentStream(config.experiments, config.seed) if config.experiments else None
+        )
 
     def batches(self) -> Iterator[tuple[Arr, list[str]]]:
         """``(emit_ms, lines)`` batches in non-decreasing emit order over the whole run."""
@@ -102,9 +107,16 @@ class Run:
                 guard.prune(lo)
             ready = pending.pop(chunk, None)
             if ready:
-                yield self._release(ready)
+                yield self._experimented(self._release(ready))
         for bucket in sorted(pending):
-            yield self._release(pending[bucket])
+            yield self._experimented(self._release(pending[bucket]))
+
+    def _experimented(self, batch: tuple[Arr, list[str]]) -> tuple[Arr, list[str]]:
+        if self.experiments is None:
+            return batch
+        emit, lines = self.experiments.apply(batch[0].tolist(), batch[1])
+        self.events += len(lines) - len(batch[1])
+        return np.asarray(emit, dtype=np.int64), lines
 
     def _park(
         self, encoder: Encoder, g: Group, pending: dict[int, list[tuple[Arr, Arr]]], t0: int,

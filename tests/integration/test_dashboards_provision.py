@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from api.cli.dashboards import provision_command
 from api.settings import load_settings
+from dashboards.catalog import DASHBOARDS
 from dashboards.grafana import RenderOptions
 from dashboards.provision import GrafanaError, provision
 from dashboards.validate import validate
@@ -109,7 +110,7 @@ def test_provision_creates_then_is_idempotent_and_versioned(grafana) -> None:
     actions = {(o.kind, o.action) for o in first}
     assert ("datasource", "created") in actions and ("folder", "created") in actions
     dashboards = [o for o in first if o.kind == "dashboard"]
-    assert len(dashboards) == 6 and {o.action for o in dashboards} == {"created"}
+    assert len(dashboards) == len(DASHBOARDS) and {o.action for o in dashboards} == {"created"}
     assert {o.version for o in dashboards} == {1}
     ds = state["datasources"]["pulse-clickhouse"]
     assert ds["type"] == "grafana-clickhouse-datasource"
@@ -122,7 +123,7 @@ def test_provision_creates_then_is_idempotent_and_versioned(grafana) -> None:
     again = provision(url, ADMIN, DSN)
     assert {o.action for o in again if o.kind == "dashboard"} == {"unchanged"}
     assert [o.action for o in again if o.kind == "folder"] == ["unchanged"]
-    assert len(state["saves"]) == 6 and len(state["datasources"]) == 1
+    assert len(state["saves"]) == len(DASHBOARDS) and len(state["datasources"]) == 1
 
     changed = provision(url, ADMIN, DSN, RenderOptions(timezone="Europe/Berlin"))
     assert {(o.action, o.version) for o in changed if o.kind == "dashboard"} == {("updated", 2)}

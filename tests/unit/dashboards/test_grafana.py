@@ -36,7 +36,7 @@ def test_every_dashboard_validates(board) -> None:
 def test_the_requirement_is_covered() -> None:
     uids = {b.uid for b in DASHBOARDS}
     assert uids == {"pulse-overview", "pulse-funnel", "pulse-products", "pulse-engagement",
-                    "pulse-anomalies", "pulse-pipeline"}  # fmt: skip
+                    "pulse-anomalies", "pulse-pipeline", "pulse-experiments"}  # fmt: skip
     overview = {p.data.metric for p in DASHBOARDS[0].panels if isinstance(p.data, MetricData)}
     assert {"revenue", "orders", "aov", "conversion_rate", "revenue_per_visitor", "visitors",
             "sessions", "traffic_sources"} <= overview  # fmt: skip

@@ -95,7 +95,14 @@ def test_vendored_chart_library_ships_with_its_license() -> None:
 def test_spec_panels_name_an_api_route() -> None:
     for board in page_spec()["dashboards"]:
         for panel in board["panels"]:
-            assert panel["data"]["kind"] in {"metric", "funnel", "products", "insights", "health"}
+            assert panel["data"]["kind"] in {
+                "metric",
+                "funnel",
+                "products",
+                "insights",
+                "health",
+                "experiment",
+            }
 
 
 def _auth(key: str) -> dict[str, str]:

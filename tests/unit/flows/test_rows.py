@@ -137,3 +137,20 @@ def test_encoding_a_batch_leaves_its_rows_as_they_were() -> None:
     assert row[EVENT["version"]] == encoded.version and row[EVENT["ts"]] == T0 / 1000 + 1500
     [move] = [msgspec.json.decode(line) for line in encoded.lines[MOVES].splitlines()]
     assert move[MOVE_COLUMNS.index("version")] == encoded.version
+
+
+def test_an_exposure_is_an_event_row_and_an_exposures_row() -> None:
+    exposure = ev("x", T0 + MIN, "experiment_exposure", experiment="checkout", variant="B")
+    reads, outs = fold([ev("a", T0), exposure, ev("b", T0 + 2 * MIN)])
+    batch = batch_rows([(reads, outs)])
+    assert [r[EVENT["type"]] for r in batch.tables["events"]] == [
+        "page_view", "experiment_exposure", "page_view"]  # fmt: skip
+    [row] = batch.tables["exposures"]
+    assert dict(zip(COLUMNS["exposures"], row, strict=True)) == {
+        "experiment": "checkout", "user_id": "u1", "ts": T0 + MIN, "event_id": "x",
+        "variant": "B", "version": 0,
+    }  # fmt: skip
+    assert "exposures" not in batch_rows([(reads[:1], outs[:1])]).tables
+    # a repeat of the exposure is a duplicate, not a second exposure
+    again = batch_rows([fold([exposure, exposure])])
+    assert len(again.tables["exposures"]) == 1 and len(again.tables["duplicates"]) == 1

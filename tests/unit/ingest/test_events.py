@@ -133,6 +133,13 @@ REJECTED = {
     ),
     "results_count negative": (base(type="search", query="q", results_count=-1), "results_count"),
     "country with a newline": (base(country="DE\n"), "country"),
+    "exposure without experiment": (base(type="experiment_exposure", variant="a"), "experiment"),
+    "exposure without variant": (base(type="experiment_exposure", experiment="e"), "variant"),
+    "experiment over 64 characters": (
+        base(type="experiment_exposure", experiment="e" * 65, variant="a"),
+        "experiment",
+    ),
+    "empty variant": (base(type="experiment_exposure", experiment="e", variant=""), "variant"),
     "currency with a newline": (
         base(type="add_to_cart", product_id="p", price=1, currency="EUR\n"),
         "currency",
@@ -192,6 +199,7 @@ ACCEPTED = {
     },
     "1000 items": {**PURCHASE, "items": [{"product_id": "p", "price": 1}] * 1000},
     "largest results_count": base(type="search", query="q", results_count=2**32 - 1),
+    "experiment exposure": base(type="experiment_exposure", experiment="e" * 64, variant="B"),
 }
 
 

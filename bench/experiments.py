@@ -1,0 +1,144 @@
+"""Latency of ``GET /v1/experiments/{key}`` for an experiment with 1M exposed users over 30 days.
+
+    .venv/bin/python bench/experiments.py [--events 20000000] [--users 1000000] [--runs 20]
+                                          [--dir PATH]
+
+Fills a fresh chDB warehouse inside ClickHouse: the events of ``bench/query.py``
+(``events_fill_sql``: 30 days, ~3M users, the simulator's type mix, purchases with
+revenue), then one ``INSERT INTO exposures SELECT ... FROM numbers(users)``: the users
+``u0`` .. ``u{users-1}`` exposed at a random time of the 30 days to ``control`` or ``B``,
+10 % of them exposed a second time to the same variant and 0.3 % to the other one too. The
+experiment's users are thus real users of the events table, with their purchases, carts
+and pre-period.
+
+Then serves the real API (uvicorn, in a thread, with a read key) and times ``GET
+/v1/experiments/bench?from&to`` over the whole 30 days (plain; ``cuped=true``;
+``sequential=true``), 3 warm-up calls then ``--runs`` timed ones, p50/p95 of the HTTP
+round trip, plus the SQL alone. Target: p95 <= 200 ms. ``--dir`` keeps the warehouse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.query import DAYS, START, events_fill_sql  # noqa: E402
+
+KEY = "bench"
+
+
+def exposures_fill_sql(users: int) -> str:
+    """``INSERT INTO exposures SELECT ... FROM numbers(users)`` (see the module docstring)."""
+    span_ms = DAYS * 86_400_000
+    t0 = int(START.timestamp() * 1000)
+    first = f"{t0} + cityHash64(number, 21) % {span_ms - 86_400_000}"
+    variant = "if(cityHash64(number, 22) % 2 = 0, 'control', 'B')"
+    other = "if(cityHash64(number, 22) % 2 = 0, 'B', 'control')"
+    return f"""
+INSERT INTO exposures (experiment, user_id, ts, event_id, variant, version)
+SELECT '{KEY}', concat('u', toString(number)),
+    fromUnixTimestamp64Milli(toInt64(({first}) + k * 3600000), 'UTC'),
+    concat('x', toString(number), '-', toString(k)),
+    if(k = 2, {other}, {variant}), 1
+FROM numbers({users})
+ARRAY JOIN arrayFilter(k -> k = 0
+    OR (k = 1 AND cityHash64(number, 23) % 100 < 10)
+    OR (k = 2 AND cityHash64(number, 24) % 1000 < 3), [0, 1, 2]) AS k
+"""
+
+
+def prepared(where: Path, events: int, users: int):  # type: ignore[no-untyped-def]
+    """The warehouse at ``where``, filled the first time."""
+    from warehouse.client import connect
+    from warehouse.migrate import migrate
+
+    client = connect(f"chdb://{where}/wh")
+    migrate(client)
+    if client.query("SELECT count() FROM events").result_rows[0][0] == 0:
+        t = time.perf_counter()
+        client.command(events_fill_sql(events))
+        print(f"fill: {events:,} events in {time.perf_counter() - t:.1f} s")
+    if client.query("SELECT count() FROM exposures").result_rows[0][0] == 0:
+        t = time.perf_counter()
+        client.command(exposures_fill_sql(users))
+        client.command("OPTIMIZE TABLE exposures FINAL")
+        print(f"fill: exposures of {users:,} users in {time.perf_counter() - t:.1f} s")
+    return client
+
+
+def _p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--dir", type=Path, help="keep (and reuse) the warehouse here")
+    args = parser.parse_args()
+    where = args.dir or Path(tempfile.mkdtemp(prefix="pulse-bench-exp-"))
+    client = prepared(where, args.events, args.users)
+
+    from api.app import create_app
+    from api.deps import Services
+    from api.keys import KeyStore
+    from tests.conftest import free_port
+    from tests.servers import serve_in_thread
+    from warehouse.experiments import experiment_sums
+
+    store = KeyStore(where / "keys.json")
+    headers = {"Authorization": f"Bearer {store.create('read')}"}
+    port = free_port()
+    server, thread = serve_in_thread(create_app(Services(keys=store, warehouse=client)), port)
+    end = START + timedelta(days=DAYS)
+    base = {"from": START.isoformat(), "to": end.isoformat()}
+    rows = []
+    exposed = client.query("SELECT uniqExact(user_id) FROM exposures").result_rows[0][0]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=120) as c:
+            for label, extra in (("plain", {}), ("cuped=true", {"cuped": "true"}),
+                                 ("sequential=true", {"sequential": "true"})):  # fmt: skip
+                times = []
+                for n in range(3 + args.runs):
+                    t = time.perf_counter()
+                    r = c.get(f"/v1/experiments/{KEY}", params={**base, **extra})
+                    took = time.perf_counter() - t
+                    r.raise_for_status()
+                    if n >= 3:
+                        times.append(took * 1000)
+                doc = r.json()
+                sql = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    experiment_sums(client, KEY, START, end, cuped="cuped" in extra)
+                    sql.append((time.perf_counter() - t) * 1000)
+                rows.append((label, _p(times, 0.5), _p(times, 0.95), statistics.median(sql)))
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    users = {v["variant"]: v["users"] for v in doc["variants"]}
+    print(f"\nGET /v1/experiments/{KEY} over 30 days: {exposed:,} exposed users "
+          f"({users}, {doc['multiple_exposures']:,} with two variants), "
+          f"{args.events:,} events; {args.runs} timed runs each\n")  # fmt: skip
+    print("| query | p50 ms | p95 ms | SQL alone (median) ms | target p95 |")
+    print("|---|---:|---:|---:|---:|")
+    for label, p50, p95, sql_ms in rows:
+        ok = "ok" if p95 <= 200 else "MISS"
+        print(f"| {label} | {p50:.0f} | {p95:.0f} | {sql_ms:.0f} | 200 {ok} |")
+    print(f"\n{platform.machine()} / Python {platform.python_version()}; warehouse {where}")
+
+
+if __name__ == "__main__":
+    main()

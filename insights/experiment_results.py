@@ -1,0 +1,145 @@
+"""Experiments answered from the warehouse (CONTRACT §10): the documents of
+``GET /v1/experiments`` and ``GET /v1/experiments/{key}``, shared by the API, the CLI and
+the experiment insights. The warehouse gives the sums (``warehouse.experiments``, one query),
+``insights.experiments.report`` the statistics.
+
+Where the contract is silent: without ``from`` the range starts at the experiment's first
+exposure, without ``to`` it ends now (or just after its last exposure, when that is later:
+events may be up to 24 h ahead). An experiment nobody was exposed to is unknown (404).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from ingest.errors import PulseError
+from insights.experiments.report import ExperimentReport, experiment_report
+from warehouse.experiments import (
+    MAX_VARIANTS,
+    ExperimentSettings,
+    experiment_settings,
+    experiment_sums,
+    list_experiments,
+    put_experiment_settings,
+)
+from warehouse.queries import QueryError
+
+__all__ = [
+    "UnknownExperiment",
+    "check_declaration",
+    "declare",
+    "experiment_document",
+    "experiments_document",
+    "report_for",
+]
+
+_MS = timedelta(milliseconds=1)
+
+
+class UnknownExperiment(PulseError, LookupError):
+    """No exposure of this experiment was ever seen."""
+
+
+def _span(client: Client, experiment: str) -> tuple[datetime, datetime] | None:
+    rows = client.query(
+        "SELECT min(ts), max(ts), count() FROM exposures WHERE experiment = {e:String}",
+        parameters={"e": experiment},
+    ).result_rows
+    if not rows or not rows[0][2]:
+        return None
+    first, last, _ = rows[0]
+    return _utc(first), _utc(last)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def report_for(
+    client: Client,
+    experiment: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    cuped: bool = False,
+    sequential: bool = False,
+    now: datetime | None = None,
+) -> ExperimentReport:
+    """One experiment's statistics over ``[start, end)`` (defaults: the module's docstring)."""
+    span = _span(client, experiment)
+    if span is None:
+        raise UnknownExperiment(f"no experiment {experiment[:64]!r}: no exposure of it was seen")
+    first, last = span
+    start = start or first
+    end = end or max(now or datetime.now(UTC), last + _MS)
+    sums = experiment_sums(client, experiment, start, end, cuped=cuped)
+    declared = experiment_settings(client, experiment) or ExperimentSettings()
+    return experiment_report(
+        experiment, start, end, sums.users, sums.sums,
+        multiple_exposures=sums.multiple_exposures, control=declared.control,
+        weights=dict(declared.weights) or None, cuped=cuped, sequential=sequential,
+    )  # fmt: skip
+
+
+def experiment_document(
+    client: Client,
+    experiment: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    cuped: bool = False,
+    sequential: bool = False,
+) -> dict[str, Any]:
+    """``GET /v1/experiments/{key}``'s document."""
+    report = report_for(client, experiment, start, end, cuped=cuped, sequential=sequential)
+    return report.document()
+
+
+def experiments_document(client: Client) -> dict[str, Any]:
+    """``GET /v1/experiments``: every experiment seen, with its declared control."""
+    found = []
+    for summary in list_experiments(client):
+        entry = summary.to_dict()
+        declared = experiment_settings(client, summary.experiment)
+        entry["control"] = (declared.control if declared and declared.control else None) or (
+            "control" if "control" in summary.variants else min(summary.variants)
+        )
+        entry["weights"] = dict(declared.weights) if declared and declared.weights else None
+        found.append(entry)
+    return {"experiments": found}
+
+
+def check_declaration(control: str | None, weights: Mapping[str, float] | None) -> None:
+    """A 400 (:class:`QueryError`) for a declaration that cannot be used."""
+    if control is not None and not 0 < len(control) <= 64:
+        raise QueryError("control: a variant name is 1 to 64 characters")
+    weights = weights or {}
+    if len(weights) > MAX_VARIANTS:
+        raise QueryError(f"weights: at most {MAX_VARIANTS} variants")
+    for name, weight in weights.items():
+        if not 0 < len(name) <= 64:
+            raise QueryError("weights: a variant name is 1 to 64 characters")
+        if not math.isfinite(weight) or weight < 0:
+            raise QueryError(f"weights: {name[:64]!r} needs a finite weight ≥ 0")
+    if weights and not any(w > 0 for w in weights.values()):
+        raise QueryError("weights: at least one weight must be positive")
+    if weights and control is not None and control not in weights:
+        raise QueryError(f"control: {control[:64]!r} is not among the weights' variants")
+
+
+def declare(
+    client: Client, experiment: str, control: str | None, weights: Mapping[str, float] | None
+) -> dict[str, Any]:
+    """Store ``PUT /v1/experiments/{key}``'s declaration; what is now declared."""
+    if not 0 < len(experiment) <= 64:
+        raise QueryError("experiment: a name is 1 to 64 characters")
+    check_declaration(control, weights)
+    settings = ExperimentSettings(control, dict(weights or {}))
+    put_experiment_settings(client, experiment, settings, datetime.now(UTC), time.time_ns())
+    return {"experiment": experiment, "control": control, "weights": dict(weights or {})}

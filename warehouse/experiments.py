@@ -1,0 +1,243 @@
+"""Experiments from the warehouse (CONTRACT §10, METRICS.md "Experiments").
+
+:func:`experiment_sums` answers one experiment over a range with ONE query: per variant,
+the users and the sufficient statistics of every experiment metric (n, Σx, Σx², the
+CUPED pre-period's Σp, Σp², Σxp, the ratio's Σy, Σy², Σxy), which the statistics layer
+(``insights.experiments``) turns into lifts, intervals and p-values. No per-user value
+leaves the warehouse.
+
+How the query reads METRICS.md:
+
+- a user's variant is the variant of their first exposure with ts in ``[from, to)``; a
+  user with exposures to two variants in it goes to the ``''`` group (variants are
+  non-empty), counted as ``multiple_exposures``;
+- a user's values come from their ``purchase`` and ``add_to_cart`` events from the first
+  exposure (inclusive) to ``to``; the pre-period (CUPED) from the 14 days before it;
+- events are de-duplicated by ``event_id`` (the newest version of a row written twice),
+  exposures need not be: min, argMin and distinct counts per user ignore a repeated row.
+
+Every value is bound by the driver; the range is bounded like every other query
+(:func:`warehouse.queries.check_range`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from warehouse.queries import QueryError, check_range
+
+__all__ = [
+    "MAX_VARIANTS",
+    "PRE_PERIOD",
+    "SUM_COLUMNS",
+    "ExperimentSettings",
+    "ExperimentSummary",
+    "ExperimentSums",
+    "experiment_settings",
+    "experiment_sums",
+    "list_experiments",
+    "put_experiment_settings",
+]
+
+PRE_PERIOD = timedelta(days=14)  # METRICS.md: the CUPED covariate's window
+MAX_VARIANTS = 100  # more variants than any A/B test has: a bounded document
+_MULTIPLE = ""  # the group of users exposed to more than one variant
+
+# Per-user values (x: after exposure, p: the pre-period), in the query's column order
+SUM_COLUMNS = (
+    "conv", "conv_pre", "conv_x_pre",
+    "atc", "atc_pre", "atc_x_pre",
+    "orders", "orders_sq", "orders_pre", "orders_pre_sq", "orders_x_pre",
+    "revenue", "revenue_sq", "revenue_pre", "revenue_pre_sq", "revenue_x_pre",
+    "revenue_x_orders",
+)  # fmt: skip
+
+_SUMS_SQL = """
+WITH
+exposed AS (
+    SELECT user_id, min(ts) AS first_ts,
+        if(min(variant) = max(variant), argMin(variant, ts), '') AS variant
+    FROM exposures
+    WHERE experiment = {e:String} AND ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}
+    GROUP BY user_id
+),
+acts AS (
+    SELECT r.1 AS user_id, r.2 AS type, r.3 AS ts, r.4 AS is_order, r.5 AS order_id,
+        r.6 AS revenue
+    FROM (
+        SELECT argMax((user_id, type, ts, is_order, order_id, coalesce(revenue_eur, 0)),
+            version) AS r
+        FROM events
+        WHERE type IN ('purchase', 'add_to_cart')
+            AND ts >= {pre_lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}
+            -- the raw rows, not `exposed`: a CTE is computed again where it is used
+            AND user_id IN (SELECT user_id FROM exposures WHERE experiment = {e:String}
+                AND ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)})
+        GROUP BY event_id
+    )
+),
+per_user AS (
+    SELECT x.variant AS variant,
+        max(a.type = 'purchase' AND a.ts >= x.first_ts) AS conv,
+        max(a.type = 'add_to_cart' AND a.ts >= x.first_ts) AS atc,
+        uniqExactIf(a.order_id, a.is_order = 1 AND a.ts >= x.first_ts) AS orders,
+        sumIf(a.revenue, a.is_order = 1 AND a.ts >= x.first_ts) AS revenue,
+        max(a.type = 'purchase' AND a.ts < x.first_ts
+            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS conv_p,
+        max(a.type = 'add_to_cart' AND a.ts < x.first_ts
+            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS atc_p,
+        uniqExactIf(a.order_id, a.is_order = 1 AND a.ts < x.first_ts
+            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS orders_p,
+        sumIf(a.revenue, a.is_order = 1 AND a.ts < x.first_ts
+            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS revenue_p
+    FROM exposed AS x LEFT JOIN acts AS a ON a.user_id = x.user_id
+    GROUP BY x.user_id, x.variant
+)
+SELECT variant, count(),
+    sum(conv), sum(conv_p), sum(conv * conv_p),
+    sum(atc), sum(atc_p), sum(atc * atc_p),
+    sum(orders), sum(orders * orders), sum(orders_p), sum(orders_p * orders_p),
+    sum(orders * orders_p),
+    sumKahan(revenue), sumKahan(revenue * revenue), sumKahan(revenue_p),
+    sumKahan(revenue_p * revenue_p), sumKahan(revenue * revenue_p),
+    sumKahan(revenue * orders)
+FROM per_user
+GROUP BY variant
+ORDER BY variant
+LIMIT {limit:UInt32}
+"""
+
+_LIST_SQL = """
+SELECT experiment, groupUniqArray({cap:UInt32})(variant), uniqExact(user_id), min(ts), max(ts)
+FROM exposures
+GROUP BY experiment
+ORDER BY experiment
+LIMIT {limit:UInt32}
+"""
+
+
+@dataclass(frozen=True)
+class ExperimentSums:
+    """One experiment's answer from the warehouse: users and per-user-value sums per
+    variant (name order; :data:`SUM_COLUMNS`), and the users left out because they saw
+    more than one variant."""
+
+    experiment: str
+    start: datetime
+    end: datetime
+    users: dict[str, int]
+    sums: dict[str, dict[str, float]]
+    multiple_exposures: int
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """An experiment seen in the exposures: its variants, users, first and last exposure."""
+
+    experiment: str
+    variants: list[str]
+    users: int
+    first_exposure: datetime
+    last_exposure: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``GET /v1/experiments`` entry."""
+        return {
+            "experiment": self.experiment,
+            "variants": self.variants,
+            "users": self.users,
+            "first_exposure": _iso(self.first_exposure),
+            "last_exposure": _iso(self.last_exposure),
+        }
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What ``PUT /v1/experiments/{key}`` declared: the control (None: ``control``, else
+    the first variant by name) and the expected weights (empty: an equal split)."""
+
+    control: str | None = None
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+
+def _iso(value: datetime) -> str:
+    return _utc(value).isoformat().replace("+00:00", "Z")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def experiment_sums(
+    client: Client, experiment: str, start: datetime, end: datetime, *, cuped: bool = True
+) -> ExperimentSums:
+    """One experiment over ``[start, end)`` (see the module's docstring); ``cuped=False``
+    reads no events before ``start`` (the pre-period's sums are then partial)."""
+    check_range(start, end)
+    pre_lo = start - PRE_PERIOD if cuped else start
+    rows = client.query(
+        _SUMS_SQL,
+        parameters={
+            "e": experiment,
+            "lo": start,
+            "hi": end,
+            "pre_lo": pre_lo,
+            "limit": MAX_VARIANTS + 2,
+        },
+    ).result_rows
+    users: dict[str, int] = {}
+    sums: dict[str, dict[str, float]] = {}
+    multiple = 0
+    for variant, n, *values in rows:
+        if variant == _MULTIPLE:
+            multiple = int(n)
+            continue
+        users[variant] = int(n)
+        sums[variant] = {c: _number(v) for c, v in zip(SUM_COLUMNS, values, strict=True)}
+    if len(users) > MAX_VARIANTS:
+        raise QueryError(f"experiment: over {MAX_VARIANTS} variants; not an A/B test")
+    return ExperimentSums(experiment, start, end, users, sums, multiple)
+
+
+def _number(value: Any) -> float:
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
+
+
+def list_experiments(client: Client, limit: int = 1000) -> list[ExperimentSummary]:
+    """Every experiment seen in the exposures (by name, at most ``limit``)."""
+    rows = client.query(_LIST_SQL, parameters={"cap": MAX_VARIANTS, "limit": limit}).result_rows
+    return [
+        ExperimentSummary(str(e), sorted(map(str, v)), int(n), _utc(first), _utc(last))
+        for e, v, n, first, last in rows
+    ]
+
+
+def experiment_settings(client: Client, experiment: str) -> ExperimentSettings | None:
+    """The newest declaration of ``experiment`` (None: never declared)."""
+    rows = client.query(
+        "SELECT argMax(control, version), argMax(weights, version) FROM experiment_settings "
+        "WHERE experiment = {e:String} GROUP BY experiment",
+        parameters={"e": experiment},
+    ).result_rows
+    if not rows:
+        return None
+    control, weights = rows[0]
+    return ExperimentSettings(str(control) or None, {str(k): float(v) for k, v in weights.items()})
+
+
+def put_experiment_settings(
+    client: Client, experiment: str, settings: ExperimentSettings, now: datetime, version: int
+) -> None:
+    """Store a declaration (newest ``version`` wins)."""
+    client.insert(
+        "experiment_settings",
+        [[experiment, settings.control or "", dict(settings.weights), _utc(now), version]],
+        column_names=["experiment", "control", "weights", "updated_at", "version"],
+    )
