@@ -1,4 +1,4 @@
-"""The marketing channel of a visit (CONTRACT §5 ``channel``) from its campaign and referrer.
+"""The marketing channel of a visit (``channel``, docs/events.md) from its campaign and referrer.
 
 The rules follow the usual default channel grouping of web analytics: the campaign's
 ``utm_medium`` decides when there is one (``cpc`` is paid, ``email`` is email ...), a click

@@ -2,7 +2,7 @@
 
 Storefronts instrumented with Segment's specs (or RudderStack's, the same format) send
 batches of messages; :func:`split_batch` cuts a body into the bytes of each message and
-:func:`translate` turns one message into the bytes of a CONTRACT §5 event, which then goes
+:func:`translate` turns one message into the bytes of an event (docs/events.md), which then goes
 through the same :class:`~ingest.collector.Collector` as ``POST /v1/events`` (validation,
 routing, dead letters with the message's original bytes). A message that cannot become an
 event at all (no ``messageId``, not an object, an unknown ``type``) comes back as a reason.

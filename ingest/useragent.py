@@ -1,6 +1,6 @@
 """Device class, OS and browser from a User-Agent string (``ua-parser``, the maintained
 port of Browserscope's rules; its Rust resolver when installed), for events that do not
-say their device (CONTRACT §5), and known crawlers, bots and monitors (``crawlerdetect``,
+say their device (docs/events.md), and known crawlers, bots and monitors (``crawlerdetect``,
 CONTRACT §9).
 
 User agents repeat a lot (a few thousand cover most traffic), so every answer is cached.
