@@ -1,4 +1,4 @@
-"""Experiments from the warehouse (docs/experiments.md, docs/metrics.md "Experiments").
+"""Experiments from the warehouse (docs/experiments.md: the API, the metrics and their statistics).
 
 :func:`experiment_sums` answers one experiment over a range with ONE query: per variant,
 the users and the sufficient statistics of every experiment metric (n, Σx, Σx², the
@@ -6,7 +6,7 @@ CUPED pre-period's Σp, Σp², Σxp, the ratio's Σy, Σy², Σxy), which the st
 (``insights.experiments``) turns into lifts, intervals and p-values. No per-user value
 leaves the warehouse.
 
-How the query reads docs/metrics.md:
+How the query reads docs/experiments.md:
 
 - a user's variant is the variant of their first exposure with ts in ``[from, to)``; a
   user with exposures to two variants in it goes to the ``''`` group (variants are
@@ -45,7 +45,7 @@ __all__ = [
     "put_experiment_settings",
 ]
 
-PRE_PERIOD = timedelta(days=14)  # docs/metrics.md: the CUPED covariate's window
+PRE_PERIOD = timedelta(days=14)  # docs/experiments.md: the CUPED covariate's window
 MAX_VARIANTS = 100  # more variants than any A/B test has: a bounded document
 _MULTIPLE = ""  # the group of users exposed to more than one variant
 
