@@ -1,13 +1,22 @@
 """Throughput of the event flow draining pre-filled topics into the warehouse.
 
-    .venv/bin/python bench/flow.py [--events 1000000] [--workers 1 | --processes 2]
-                                   [--profile] [--read-only]
+    .venv/bin/python bench/flow.py [--events 1000000] [--shape simulator|heavy]
+                                   [--workers 1 | --processes 2] [--profile] [--read-only]
 
-Generates simulator traffic (all event types, no incidents), publishes it through the
-collector to a fresh embedded broker, then times `flows.run.run_flow` from start until the
-topics are drained (the idle wait at the end is subtracted), writing into a fresh chDB.
-Prints one result line, the resident memory peak, the flow's CPU time per event and the
-broker's (both run on this machine's cores).
+Generates simulator traffic (all event types), publishes it through the collector to a
+fresh embedded broker, then times `flows.run.run_flow` from start until the topics are
+drained (the idle wait at the end is subtracted), writing into a fresh chDB. Prints one
+result line, the resident memory peak, the flow's CPU time per event (per process with
+``--processes``) and the broker's (both run on this machine's cores).
+
+Two shapes of traffic (``--shape``):
+- ``simulator``: the simulator's usual marketplace, a few hours at 2,000 events/s: many
+  users with a few events each, 5% of them without session ids, no repeats.
+- ``heavy``: a shop's history (issue #21): ~4,500 users with ~230 events each over 57
+  days, explicit session ids, 5% of the events sent twice, prices in each country's
+  currency. Generating it takes a few minutes (the simulator steps through 57 days a
+  minute at a time), so it is kept in ``--cache`` (default ``$XDG_CACHE_HOME/pulse-bench``,
+  else ``~/.cache/pulse-bench``) and reused.
 
 ``--read-only`` drains the same topics with one plain confluent-kafka consumer per
 partition index (the flow source's settings) and does nothing with the records: the
@@ -17,12 +26,14 @@ ceiling that reading through this broker sets for any flow on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import os
 import pstats
 import resource
 import socket
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,19 +45,100 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_processes(n: int, bootstrap: str, dsn: str, home: str, idle: float) -> tuple[float, float]:
+def _run_processes(
+    n: int, bootstrap: str, dsn: str, home: str, idle: float
+) -> tuple[float, list[float]]:
     """Drain with ``n`` Bytewax processes as ``pulse flow --processes n`` runs them; wall
-    seconds (idle wait subtracted) and CPU of all of them."""
+    seconds (idle wait subtracted) and the CPU seconds of each process (sampled from
+    /proc every 50 ms while it runs: its last ~50 ms, at exit, are not counted)."""
+    from api.runtime import FLOW_ENTRY_POINT
     from flows.run import run_processes
 
-    os.environ.update({"PULSE_KAFKA_BOOTSTRAP": bootstrap, "PULSE_CLICKHOUSE_DSN": dsn,
-                       "PULSE_HOME": home})  # fmt: skip
-    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": bootstrap, "PULSE_CLICKHOUSE_DSN": dsn,
+           "PULSE_HOME": home, "PULSE_FLOW_STATE_DIR": str(Path(home) / "recovery" / "state"),
+           "PULSE_FLOW_EXIT_WHEN_IDLE": str(idle)}  # fmt: skip
+    cpu: dict[int, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            for pid in _children():
+                with contextlib.suppress(OSError, IndexError):  # it has just ended
+                    cpu[pid] = _cpu_seconds(pid)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
-    run_processes(n, recovery_dir=Path(home) / "recovery", exit_when_idle=idle)
+    try:
+        run_processes(n, flow=FLOW_ENTRY_POINT, env=env, recovery_dir=Path(home) / "recovery")
+    finally:
+        done.set()
+        sampler.join()
     elapsed = time.perf_counter() - start - idle
-    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return elapsed, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    return elapsed, [cpu[pid] for pid in sorted(cpu)]
+
+
+def _children() -> list[int]:
+    """This process's child processes."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids += [int(pid) for pid in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def _histogram(name: str, what: str) -> str:
+    """A histogram of this process's Prometheus registry as ``N what, S s``."""
+    from prometheus_client import REGISTRY
+
+    count = REGISTRY.get_sample_value(f"{name}_count") or 0
+    total = REGISTRY.get_sample_value(f"{name}_sum") or 0.0
+    return f"{count:,.0f} {what} {total:.2f} s"
+
+
+def _heavy_users(events: int, cache: Path) -> list[bytes]:
+    """Traffic shaped like a shop's history (issue #21), generated once and cached: ~4,500
+    returning users (each ~230 events over 57 days), every event with its session id, 5%
+    of them sent twice (the ``duplicates`` incident over the whole run), prices in each
+    country's currency (the simulator's markets)."""
+    from ingest.simulator import Incident, MarketConfig, SimConfig, iter_events
+
+    days = 57
+    path = cache / f"heavy-{events}.jsonl"
+    if not path.exists():
+        users = round(events / 234)  # ~234 events a user, repeats included
+        market = MarketConfig(users=users, returning_share=1.0, active_user_share=1.0,
+                              sessionless_share=0.0)  # fmt: skip
+        repeats = Incident("duplicates", at=timedelta(0), duration=timedelta(days=days),
+                           depth=0.05)  # fmt: skip
+        config = SimConfig(rate=events / 1.05 / (days * 86400), duration=timedelta(days=days),
+                           seed=1, start=datetime(2026, 9, 1, tzinfo=UTC), market=market,
+                           incidents=(repeats,))  # fmt: skip
+        print(f"generating {path} (a few minutes, once) ...", flush=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        with partial.open("wb") as out:
+            out.writelines(line + b"\n" for _, line in iter_events(config))
+        partial.rename(path)
+    with path.open("rb") as lines:
+        return [line.rstrip(b"\n") for line, _ in zip(lines, range(events), strict=False)]
+
+
+def _simulator(events: int) -> list[bytes]:
+    """The simulator's usual traffic: many users with a few events each."""
+    from ingest.simulator import SimConfig, iter_events
+
+    rate = 2000.0
+    config = SimConfig(rate=rate, duration=timedelta(seconds=events / rate * 1.3), seed=1,
+                       start=datetime(2026, 11, 16, 8, tzinfo=UTC))  # fmt: skip
+    lines = []
+    for _, line in iter_events(config):
+        lines.append(line)
+        if len(lines) >= events:
+            break
+    return lines
 
 
 def _cpu_seconds(pid: int | None) -> float:
@@ -107,6 +199,12 @@ def main() -> None:
         "--processes", type=int, default=1,
         help="run as N processes of Bytewax's runner (-i/-a) instead of in this process",
     )  # fmt: skip
+    parser.add_argument("--shape", choices=("simulator", "heavy"), default="simulator")
+    parser.add_argument(
+        "--cache", type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pulse-bench",
+        help="where the heavy shape's generated events are kept",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--read-only", action="store_true",
@@ -120,20 +218,15 @@ def main() -> None:
     from ingest.collector import Collector
     from ingest.fx import load_fx_rates
     from ingest.producer import ConfluentProducer
-    from ingest.simulator import SimConfig, iter_events
     from ingest.topics import Topics, ensure_topics
     from warehouse.client import connect
     from warehouse.migrate import migrate
 
     fx = load_fx_rates()
-    rate = 2000.0
-    config = SimConfig(rate=rate, duration=timedelta(seconds=args.events / rate * 1.3), seed=1,
-                       start=datetime(2026, 11, 16, 8, tzinfo=UTC))  # fmt: skip
-    lines = []
-    for _, line in iter_events(config):
-        lines.append(line)
-        if len(lines) >= args.events:
-            break
+    if args.shape == "heavy":
+        lines = _heavy_users(args.events, args.cache)
+    else:
+        lines = _simulator(args.events)
     with (
         tempfile.TemporaryDirectory() as tmp,
         EmbeddedBroker(f"127.0.0.1:{_free_port()}") as broker,
@@ -162,14 +255,21 @@ def main() -> None:
         idle = 2.0
         if args.processes > 1:
             client.close()  # chDB: the process holding the sink opens the warehouse
-            elapsed, cpu = _run_processes(args.processes, broker.bootstrap, dsn, tmp, idle)
+            elapsed, cpus = _run_processes(args.processes, broker.bootstrap, dsn, tmp, idle)
+            broker_cpu = _cpu_seconds(broker.pid) - broker_cpu0
             stored, span = _written(connect(dsn))
+            each = ", ".join(f"{c / result.accepted * 1e6:.1f}" for c in cpus)
             print(
-                f"flow: {result.accepted:,} events drained in {elapsed:.2f} s = "
+                f"flow [{args.shape}]: {result.accepted:,} events drained in {elapsed:.2f} s = "
                 f"{result.accepted / elapsed:,.0f} events/s ({args.processes} processes; "
                 f"first to last insert {span:.2f} s = {stored / span:,.0f} events/s); "
-                f"{stored:,} rows in events; CPU {cpu / result.accepted * 1e6:.1f} µs/event "
-                f"(all processes); load {os.getloadavg()[0]:.1f}"
+                f"{stored:,} rows in events"
+            )
+            print(
+                f"flow CPU: {sum(cpus) / result.accepted * 1e6:.1f} µs/event in all "
+                f"(per process: {each}); broker CPU: "
+                f"{broker_cpu / result.accepted * 1e6:.1f} µs/event; "
+                f"load {os.getloadavg()[0]:.1f}"
             )
             return
         flow = FlowConfig(broker.bootstrap, topics, dsn, None, fx, idle_stop_s=idle)
@@ -187,7 +287,7 @@ def main() -> None:
         stored, span = _written(client)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"flow: {result.accepted:,} events drained in {elapsed:.2f} s = "
+        f"flow [{args.shape}]: {result.accepted:,} events drained in {elapsed:.2f} s = "
         f"{result.accepted / elapsed:,.0f} events/s ({args.workers} worker(s); "
         f"first to last insert {span:.2f} s = {stored / span:,.0f} events/s); "
         f"{stored:,} rows in events; peak RSS {peak_mb:,.0f} MB"
@@ -198,6 +298,8 @@ def main() -> None:
         f"broker CPU: {broker_cpu:.2f} s = {broker_cpu / result.accepted * 1e6:.1f} µs/event; "
         f"load {os.getloadavg()[0]:.1f}"
     )
+    print(f"of which (wall): {_histogram('pulse_rollup_refresh_seconds', 'rollup refreshes')}, "
+          f"{_histogram('pulse_flow_snapshot_seconds', 'shard snapshots')}")  # fmt: skip
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
