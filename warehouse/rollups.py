@@ -223,17 +223,53 @@ def _mark(client: Client, periods: Mapping[int, Iterable[int]], version: int) ->
         client.insert("rollup_marks", rows, column_names=["kind", "minute", "dirty", "clean"])
 
 
-def _chunks(periods: list[int], size: int, length: int) -> Iterable[list[int]]:
+def _chunks(
+    periods: list[int], size: int, length: int, weights: Mapping[int, int] | None = None
+) -> Iterable[list[int]]:
     """Sorted period starts in groups of at most ``size`` spanning at most ``size``
-    periods of ``length`` ms."""
+    periods of ``length`` ms. With ``weights`` (events per period start, dirty or not), a
+    group goes on beyond that while the events it spans stay within
+    :data:`_GROUP_EVENTS` (and its periods within :data:`_GROUP_PERIODS`): sparse periods
+    — weeks of a shop's history, a few events a minute — are then recomputed a few
+    queries at a time instead of one per ``size`` periods, since most of a query's cost
+    is fixed (docs/benchmarks.md, issue #21). A group never spans more than ``size``
+    periods' or that many events."""
+    spanned = sorted((weights or {}).items())
+    at = 0  # the next entry of ``spanned`` not yet counted
     group: list[int] = []
+    weight = 0
     for m in periods:
-        if group and (len(group) >= size or m - group[0] >= size * length):
+        w = 0  # the events from the group's last period (excluded) to ``m`` (included)
+        while at < len(spanned) and spanned[at][0] <= m:
+            w += spanned[at][1]
+            at += 1
+        full = bool(group) and (len(group) >= size or m - group[0] >= size * length)
+        if full and (weights is None or weight + w > _GROUP_EVENTS or len(group) >= _GROUP_PERIODS):
             yield group
-            group = []
+            group, weight = [], 0
+            w = weights.get(m, 0) if weights is not None else 0
         group.append(m)
+        weight += w
     if group:
         yield group
+
+
+# A group of sparse periods recomputed in one query holds at most this many events (its
+# exact sets: ~100 MB at most in chDB) and this many periods (the query's list of them).
+_GROUP_EVENTS = 500_000
+_GROUP_PERIODS = 10_080
+
+
+def _weights(client: Client, grain: str, periods: list[int]) -> dict[int, int]:
+    """Events per period of ``grain`` (epoch-ms starts) between the first and last of
+    ``periods``, from ``events`` without FINAL (an estimate: enough to size groups)."""
+    start = {"1m": "toStartOfMinute", **_START_OF}[grain]
+    rows = client.query(
+        f"SELECT toUnixTimestamp({start}(ts)) * 1000 AS p, count() FROM events "
+        "WHERE ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)} GROUP BY p",
+        parameters={"lo": _dt(periods[0]), "hi": _dt(periods[-1] + _PERIOD_MS[grain])},
+    ).result_rows
+    return {int(p): int(n) for p, n in rows}
 
 
 def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) -> int:
@@ -262,7 +298,11 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
                 _mark(client, {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}},
                       next_version())  # fmt: skip
             size = chunk if grain == "1m" else 24
-            for group in _chunks([m for m, _ in dirty], size, _PERIOD_MS[grain]):
+            starts = [m for m, _ in dirty]
+            # more periods than one group: how many events each holds, so that sparse
+            # ones go together (one cheap query, only when there is a backlog)
+            weights = _weights(client, grain, starts) if len(starts) > size else None
+            for group in _chunks(starts, size, _PERIOD_MS[grain], weights):
                 _recompute(client, family, grain, group)
             client.insert(
                 "rollup_marks",
