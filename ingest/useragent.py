@@ -1,5 +1,6 @@
 """Device class, OS and browser from a User-Agent string (``ua-parser``, the maintained
-port of Browserscope's rules; its Rust resolver when installed), for events that do not
+port of Browserscope's rules, compiled lazily: building every rule up front takes seconds,
+which stalled a flow's first batch long enough to look idle), for events that do not
 say their device (docs/events.md), and known crawlers, bots and monitors (``crawlerdetect``,
 CONTRACT §9).
 
@@ -11,8 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import NamedTuple
 
-import ua_parser
 from crawlerdetect import CrawlerDetect
+from ua_parser import BasicResolver, Parser, load_lazy_builtins
 
 __all__ = ["Agent", "describe", "device_from_user_agent", "is_bot"]
 
@@ -22,6 +23,7 @@ _MOBILE_OS = frozenset(
     {"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Symbian OS", "Firefox OS"}
 )
 _crawlers = CrawlerDetect()
+_parser = Parser(BasicResolver(load_lazy_builtins()))
 
 
 class Agent(NamedTuple):
@@ -35,7 +37,7 @@ class Agent(NamedTuple):
 @lru_cache(maxsize=8192)
 def describe(user_agent: str) -> Agent:
     """The device class, OS family and browser family of a (non-empty) user agent."""
-    result = ua_parser.parse(user_agent[:_MAX_UA])
+    result = _parser.parse(user_agent[:_MAX_UA])
     os = result.os.family if result.os is not None else None
     browser = result.user_agent.family if result.user_agent is not None else None
     family = result.device.family if result.device is not None else ""
