@@ -272,7 +272,7 @@ def test_pages_read_as_a_newcomer_expects(site, warehouse_dsn) -> None:
             " const inside = r.left >= 0 && r.right <= window.innerWidth + 1;"
             " return [a.textContent, inside, hit === a]; })"
         )
-        assert len(tabs) == 6 and all(inside and hit for _, inside, hit in tabs), tabs
+        assert len(tabs) == 7 and all(inside and hit for _, inside, hit in tabs), tabs
         phone.save_screenshot(str(ARTIFACTS / "phone-overview.png"))
         _publish(ARTIFACTS / "phone-overview.png", "pages-phone.png")
     finally:
