@@ -131,34 +131,41 @@ def _require(scope: Scope) -> Callable[..., Awaitable[KeyRecord]]:
     ) -> KeyRecord:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise ApiError(401, "missing API key: send Authorization: Bearer <key>")
-        services = get_services(request)
-        try:
-            record = services.keys.authenticate(credentials.credentials)
-        except KeyRejected as exc:
-            raise ApiError(401, exc.reason) from None
-        if not allows(record.scope, scope):
-            raise ApiError(403, f"this key lacks the {scope!r} scope")
-        origin = request.headers.get("origin")
-        if (
-            scope == "ingest"
-            and origin
-            and not _same_origin(request, origin)
-            and not origin_allowed(origin, record, services)
-        ):
-            raise ApiError(403, "this key may not send events from this page's origin")
-        wait = services.limiter.take(record.id, record.scope)
-        if wait > 0:
-            raise ApiError(
-                429,
-                f"too many requests for this key; retry in {wait:.1f} s",
-                headers={"Retry-After": RateLimiter.retry_after(wait)},
-            )
-        if services.keys.use_due(record):
-            await run_in_threadpool(services.keys.record_use, record)
-        request.state.key = record  # who asked, for an audit (an erasure's)
-        return record
+        return await admit(request, get_services(request), credentials.credentials, scope)
 
     return check
+
+
+async def admit(request: Request, services: Services, key: str, scope: Scope) -> KeyRecord:
+    """The record of ``key`` when it may call a route needing ``scope`` now: known and
+    active (else 401), of that scope (403), for ingest sent from an allowed page (403),
+    within its rate (429). Every route's key goes through here, whatever carried it
+    (a Bearer header, Segment's Basic credentials or ``writeKey``)."""
+    try:
+        record = services.keys.authenticate(key)
+    except KeyRejected as exc:
+        raise ApiError(401, exc.reason) from None
+    if not allows(record.scope, scope):
+        raise ApiError(403, f"this key lacks the {scope!r} scope")
+    origin = request.headers.get("origin")
+    if (
+        scope == "ingest"
+        and origin
+        and not _same_origin(request, origin)
+        and not origin_allowed(origin, record, services)
+    ):
+        raise ApiError(403, "this key may not send events from this page's origin")
+    wait = services.limiter.take(record.id, record.scope)
+    if wait > 0:
+        raise ApiError(
+            429,
+            f"too many requests for this key; retry in {wait:.1f} s",
+            headers={"Retry-After": RateLimiter.retry_after(wait)},
+        )
+    if services.keys.use_due(record):
+        await run_in_threadpool(services.keys.record_use, record)
+    request.state.key = record  # who asked, for an audit (an erasure's)
+    return record
 
 
 def scoped(scope: Scope, openapi: dict[str, Any] | None = None) -> dict[str, Any]:

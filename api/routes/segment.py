@@ -22,12 +22,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from api.deps import Services, get_services, origin_allowed
+from api.deps import Services, admit, get_services
 from api.errors import ApiError
-from api.keys import KeyRecord, KeyRejected, allows
-from api.ratelimit import RateLimiter
+from api.keys import KeyRecord
 from api.routes.events import MAX_BODY, MAX_EVENTS, browser_address
-from api.settings import normalise_origin
 from ingest.segment import (
     KINDS,
     MAX_MESSAGE_BYTES,
@@ -124,43 +122,13 @@ def _basic_user(request: Request) -> str | None:
     return decoded.partition(":")[0] or None
 
 
-def _same_origin(request: Request, origin: str) -> bool:
-    try:
-        own = normalise_origin(f"{request.url.scheme}://{request.headers.get('host', '')}")
-        return normalise_origin(origin) == own
-    except ValueError:
-        return False
-
-
-def _admit(request: Request, services: Services, key: str | None) -> KeyRecord:
-    """The ingest key's record, with the same checks as ``api.deps`` for Bearer keys:
-    scope, the page's origin against the key's ``--origin`` list, the key's rate."""
+async def _admit(request: Request, services: Services, key: str | None) -> KeyRecord:
+    """The ingest key's record, checked as every route's key is (``api.deps.admit``)."""
     if key is None:
         raise ApiError(
             401, "missing write key: send HTTP Basic with the key as user name, or writeKey"
         )
-    try:
-        record = services.keys.authenticate(key)
-    except KeyRejected as exc:
-        raise ApiError(401, exc.reason) from None
-    if not allows(record.scope, "ingest"):
-        raise ApiError(403, "this key lacks the 'ingest' scope")
-    origin = request.headers.get("origin")
-    if (
-        origin
-        and not _same_origin(request, origin)
-        and not origin_allowed(origin, record, services)
-    ):
-        raise ApiError(403, "this key may not send events from this page's origin")
-    wait = services.limiter.take(record.id, record.scope)
-    if wait > 0:
-        raise ApiError(
-            429,
-            f"too many requests for this key; retry in {wait:.1f} s",
-            headers={"Retry-After": RateLimiter.retry_after(wait)},
-        )
-    services.keys.record_use(record)
-    return record
+    return await admit(request, services, key, "ingest")
 
 
 async def _collect(
@@ -210,16 +178,16 @@ async def post_batch(request: Request, services: Services = Depends(get_services
     """Collect a Segment batch: each message is validated and routed like a Pulse event."""
     user = _basic_user(request)
     if user is not None:  # checked before the body is read (a beacon's key is inside it)
-        _admit(request, services, user)
+        await _admit(request, services, user)
     body = await _read_body(request)
     try:
         batch = split_batch(body)
     except SegmentError as exc:
         if user is None:
-            _admit(request, services, None)  # a stranger learns nothing more
+            await _admit(request, services, None)  # a stranger learns nothing more
         raise ApiError(400, str(exc)) from None
     if user is None:
-        _admit(request, services, batch.write_key)
+        await _admit(request, services, batch.write_key)
     messages = [(raw, decode_message(raw)) for raw in batch.messages]
     return await _collect(
         request, services, messages, kind=None, sent_at=batch.sent_at, context=batch.context
@@ -230,16 +198,16 @@ def _single(kind: str) -> Any:
     async def post_single(request: Request, services: Services = Depends(get_services)) -> Success:
         user = _basic_user(request)
         if user is not None:  # checked before the body is read (a beacon's key is inside it)
-            _admit(request, services, user)
+            await _admit(request, services, user)
         body = await _read_body(request)
         try:
             message, write_key = parse_single(body)
         except SegmentError as exc:
             if user is None:
-                _admit(request, services, None)  # a stranger learns nothing more
+                await _admit(request, services, None)  # a stranger learns nothing more
             raise ApiError(400, str(exc)) from None
         if user is None:
-            _admit(request, services, write_key)
+            await _admit(request, services, write_key)
         checked: dict[str, Any] | str = message
         if len(body) > MAX_MESSAGE_BYTES:
             checked = f"message is {len(body)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
