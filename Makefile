@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver npm
+SYSTEM_PACKAGES := prometheus-alertmanager chromium chromium-driver
 
 GBSTATS_VENV := .venv-gbstats
 GBSTATS_STAMP := $(GBSTATS_VENV)/.installed-stamp
@@ -34,11 +34,13 @@ $(SDK_STAMP): $(STAMP)
 
 install: $(STAMP)
 
-# Debian packages the integration tests need; installed when running as root and missing.
+# Debian packages the integration tests need; installed when running as root and missing
+# (npm only when there is no npm command: nodejs from elsewhere brings its own).
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -z "$$missing" ]; then echo "system packages present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing:$$missing"; \
