@@ -58,6 +58,7 @@ _IDLE_PAUSE = timedelta(milliseconds=20)
 _CHECK_EVERY_S = 2.0  # how often the topics' identity is looked up
 _SUSPECT_CHECK_S = 0.3  # ... and while the broker looks gone
 _DRAIN_IDLE_S = 0.5  # draining: a partition ends once nothing came for this long
+_GIVE_UP_S = 30.0  # exit when idle: a partition not known to be read to its end waits this long
 _ZERO_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # a broker without topic ids answers this
 
 BROKER_LOST = Counter(
@@ -117,6 +118,7 @@ class _Partition(StatefulSourcePartition[Any, State]):
         self._check: tuple[dict[str, Any], Any, float] | None = None
         self._next_check = 0.0
         self._next_high = 0.0
+        self._next_end_check = 0.0
         self._last_warning = 0.0
         self._assign()
         self._last_read = time.monotonic()
@@ -302,12 +304,43 @@ class _Partition(StatefulSourcePartition[Any, State]):
         """Nothing read: end when idle for long enough (``idle_s``, or while draining),
         else ask to be called again shortly."""
         src, idle = self._source, now - self._last_read
-        if src.idle_s is not None and idle >= src.idle_s:
+        if (
+            src.idle_s is not None
+            and idle >= src.idle_s
+            and self._caught_up(now, idle - src.idle_s)
+        ):
             raise StopIteration
         if src.drain is not None and src.drain.is_set() and idle >= _DRAIN_IDLE_S:
             raise StopIteration
         self._awake = datetime.now(UTC) + _IDLE_PAUSE
         return []
+
+    def _caught_up(self, now: float, overdue: float) -> bool:
+        """Whether this partition of every topic has been read to its end, so that being
+        idle means there is nothing left (a loaded machine can take longer than ``idle_s``
+        to look the topics up or to fetch). A broker that cannot be asked for
+        ``_GIVE_UP_S`` past the idle time counts as done: nothing more can be read."""
+        if self._suspect:
+            return overdue >= _GIVE_UP_S
+        if now < self._next_end_check:
+            return False
+        self._next_end_check = now + 0.2
+        fetching = {p.topic: p.offset for p in self._consumer.position(
+            [TopicPartition(t, self._partition) for t in self._offsets])}  # fmt: skip
+        for topic, offset in self._offsets.items():
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, self._partition), timeout=2.0
+                )
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue  # no such partition: nothing to read
+                return overdue >= _GIVE_UP_S
+            # the fetch position passes markers that are not records
+            at = max(offset, fetching.get(topic, -1))
+            if (at if at >= 0 else low) < high:
+                return overdue >= _GIVE_UP_S
+        return True
 
     def _read_error(self, topic: str, error: KafkaError) -> None:
         """An error in place of a record: fatal ones stop the flow; an offset out of

@@ -148,6 +148,26 @@ def test_a_part_ends_when_idle_for_idle_s(broker: EmbeddedBroker) -> None:
         part.close()
 
 
+def test_idle_never_ends_a_part_before_it_read_to_the_end(broker: EmbeddedBroker) -> None:
+    """On a loaded machine the first lookup and fetch can take longer than ``idle_s``:
+    a part idle for that long but not at the end of every topic goes on reading."""
+    a, b = _topics(broker.bootstrap, {"a": 1, "b": 1})
+    records = [(t, 0, f"u{i}", f"{t[-1]}{i}".encode()) for t in (a, b) for i in range(50)]
+    _produce(broker.bootstrap, records)
+    part = RoutingKafkaSource([broker.bootstrap], [a, b], _route, idle_s=0.0).build_part(
+        "kafka", "partition-0", None
+    )
+    read: list[Read] = []
+    try:
+        with pytest.raises(StopIteration):
+            for _ in range(10_000):
+                read += [r for _, (_, values) in part.next_batch() for r in values]
+                time.sleep(0.005)
+    finally:
+        part.close()
+    assert sorted(r[3] for r in read) == sorted(value for *_, value in records)
+
+
 def test_a_part_ends_once_drained_or_at_once_when_stopped(broker: EmbeddedBroker) -> None:
     (a,) = _topics(broker.bootstrap, {"a": 1})
     _produce(broker.bootstrap, [(a, 0, "u1", b"x")])
