@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IsoTime",
     "Services",
+    "app_services",
     "documented",
     "get_services",
     "get_warehouse",
@@ -85,6 +86,12 @@ def get_services(request: Request) -> Services:
     """The services of the running app."""
     services: Services = request.app.state.services
     return services
+
+
+async def app_services(request: Request) -> Services:
+    """:func:`get_services` as a route's dependency: a coroutine, so FastAPI calls it on the
+    event loop (a plain function costs a hop to a worker thread on every request)."""
+    return get_services(request)
 
 
 def get_warehouse(request: Request) -> Client:

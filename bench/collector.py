@@ -146,11 +146,17 @@ def _measure(args: argparse.Namespace, base: str, key: str) -> None:
     rates = args.sweep or [args.rate]
     for clients in args.clients:
         for rate in rates:
+            began = time.process_time()
             lat, errors = _run_clients(base, key, clients, rate, args.seconds)
+            # the server's CPU per request (every thread of this process; without --up the
+            # API runs here): unlike latency, hardly changed by other work on the machine
+            cpu = "" if args.up else (
+                f" server_cpu={(time.process_time() - began) * 1000 / max(1, len(lat)):.2f} ms/req"
+            )  # fmt: skip
             print(
                 f"clients={clients} rate={rate:.0f} ev/s requests={len(lat)} "
                 f"errors={errors} p50={_pct(lat, 0.5):.1f} ms "
-                f"p99={_pct(lat, 0.99):.1f} ms max={max(lat, default=0):.1f} ms",
+                f"p99={_pct(lat, 0.99):.1f} ms max={max(lat, default=0):.1f} ms{cpu}",
                 flush=True,
             )
 

@@ -32,6 +32,8 @@ RECREATED = Counter(
 # deliveries failing this long while the broker answers: the client is recreated
 _STALLED_S = 5.0
 # readiness: records wait and no acknowledgement came for this long
+_TICK_S = 0.001  # how often an event loop awaiting acknowledgements polls the client
+_HANDOVER_S = 0.2  # a loop that did not poll for this long: the poll thread takes over
 _OVERDUE_S = 2.0
 # delivery errors meaning the broker no longer knows this producer: recreate at once
 _STATE_LOST = frozenset(
@@ -129,6 +131,11 @@ class ConfluentProducer(EventProducer):
         self._health = _Health()
         self._closed = threading.Event()
         self._wake = threading.Event()  # something for the watcher to look at
+        # batches awaited on an event loop: while there are, that loop polls the client
+        # (see _LoopPoller) and the poll thread stands aside
+        self._loop_poller: _LoopPoller | None = None
+        self._loop_polled = 0.0  # when a loop last polled (monotonic)
+        self._loop_polling = threading.Event()  # cleared while a loop polls
         self._producer = self._new_client()
         self._poller = threading.Thread(target=self._poll, name="pulse-producer-poll", daemon=True)
         self._watcher = threading.Thread(target=self._watch, name="pulse-producer-watch",
@@ -191,7 +198,19 @@ class ConfluentProducer(EventProducer):
 
     def _poll(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.2)
+            if time.monotonic() - self._loop_polled < _HANDOVER_S:
+                # an event loop polls now: stand aside (no GIL tug of war), and take over
+                # should it stop without saying so (its loop closed)
+                self._loop_polling.wait(_HANDOVER_S)
+            else:
+                self._producer.poll(0.2)
+
+    def _poll_on(self, loop: asyncio.AbstractEventLoop) -> _LoopPoller:
+        """The poller of ``loop`` (one loop polls at a time: the first that asked)."""
+        poller = self._loop_poller
+        if poller is None or not poller.usable(loop):
+            poller = self._loop_poller = _LoopPoller(self, loop)
+        return poller
 
     def _watch(self) -> None:
         """Probe the broker while something looks wrong; recreate the client when it is
@@ -416,20 +435,33 @@ class _ConfluentBatch(Batch):
         self._raise_unless_delivered()
 
     async def wait_async(self, timeout: float = 30.0) -> None:
-        # the poll thread resolves a future on the loop: no worker thread waits per request
+        # the loop polls the client while it waits (_LoopPoller): the acknowledgements'
+        # callbacks run on the loop's thread and resolve the future directly, instead of
+        # 100 GIL hand-overs per request between the loop and a poll thread
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
+        here = threading.get_ident()
 
-        def wake() -> None:  # on the poll thread: an exception here would end it
+        def wake() -> None:
+            if threading.get_ident() == here:
+                _resolve(answered)
+                return
             with contextlib.suppress(RuntimeError):  # the loop closed (shutdown, timed out)
                 loop.call_soon_threadsafe(_resolve, answered)
 
         self._on_done = wake  # before sealing: whoever finishes sees it
         self._seal()
+        if answered.done():
+            self._raise_unless_delivered()
+            return
+        poller = self._owner._poll_on(loop)
+        poller.join()
         try:
             await asyncio.wait_for(answered, timeout)
         except TimeoutError:
             self._owner._stalled(self._created)
+        finally:
+            poller.leave()
         self._raise_unless_delivered()
 
     def _raise_unless_delivered(self) -> None:
@@ -438,6 +470,49 @@ class _ConfluentBatch(Batch):
             raise DeliveryError(
                 pending + self.failed, self.first_error or "timed out waiting for acks"
             )
+
+
+class _LoopPoller:
+    """Polls a producer's client from an event loop every ``_TICK_S`` while batches are
+    awaited on it: the delivery callbacks then run between the loop's other callbacks.
+    A client polled from its own thread instead took the GIL once per record, and the
+    hand-overs with a busy loop cost more CPU than the callbacks themselves."""
+
+    def __init__(self, owner: ConfluentProducer, loop: asyncio.AbstractEventLoop) -> None:
+        self._owner = owner
+        self._loop = loop
+        self._waiting = 0
+        self._ticking = False
+        self._last_waiter = 0.0  # when the last batch was answered (monotonic)
+
+    def usable(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether batches awaited on ``loop`` are served: this poller's loop runs and is
+        ``loop`` or busy (another loop's batches are then resolved thread-safely)."""
+        return not self._loop.is_closed() and (self._loop is loop or self._waiting > 0)
+
+    def join(self) -> None:
+        self._waiting += 1
+        if not self._ticking:
+            self._ticking = True
+            self._loop.call_soon_threadsafe(self._tick)
+
+    def leave(self) -> None:
+        self._waiting -= 1
+        self._last_waiter = time.monotonic()
+
+    def _tick(self) -> None:
+        owner = self._owner
+        now = owner._loop_polled = time.monotonic()
+        owner._loop_polling.clear()
+        owner._producer.poll(0)
+        # polling on a little after the last batch: under steady traffic the next one
+        # comes soon, and the thread would otherwise take over in between
+        if self._waiting or now - self._last_waiter < _HANDOVER_S / 2:
+            self._loop.call_later(_TICK_S, self._tick)
+        else:
+            self._ticking = False
+            owner._loop_polled = 0.0
+            owner._loop_polling.set()  # the thread polls again
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.deps import Services, get_services, scoped
+from api.deps import Services, app_services, scoped
 from api.errors import ApiError
 from dashboards import catalog
 from dashboards.grafana import RenderOptions, render
@@ -39,7 +39,7 @@ def _send(request: Request, found: Asset, cache_control: str) -> Response:
 
 
 @router.get("/", include_in_schema=False)
-def page(request: Request, services: Services = Depends(get_services)) -> Response:
+def page(request: Request, services: Services = Depends(app_services)) -> Response:
     """The built-in dashboards (public page; its data needs a read key)."""
     lateness = int(services.allowed_lateness.total_seconds())
     # Revalidated on every load (cheap: 304), so a new version shows at once.
@@ -86,7 +86,7 @@ def list_dashboards(request: Request) -> dict[str, Any]:
 @router.get("/v1/dashboards/{uid}", **scoped("read"))
 def get_dashboard(
     uid: Annotated[str, Path(description="a dashboard uid, e.g. pulse-overview")],
-    services: Services = Depends(get_services),
+    services: Services = Depends(app_services),
 ) -> dict[str, Any]:
     """A dashboard as Grafana JSON for the ClickHouse datasource plugin."""
     board = catalog.get(uid)

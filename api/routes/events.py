@@ -8,7 +8,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from api.deps import Services, get_services, scoped
+from api.deps import Services, app_services, scoped
 from api.errors import ApiError
 from ingest.collector import BodyError, split_body
 from ingest.topics import TOPIC_BY_TYPE
@@ -86,7 +86,7 @@ async def _read_limited(request: Request) -> bytes:
 
 
 @router.post("/events", response_model=IngestResponse, **scoped("ingest", _BODY_DOC))
-async def post_events(request: Request, services: Services = Depends(get_services)) -> Response:
+async def post_events(request: Request, services: Services = Depends(app_services)) -> Response:
     """Validate and publish up to 1,000 events; bad ones go to the dead-letter topic."""
     body = await _read_limited(request)
     try:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from api.deps import Services, get_services
+from api.deps import Services, app_services
 from ingest.errors import PulseError
 
 router = APIRouter(tags=["health"])
@@ -20,7 +20,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None)
-def readyz(services: Services = Depends(get_services)) -> Any:
+def readyz(services: Services = Depends(app_services)) -> Any:
     """Every part (broker, warehouse, flow, detector) works now."""
     checks: dict[str, str] = {}
     for name, check in services.readiness.items():

@@ -14,7 +14,14 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import IsoTime, Services, documented, get_services, get_warehouse, scoped
+from api.deps import (
+    IsoTime,
+    Services,
+    app_services,
+    documented,
+    get_warehouse,
+    scoped,
+)
 from ingest.times import aware
 from warehouse.buckets import INTERVALS
 from warehouse.client import Client
@@ -96,7 +103,7 @@ async def get_metric(
     ] = None,
     where: Where = None,
     tz: Tz = None,
-    services: Services = Depends(get_services),
+    services: Services = Depends(app_services),
     client: Client = Depends(get_warehouse),
 ) -> Response:
     """A metric series with ``complete_until``; later buckets are flagged partial."""
@@ -121,7 +128,7 @@ async def get_funnel(
     ] = None,
     where: Where = None,
     tz: Tz = None,
-    services: Services = Depends(get_services),
+    services: Services = Depends(app_services),
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
     """Sessions reaching each funnel step, with step and overall conversion."""
@@ -142,7 +149,7 @@ async def get_top_products(
     ] = "revenue",
     limit: Annotated[int, Query(ge=0, le=1000)] = 10,
     where: Where = None,
-    services: Services = Depends(get_services),
+    services: Services = Depends(app_services),
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
     """Top products by revenue, views or units (ties by product_id)."""

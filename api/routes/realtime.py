@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Services, get_services, get_warehouse, scoped
+from api.deps import Services, app_services, get_warehouse, scoped
 from api.errors import ApiError
 from api.settings import parse_duration
 from insights.live import live_summary
@@ -26,7 +26,7 @@ async def realtime(
             pattern=r"^[0-9]+(\.[0-9]+)?(ms|s|m|min|h|d)?$",
         ),
     ] = "1h",
-    services: Services = Depends(get_services),
+    services: Services = Depends(app_services),
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
     """Conversion, revenue per visitor, traffic sources, top products, engagement, open

@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from api.deps import Services, admit, get_services
+from api.deps import Services, admit, app_services
 from api.errors import ApiError
 from api.keys import KeyRecord
 from api.routes.events import MAX_BODY, MAX_EVENTS, browser_address
@@ -174,7 +174,7 @@ async def _collect(
 
 @router.post("/batch", response_model=Success, openapi_extra=_BODY_DOC)
 @router.post("/b", response_model=Success, include_in_schema=False)
-async def post_batch(request: Request, services: Services = Depends(get_services)) -> Success:
+async def post_batch(request: Request, services: Services = Depends(app_services)) -> Success:
     """Collect a Segment batch: each message is validated and routed like a Pulse event."""
     user = _basic_user(request)
     if user is not None:  # checked before the body is read (a beacon's key is inside it)
@@ -195,7 +195,7 @@ async def post_batch(request: Request, services: Services = Depends(get_services
 
 
 def _single(kind: str) -> Any:
-    async def post_single(request: Request, services: Services = Depends(get_services)) -> Success:
+    async def post_single(request: Request, services: Services = Depends(app_services)) -> Success:
         user = _basic_user(request)
         if user is not None:  # checked before the body is read (a beacon's key is inside it)
             await _admit(request, services, user)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Services, get_services, get_warehouse, scoped
+from api.deps import Services, app_services, get_warehouse, scoped
 from api.erasure import NotAnnounced
 from api.errors import ApiError
 from warehouse.client import Client
@@ -32,7 +32,7 @@ _ANSWER = {
 async def forget_user(
     user_id: UserId,
     request: Request,
-    services: Services = Depends(get_services),
+    services: Services = Depends(app_services),
     client: Client = Depends(get_warehouse),
 ) -> dict[str, Any]:
     """Erase every row of one user, its flow state and its share of every rollup."""
