@@ -119,6 +119,7 @@ class _Partition(StatefulSourcePartition[Any, State]):
         self._next_check = 0.0
         self._next_high = 0.0
         self._next_end_check = 0.0
+        self._present: set[str] = set()  # topics known to have this partition
         self._last_warning = 0.0
         self._assign()
         self._last_read = time.monotonic()
@@ -186,6 +187,10 @@ class _Partition(StatefulSourcePartition[Any, State]):
             topic_id = None if text == _ZERO_ID else text
             indexes = {p.id for p in description.partitions}
             self._source.new_partitions(topic, indexes)
+            if self._partition in indexes:
+                self._present.add(topic)
+            else:  # a topic with fewer partitions (the erasures topic has one)
+                self._present.discard(topic)
             if topic in self._offsets:
                 ids[topic] = topic_id
             elif self._partition in indexes:  # a partition created since this one started
@@ -325,13 +330,18 @@ class _Partition(StatefulSourcePartition[Any, State]):
         if now < self._next_end_check:
             return False
         self._next_end_check = now + 0.2
+        present = [t for t in self._offsets if t in self._present]
         fetching = {p.topic: p.offset for p in self._consumer.position(
-            [TopicPartition(t, self._partition) for t in self._offsets])}  # fmt: skip
-        for topic, offset in self._offsets.items():
+            [TopicPartition(t, self._partition) for t in present])}  # fmt: skip
+        for topic in present:
+            offset = self._offsets[topic]
+            partition = TopicPartition(topic, self._partition)
             try:
-                low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, self._partition), timeout=2.0
-                )
+                # the ends the last fetches brought (a fetch answers every ~0.5 s while
+                # idle); asked of the broker only before any came (asking is slow)
+                low, high = self._consumer.get_watermark_offsets(partition, cached=True)
+                if high < 0:
+                    low, high = self._consumer.get_watermark_offsets(partition, timeout=2.0)
             except KafkaException as exc:
                 if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     continue  # no such partition: nothing to read

@@ -168,6 +168,26 @@ def test_idle_never_ends_a_part_before_it_read_to_the_end(broker: EmbeddedBroker
     assert sorted(r[3] for r in read) == sorted(value for *_, value in records)
 
 
+@pytest.mark.parametrize("other", ["one partition", "not created"])
+def test_a_topic_without_the_partition_does_not_hold_up_the_end(
+    broker: EmbeddedBroker, other: str
+) -> None:
+    """Partition 1 of two topics, the other with a single partition (as the erasures topic
+    has) or not created yet: nothing to wait for there, so the part ends once idle."""
+    a, b = _topics(broker.bootstrap, {"a": 2, "b": 1})
+    if other == "not created":
+        b = f"{a}.missing"
+    _produce(broker.bootstrap, [(a, 1, "u1", b"x")])
+    part = RoutingKafkaSource([broker.bootstrap], [a, b], _route, idle_s=0.5).build_part(
+        "kafka", "partition-1", None
+    )
+    try:
+        assert len(_read(part, 1)) == 1
+        assert _until_stopped(part) < 5.0
+    finally:
+        part.close()
+
+
 def test_a_part_ends_once_drained_or_at_once_when_stopped(broker: EmbeddedBroker) -> None:
     (a,) = _topics(broker.bootstrap, {"a": 1})
     _produce(broker.bootstrap, [(a, 0, "u1", b"x")])
