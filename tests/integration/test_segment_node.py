@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RunningApi, require
+from tests.integration.test_segment_sdks import assert_shop_visit
 from tests.pipeline import drained_topics
 
 pytestmark = pytest.mark.integration
@@ -68,19 +69,4 @@ def test_analytics_node_visit_reaches_the_warehouse(
     assert not api.read(api.topics.dlq)
 
     with drained_topics(api.bootstrap, api.topics, warehouse_dsn, tmp_path, "node") as warehouse:
-        rows = warehouse.query(
-            "SELECT type, user_id, country, device, channel, revenue_eur, session_key "
-            "FROM events FINAL ORDER BY ts"
-        ).result_rows
-        assert sorted(r[0] for r in rows) == ["add_to_cart", "begin_checkout", "identify",
-                                              "page_view", "product_view", "purchase"]  # fmt: skip
-        assert len(rows) == report["sent"]  # each message exactly once
-        assert {r[1] for r in rows} == {user}  # the anonymous part counts under the user
-        assert {(r[2], r[3], r[4]) for r in rows} == {("GB", "mobile", "email")}
-        [revenue] = [r[5] for r in rows if r[0] == "purchase"]
-        assert revenue == pytest.approx(59.9 + 2 * 4.5)  # Σ price × quantity
-        assert len({r[6] for r in rows}) == 1  # one session
-        sessions = warehouse.query(
-            "SELECT user_id, n_events FROM sessions FINAL WHERE deleted = 0"
-        ).result_rows
-        assert sessions == [(user, report["sent"])]
+        assert_shop_visit(warehouse, user, report["sent"])
