@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install -qq --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-# Segment's browser SDK (@segment/analytics-next) for the browser test: `npm pack` into the
-# ignored .cache/npm (never committed); the version is the test's AJS_VERSION.
+# Segment's browser SDK (@segment/analytics-next) for the browser test and its Node SDK
+# (@segment/analytics-node, with its npm dependencies) for the Node test: `npm pack` into the
+# ignored .cache/npm (never committed); the versions are the tests' AJS_VERSION and
+# NODE_SDK_VERSION.
 ajs-bundle: install
 	@if command -v npm >/dev/null; then $(BIN)/python -c \
-	  "from tests.integration.test_segment_browser import _bundle; print(_bundle())"; \
+	  "from tests.integration.test_segment_browser import _bundle; print(_bundle())" && \
+	  $(BIN)/python -c \
+	  "from tests.integration.test_segment_node import _node_sdk; print(_node_sdk())"; \
 	else echo "npm missing: the browser test of the Segment API will fail under CI=true"; fi
 
 # The official Segment / RudderStack SDKs the Segment-compatible API is tested with.

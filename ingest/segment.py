@@ -15,7 +15,7 @@ user had, in the event's ``anonymous_id``, so the flow can stitch the visit toge
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +31,11 @@ __all__ = [
     "SKEW_TOLERANCE_MS",
     "Batch",
     "SegmentError",
+    "Translation",
     "parse_single",
     "split_batch",
     "translate",
+    "translate_all",
 ]
 
 MAX_MESSAGE_BYTES = 32 * 1024  # Segment's own limit per message, as §5's per event
@@ -180,6 +182,43 @@ def translate(
     else:  # identify, alias, group: general events that carry who the visitor is
         event["type"] = kind
     return _encode(event)
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """Messages made events: the events' bytes, each one's original message bytes (for its
+    dead letter if the collector rejects it), and the messages that could not become one."""
+
+    raws: list[bytes]
+    originals: list[bytes]
+    refused: list[tuple[bytes, str]]
+
+
+def translate_all(
+    messages: Iterable[tuple[bytes, Mapping[str, Any] | str]],
+    *,
+    received_ms: int,
+    kind: str | None = None,
+    sent_at: object = None,
+    context: Mapping[str, Any] | None = None,
+) -> Translation:
+    """:func:`translate` over ``(original bytes, decoded message or why not)`` pairs, ready
+    for :meth:`~ingest.collector.Collector.submit` (``originals``) and dead letters."""
+    out = Translation([], [], [])
+    for original, message in messages:
+        event = (
+            message
+            if isinstance(message, str)
+            else translate(
+                message, received_ms=received_ms, kind=kind, sent_at=sent_at, context=context
+            )
+        )
+        if isinstance(event, str):
+            out.refused.append((original, event))
+        else:
+            out.raws.append(event)
+            out.originals.append(original)
+    return out
 
 
 def _identity(message: Mapping[str, Any], kind: str) -> tuple[str, str | None] | str:

@@ -63,6 +63,25 @@ def drained_database(
         client.command(f"DROP DATABASE `{database}`")
 
 
+@contextlib.contextmanager
+def drained_topics(
+    bootstrap: str, topics: Topics, dsn: str, tmp, name: str, idle_stop_s: float = 5
+) -> Iterator[Client]:
+    """A fresh database (``name_`` and a random suffix) holding what the real flow wrote of
+    everything already in ``topics`` (e.g. what a running API published; recovery state under
+    ``tmp``); dropped on leaving."""
+    database = f"{name}_{uuid.uuid4().hex[:8]}"
+    client = connect(dsn, database)
+    migrate(client)
+    try:
+        config = FlowConfig(bootstrap, topics, dsn, database, load_fx_rates(),
+                            idle_stop_s=idle_stop_s)  # fmt: skip
+        run_flow(config, workers=1, recovery_dir=tmp / "recovery")
+        yield client
+    finally:
+        client.command(f"DROP DATABASE `{database}`")
+
+
 COUNTRIES = ["DE", "PL", "SE", "HU", "GB", None]
 CURRENCY = {"DE": "EUR", "PL": "PLN", "SE": "SEK", "HU": "HUF", "GB": "GBP", None: "EUR"}
 UAS = ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) Mobile", "Mozilla/5.0 (iPad; CPU OS 17)",

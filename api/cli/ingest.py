@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -39,7 +40,14 @@ if TYPE_CHECKING:
     from api.runtime import Runtime
     from ingest.collector import IngestResult
 
-__all__ = ["replay", "simulate"]
+__all__ = ["TrafficFormat", "replay", "simulate"]
+
+
+class TrafficFormat(StrEnum):
+    """What ``pulse simulate`` emits."""
+
+    pulse = "pulse"
+    segment = "segment"
 
 
 @app.command()
@@ -152,6 +160,16 @@ def simulate(
     experiment: Annotated[
         list[str] | None, typer.Option(help="A/B experiment SPEC, repeatable (see below)")
     ] = None,
+    traffic_format: Annotated[
+        TrafficFormat,
+        typer.Option(
+            "--format",
+            help="pulse: Pulse events (docs/events.md); segment: Segment messages "
+            "(docs/sending-events.md) with anonymous visits that log in and crawlers, sent "
+            "through the /segment API's mapping, or written as one /segment/v1/batch body "
+            "per line",
+        ),
+    ] = TrafficFormat.pulse,
 ) -> None:
     """Simulated marketplace traffic to Kafka or to a JSONL file, with ground truth."""
     pace = parse_speed(speed or ("max" if output else "1"))
@@ -189,13 +207,20 @@ def simulate(
             done = bar.tasks[0].completed
             bar.update(task, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f} ev/s")
 
+        segment = traffic_format is TrafficFormat.segment
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
-            written = write_jsonl(config, output, progress=advance)
-            err.print(f"wrote {written:,} events to {output} (ground truth: {truth_path(output)})")
+            if segment:
+                from ingest.simulator.segment import write_segment
+
+                written = write_segment(config, output, progress=advance)
+                what = "Segment messages (in /segment/v1/batch bodies)"
+            else:
+                written, what = write_jsonl(config, output, progress=advance), "events"
+            err.print(f"wrote {written:,} {what} to {output} (ground truth: {truth_path(output)})")
             return
         run = runtime()
-        result = _simulate_to_kafka(run, config, pace, advance)
+        result = _simulate_to_kafka(run, config, pace, advance, segment=segment)
     truth_file = (
         run.settings.simulations_dir / f"{config.start:%Y%m%dT%H%M%SZ}-seed{seed}.truth.json"
     )
@@ -206,10 +231,15 @@ def simulate(
 
 
 def _simulate_to_kafka(
-    run: Runtime, config: SimConfig, pace: float | None, advance: Callable[[int], None]
+    run: Runtime,
+    config: SimConfig,
+    pace: float | None,
+    advance: Callable[[int], None],
+    *,
+    segment: bool,
 ) -> IngestResult:
     from ingest.simulator.publish import publish
 
     run.require_broker()
     with run.edge() as (collector, producer):
-        return publish(config, collector, producer, speed=pace, progress=advance)
+        return publish(config, collector, producer, speed=pace, progress=advance, segment=segment)

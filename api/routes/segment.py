@@ -33,7 +33,7 @@ from ingest.segment import (
     decode_message,
     parse_single,
     split_batch,
-    translate,
+    translate_all,
 )
 
 __all__ = ["SEGMENT_PATHS", "router"]
@@ -145,29 +145,16 @@ async def _collect(
     if services.collector is None:
         raise ApiError(503, "the collector is not connected to Kafka")
     received_ms = time.time_ns() // 1_000_000
-    raws: list[bytes] = []
-    originals: list[bytes] = []
-    refused: list[tuple[bytes, str]] = []
-    for original, message in messages:
-        event = (
-            message
-            if isinstance(message, str)
-            else translate(
-                message, received_ms=received_ms, kind=kind, sent_at=sent_at, context=context
-            )
-        )
-        if isinstance(event, str):
-            refused.append((original, event))
-        else:
-            raws.append(event)
-            originals.append(original)
+    done = translate_all(
+        messages, received_ms=received_ms, kind=kind, sent_at=sent_at, context=context
+    )
     await services.collector.ingest_async(
-        raws,
+        done.raws,
         source="segment",
         timeout=services.delivery_timeout_s,
         client_ip=browser_address(request, services.trusted_proxies),
-        originals=originals,
-        refused=refused,
+        originals=done.originals,
+        refused=done.refused,
     )
     return Success()
 

@@ -1,17 +1,26 @@
-"""Sending simulated traffic to Kafka through the collector, paced by ``--speed``."""
+"""Sending simulated traffic to Kafka through the collector, paced by ``--speed``: §5 events,
+or Segment messages through the Segment API's mapping (``ingest.segment``) first."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from ingest.collector import Collector, IngestResult
+import msgspec
+
+from ingest.collector import Collector, IngestResult, RejectedEvent
 from ingest.producer import EventProducer
+from ingest.segment import translate_all
 from ingest.simulator import SimConfig, iter_events
+from ingest.simulator.segment import iter_segment
 from ingest.simulator.timeutil import to_ms
 
 __all__ = ["publish"]
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 _CHUNK = 2_000
 
@@ -24,10 +33,13 @@ def publish(
     speed: float | None = 1.0,
     progress: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
+    segment: bool = False,
 ) -> IngestResult:
     """Validate and route every simulated event; ``speed`` None sends as fast as possible,
     otherwise event time runs ``speed`` times faster than the wall clock. Returns once the
-    broker acknowledged everything sent (or ``stop`` was set)."""
+    broker acknowledged everything sent (or ``stop`` was set). ``segment``: send the traffic
+    as Segment messages (``ingest.simulator.segment``), mapped as ``/segment/v1/batch``
+    maps them."""
     origin_ms = to_ms(config.start)
     wall0 = time.monotonic()
     batch = producer.batch()
@@ -37,14 +49,27 @@ def publish(
 
     def flush() -> None:
         nonlocal chunk, sent
-        if chunk:
+        if chunk and segment:
+            done = translate_all(
+                ((raw, _decode(raw)) for raw in chunk), received_ms=time.time_ns() // 1_000_000
+            )
+            result.merge(collector.submit(done.raws, batch, source="segment", start=sent,
+                                          originals=done.originals))  # fmt: skip
+            for raw, reason in done.refused:
+                collector.dead_letter(batch, raw, reason, source="segment")
+                result.rejected.append(RejectedEvent(sent, reason))
+            sent += len(chunk)
+            if progress:
+                progress(len(chunk))
+            chunk = []
+        elif chunk:
             result.merge(collector.submit(chunk, batch, source="simulator", start=sent))
             sent += len(chunk)
             if progress:
                 progress(len(chunk))
             chunk = []
 
-    for emit_ms, line in iter_events(config):
+    for emit_ms, line in _segment_lines(config) if segment else iter_events(config):
         if stop is not None and stop.is_set():
             break
         if speed is not None:
@@ -61,3 +86,8 @@ def publish(
     flush()
     batch.wait(60)
     return result
+
+
+def _segment_lines(config: SimConfig) -> Iterator[tuple[int, bytes]]:
+    for sent in iter_segment(config):
+        yield sent.emit_ms, _encode(sent.message)

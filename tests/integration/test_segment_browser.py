@@ -23,12 +23,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from flows.config import FlowConfig
-from flows.run import run_flow
-from ingest.fx import load_fx_rates
 from tests.conftest import RunningApi, free_port, require
-from warehouse.client import connect
-from warehouse.migrate import migrate
+from tests.pipeline import drained_topics
 
 pytestmark = pytest.mark.integration
 
@@ -125,13 +121,7 @@ def test_analytics_next_in_a_browser_reaches_the_warehouse(
     arrived = sum(len(api.read(t)) for t in api.topics.events)
     assert arrived == SENT, console
 
-    database = f"ajs_{uuid.uuid4().hex[:8]}"
-    warehouse = connect(warehouse_dsn, database)
-    migrate(warehouse)
-    try:
-        config = FlowConfig(api.bootstrap, api.topics, warehouse_dsn, database, load_fx_rates(),
-                            idle_stop_s=5)  # fmt: skip
-        run_flow(config, workers=1, recovery_dir=tmp_path / "recovery")
+    with drained_topics(api.bootstrap, api.topics, warehouse_dsn, tmp_path, "ajs") as warehouse:
         rows = warehouse.query(
             "SELECT type, user_id, country, device, channel, order_id, revenue_eur, session_key "
             "FROM events FINAL"
@@ -145,5 +135,3 @@ def test_analytics_next_in_a_browser_reaches_the_warehouse(
         assert purchase[5:7] == (order, pytest.approx(68.9))
         assert len({r[7] for r in rows}) == 1  # one session
         assert warehouse.query("SELECT count() FROM bot_events").result_rows == [(0,)]
-    finally:
-        warehouse.command(f"DROP DATABASE `{database}`")

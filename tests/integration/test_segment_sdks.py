@@ -10,12 +10,9 @@ from typing import Any
 
 import pytest
 
-from flows.config import FlowConfig
-from flows.run import run_flow
-from ingest.fx import load_fx_rates
 from tests.conftest import RunningApi
-from warehouse.client import connect
-from warehouse.migrate import migrate
+from tests.pipeline import drained_topics
+from warehouse.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -77,29 +74,28 @@ def test_python_sdk_visit_reaches_the_warehouse(
     assert not failures
     assert not api.read(api.topics.dlq)
 
-    database = f"sdk_{uuid.uuid4().hex[:8]}"
-    warehouse = connect(warehouse_dsn, database)
-    migrate(warehouse)
-    try:
-        config = FlowConfig(api.bootstrap, api.topics, warehouse_dsn, database, load_fx_rates(),
-                            idle_stop_s=5)  # fmt: skip
-        run_flow(config, workers=1, recovery_dir=tmp_path / "recovery")
-        rows = warehouse.query(
-            "SELECT type, user_id, country, device, channel, revenue_eur, session_key "
-            "FROM events FINAL ORDER BY ts"
-        ).result_rows
-        # (the SDKs stamp microseconds, Pulse keeps milliseconds: ties, so compare as sets)
-        assert sorted(r[0] for r in rows) == ["add_to_cart", "begin_checkout", "identify",
-                                              "page_view", "product_view", "purchase"]  # fmt: skip
-        assert len(rows) == sent  # each message exactly once
-        assert {r[1] for r in rows} == {user}  # the anonymous part counts under the user
-        assert {(r[2], r[3], r[4]) for r in rows} == {("GB", "mobile", "email")}
-        [revenue] = [r[5] for r in rows if r[0] == "purchase"]
-        assert revenue == pytest.approx(59.9 + 2 * 4.5)  # Σ price × quantity
-        assert len({r[6] for r in rows}) == 1  # one session
-        sessions = warehouse.query(
-            "SELECT user_id, n_events FROM sessions FINAL WHERE deleted = 0"
-        ).result_rows
-        assert sessions == [(user, sent)]
-    finally:
-        warehouse.command(f"DROP DATABASE `{database}`")
+    with drained_topics(api.bootstrap, api.topics, warehouse_dsn, tmp_path, "sdk") as warehouse:
+        assert_shop_visit(warehouse, user, sent)
+
+
+def assert_shop_visit(warehouse: Client, user: str, sent: int) -> None:
+    """The warehouse holds the visit of :func:`_shop` (also sent by the Node SDK's script,
+    tests/data/analytics_node_shop.js): each of its ``sent`` messages once, enriched, one
+    session under ``user``."""
+    rows = warehouse.query(
+        "SELECT type, user_id, country, device, channel, revenue_eur, session_key "
+        "FROM events FINAL ORDER BY ts"
+    ).result_rows
+    # (the SDKs stamp microseconds, Pulse keeps milliseconds: ties, so compare as sets)
+    assert sorted(r[0] for r in rows) == ["add_to_cart", "begin_checkout", "identify",
+                                          "page_view", "product_view", "purchase"]  # fmt: skip
+    assert len(rows) == sent  # each message exactly once
+    assert {r[1] for r in rows} == {user}  # the anonymous part counts under the user
+    assert {(r[2], r[3], r[4]) for r in rows} == {("GB", "mobile", "email")}
+    [revenue] = [r[5] for r in rows if r[0] == "purchase"]
+    assert revenue == pytest.approx(59.9 + 2 * 4.5)  # Σ price × quantity
+    assert len({r[6] for r in rows}) == 1  # one session
+    sessions = warehouse.query(
+        "SELECT user_id, n_events FROM sessions FINAL WHERE deleted = 0"
+    ).result_rows
+    assert sessions == [(user, sent)]

@@ -77,3 +77,24 @@ def test_detect_score_writes_a_score_per_row(tmp_path: Path) -> None:
     scores = [float(r["anomaly_score"]) for r in out]
     assert all(0 <= s <= 1 for s in scores)
     assert max(scores) == scores[250] and scores[250] > 0.5
+
+
+def test_simulate_segment_to_kafka(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """``--format segment``: the messages go through the Segment API's mapping; each becomes
+    one event (logins as ``identify``, crawlers flagged), as many as ``--output`` writes."""
+    prefix = f"g{uuid.uuid4().hex[:6]}."
+    env = {"PULSE_KAFKA_BOOTSTRAP": broker.bootstrap, "PULSE_TOPIC_PREFIX": prefix,
+           "PULSE_HOME": str(tmp_path)}  # fmt: skip
+    args = ["simulate", "--format", "segment", "--rate", "100", "--duration", "3m",
+            "--speed", "max", "--seed", "3", "--start", "2026-11-20T18:00:00Z"]  # fmt: skip
+    result = run_pulse(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert run_pulse(*args, "--output", str(tmp_path / "s.jsonl")).returncode == 0
+    messages = [m for line in (tmp_path / "s.jsonl").open() for m in json.loads(line)["batch"]]
+    assert result.stdout.strip().splitlines()[-1] == f"accepted={len(messages)} rejected=0"
+    general = [json.loads(r.value) for r in read_topic(broker.bootstrap,
+                                                       prefix + "user.general_events")]  # fmt: skip
+    assert general and {e["type"] for e in general} == {"identify"}
+    pages = [json.loads(r.value) for r in read_topic(broker.bootstrap, prefix + "user.pageviews")]
+    assert any(p.get("bot") for p in pages) and not any("ip" in p for p in pages)
+    assert not read_topic(broker.bootstrap, prefix + "user.events.dlq")
