@@ -203,7 +203,8 @@ def test_screenshots_of_every_page(site, device: str, width: int) -> None:
             # the previous board, still loading when this one was chosen, drew nothing here
             # (its tiles once landed in the Funnel's panels of the same index)
             assert not driver.execute_script(
-                "return document.querySelectorAll('.panel:not(.stat) .body > .value').length"
+                "return document.querySelectorAll('.panel.timeseries .body > .value,"
+                " .panel.funnel .body > .value, .panel.table .body > .value').length"
             ), uid
             # the whole page: a window as tall as the document (charts redraw to their width)
             height = driver.execute_script("return document.documentElement.scrollHeight")
