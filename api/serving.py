@@ -21,7 +21,7 @@ from api.process import one_stack, say_stopped, watchdog
 from api.runtime import Runtime, Stack
 from api.settings import Settings
 from ingest.errors import PulseError
-from insights.demo import DEMO_HISTORY, DEMO_INCIDENT, DemoTraffic, demo_simulations
+from insights.demo import DEMO_HISTORY, DEMO_INCIDENT, DemoTraffic, demo_simulation
 from insights.runner import DetectorLoop
 from warehouse.dsn import redact_dsn
 
@@ -237,20 +237,20 @@ def run_demo(runtime: Runtime, *, open_page: bool = True, fresh: bool = False) -
         now = datetime.now(UTC).replace(microsecond=0)
         last = last_event_time(services.warehouse) if services.warehouse is not None else None
         span = backfill_span(now, last, DEMO_HISTORY)
-        past, live = demo_simulations(now, history=span or DEMO_HISTORY)
+        run = demo_simulation(now, history=span)
 
         def history_in(events: int) -> None:
             _console.print(f"Demo: {_span(span)} of history back-filled ({events:,} events); "
                            "the detector learns from it", highlight=False)  # fmt: skip
 
-        traffic = DemoTraffic(services.collector, stack.producer, past if span else None,
-                              live, detect, on_history=history_in)  # fmt: skip
+        traffic = DemoTraffic(services.collector, stack.producer, run, detect,
+                              on_history=history_in)  # fmt: skip
         traffic.start()
         key = services.keys.create("admin")
         url = dashboard_url(settings)
-        incident_at = live.start + timedelta(minutes=1)
+        incident_at = now + timedelta(minutes=1)
         notes = [_history_note(span, last), (
-            f"  then live traffic (~{live.rate:.0f} events/s) with [bold]{DEMO_INCIDENT}[/bold] "
+            f"  then live traffic (~{run.rate:.0f} events/s) with [bold]{DEMO_INCIDENT}[/bold] "
             f"from {incident_at:%H:%M} UTC; it becomes an open insight within minutes."
         ),
             f"  Business overview: [bold]{url}[/bold]",

@@ -1,12 +1,12 @@
 """What ``pulse demo`` simulates so that its incident is an insight within 5 minutes.
 
-The detector learns before it judges (about 170 buckets at 1 minute), so the demo first
-back-fills a few hours of ordinary traffic as fast as the pipeline takes it, then runs
-live traffic at wall-clock speed with a ``conversion_drop`` a minute in (at 80 events/s
-the backtest detects it 2 minutes after it starts, at any hour). Back-filled buckets are
-learnt from, not raised (`insights.runner`); the live incident is raised as soon as its
-buckets are complete — keep ``PULSE_ALLOWED_LATENESS`` short for the demo (the simulator
-sends nothing late), e.g. 30 s.
+The detector learns before it judges (about 170 buckets at 1 minute), so the demo's
+simulated run starts a few hours ago: those hours are back-filled as fast as the pipeline
+takes them, the rest runs live at wall-clock speed, with a ``conversion_drop`` a minute
+in (at 80 events/s the backtest detects it 2 minutes after it starts, at any hour).
+Back-filled buckets are learnt from, not raised (`insights.runner`); the live incident is
+raised as soon as its buckets are complete — keep ``PULSE_ALLOWED_LATENESS`` short for
+the demo (the simulator sends nothing late), e.g. 30 s.
 
 The demo's shop has no time of day: its traffic stays at the same rate around the clock.
 Three hours of history cannot teach the detector the daily curve, so with the usual one
@@ -15,7 +15,7 @@ the morning and evening ramps were themselves raised as insights ("Sessions over
 (backtest of the demo: missed at 09:00, 18:00 and 21:00 UTC on a weekday; with flat
 traffic found 2 minutes in at every hour, with no other insight).
 
-:class:`DemoTraffic` feeds both to the collector of the running stack and starts the
+:class:`DemoTraffic` feeds the run to the collector of the running stack and starts the
 detector once the history is in the warehouse.
 """
 
@@ -36,7 +36,7 @@ from ingest.simulator import SimConfig, parse_incident
 from ingest.simulator.config import MarketConfig
 from ingest.simulator.publish import publish
 
-__all__ = ["DEMO_HISTORY", "DEMO_INCIDENT", "DemoTraffic", "demo_market", "demo_simulations"]
+__all__ = ["DEMO_HISTORY", "DEMO_INCIDENT", "DemoTraffic", "demo_market", "demo_simulation"]
 
 DEMO_INCIDENT = "conversion_drop:device=mobile,at=+1m,for=30m,depth=0.9"
 DEMO_HISTORY = timedelta(hours=3)  # what the detector learns from before the live traffic
@@ -50,7 +50,7 @@ def demo_market() -> MarketConfig:
     )  # fmt: skip
 
 
-def demo_simulations(
+def demo_simulation(
     now: datetime | None = None,
     *,
     rate: float = 80.0,
@@ -58,16 +58,23 @@ def demo_simulations(
     live: timedelta = timedelta(hours=2),
     incident: str = DEMO_INCIDENT,
     seed: int = 0,
-) -> tuple[SimConfig, SimConfig]:
-    """(history to publish at ``speed=None``, live traffic to publish at ``speed=1``)."""
+) -> SimConfig:
+    """One run from ``now - history`` to ``now + live``, the incident's ``at`` counted from
+    ``now``: published paced from its start (:class:`DemoTraffic`), what lies before the
+    wall clock is the back-fill, the rest live traffic.
+
+    One run, not a history and a live run: two runs meet at a seam where the sessions going
+    on are cut in the first and start again, as other sessions of other users, in the
+    second — every minute around the seam counted them twice (a spike of sessions, visitors
+    and session starts on every chart)."""
     now = (now or datetime.now(UTC)).replace(microsecond=0)
-    market = demo_market()
-    past = SimConfig(rate=rate, duration=history, seed=seed, start=now - history, market=market)
-    present = SimConfig(
-        rate=rate, duration=live, seed=seed + 1, start=now,
-        incidents=(parse_incident(incident),), market=market,
+    drop = parse_incident(incident)
+    if isinstance(drop.at, timedelta):
+        drop = replace(drop, at=now + drop.at)
+    return SimConfig(
+        rate=rate, duration=history + live, seed=seed, start=now - history,
+        incidents=(drop,), market=demo_market(),
     )  # fmt: skip
-    return past, present
 
 
 class _Stoppable(Protocol):
@@ -86,8 +93,10 @@ def _written(count: int, stop: threading.Event, timeout: float = 600.0) -> bool:
 
 
 class DemoTraffic:
-    """The demo's feeder: the history as fast as the broker takes it, then live traffic;
-    detection starts (``start_detector``) once the history is in the warehouse.
+    """The demo's feeder: one simulated run published paced from its start, so that what
+    lies before the wall clock (the history) goes as fast as the broker takes it and the
+    rest at wall-clock speed; detection starts (``start_detector``) once the history is in
+    the warehouse.
 
     While the flow catches up on a back-fill, its topics progress unevenly: the event-time
     watermark can pass minutes whose page views are not written yet, and the detector
@@ -98,14 +107,14 @@ class DemoTraffic:
         self,
         collector: Collector,
         producer: EventProducer,
-        past: SimConfig | None,
-        live: SimConfig,
+        run: SimConfig,
         start_detector: Callable[[], _Stoppable],
         on_history: Callable[[int], object] | None = None,
     ) -> None:
-        """``past`` None: no back-fill (a resumed demo whose history is in the warehouse).
+        """``run`` starts at the wall-clock time its first event is due (in the past for a
+        back-fill; at now for a resumed demo whose history is in the warehouse).
         ``on_history`` is told how many events of history are in the warehouse, once."""
-        self.collector, self.producer, self.past, self.live = collector, producer, past, live
+        self.collector, self.producer, self.run = collector, producer, run
         self._start_detector = start_detector
         self._on_history = on_history
         self.stop = threading.Event()
@@ -114,15 +123,14 @@ class DemoTraffic:
         self._feeder = threading.Thread(target=self._feed, name="pulse-demo-traffic", daemon=True)
 
     def _feed(self) -> None:
-        accepted = 0
-        if self.past is not None:
-            sent = publish(self.past, self.collector, self.producer, speed=None, stop=self.stop)
-            accepted = sent.accepted
+        publish(self.run, self.collector, self.producer, speed=1.0, stop=self.stop,
+                due_from=self.run.start, caught_up=self._caught_up)  # fmt: skip
+
+    def _caught_up(self, history: int) -> None:
         threading.Thread(
-            target=self._detect_when_written, args=(accepted,), name="pulse-demo-detect",
+            target=self._detect_when_written, args=(history,), name="pulse-demo-detect",
             daemon=True,
         ).start()  # fmt: skip
-        publish(self.live, self.collector, self.producer, speed=1.0, stop=self.stop)
 
     def _detect_when_written(self, history: int) -> None:
         written = _written(history, self.stop)  # after the timeout, detect anyway

@@ -79,6 +79,8 @@
   function clock(sec) { const d = dateParts(sec); return `${d.hour}:${d.minute}`; }
   function day(sec) { const d = dateParts(sec); return `${d.year}-${d.month}-${d.day}`; }
   const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  // a date or time kept on one line (a narrow tile broke "2026-12-07" at its hyphens)
+  const nw = (s) => `<span class="nw">${esc(s)}</span>`;
   const iso = (ms) => new Date(ms).toISOString();
   const epoch = (ts) => Date.parse(ts) / 1000;
 
@@ -157,13 +159,18 @@
   }
 
   // -- panels ----------------------------------------------------------------------------
+  // Panels are named by the grid they belong to (`${built}-${index}`): an answer for a board
+  // left meanwhile finds no panel of that name (and fails quietly) instead of drawing the old
+  // board's tile into the new board's panel of the same index.
+  let built = 0;
   function buildGrid() {
     for (const chart of charts.values()) chart.destroy();
     charts.clear();
+    built++;
     $('board-title').textContent = board.title;
     $('board-description').textContent = board.description;
     $('grid').innerHTML = board.panels.map((p, i) => `
-      <section class="panel ${p.viz}" id="panel-${i}" data-state="loading"
+      <section class="panel ${p.viz}" id="panel-${built}-${i}" data-state="loading"
                style="grid-column: span ${p.width}; min-height: ${p.viz === 'timeseries' ? p.height * 30 : 0}px">
         <h3 title="${esc(p.description)}">${esc(p.title)}</h3>
         <div class="body"></div><div class="note"></div>
@@ -278,9 +285,9 @@
   function drawChart(i, p, data, series, info) {
     // what a test (or a curious person in the console) can check: the first bucket drawn,
     // the series in their order, how many insights are shaded
+    const body = el(i).querySelector('.body');
     stats.charts[p.title] = { first: data[0][0] ?? null, labels: series.map((x) => x.label),
       shaded: info.insights.length };
-    const body = el(i).querySelector('.body');
     const width = Math.max(body.clientWidth, 200);
     const height = Math.max(p.height * 30 - 50, 150);
     let chart = charts.get(i);
@@ -300,9 +307,19 @@
       scales: { y: { range: (u, lo, hi) => [Math.min(0, lo), hi > 0 ? hi * 1.1 : 1] } },
       axes: [
         { stroke: '#8b98a5', grid: { stroke: '#26313d', width: 1 }, ticks: { stroke: '#26313d' },
+          // over days, a date per day: room for it, and no day named twice (ticks every 12 h
+          // printed each date twice, overlapping)
+          space: (u, ax, lo, hi) => (hi - lo > 2 * 86400 ? 90 : 50),
           values: (u, vals) => {
             const span = (u.scales.x.max || 0) - (u.scales.x.min || 0);
-            return vals.map((v) => (v === null ? '' : span > 2 * 86400 ? day(v) : clock(v)));
+            if (span <= 2 * 86400) return vals.map((v) => (v === null ? '' : clock(v)));
+            let prev = '';
+            return vals.map((v) => {
+              const label = v === null ? '' : day(v);
+              const shown = label === prev ? '' : label;
+              prev = label;
+              return shown;
+            });
           } },
         { stroke: '#8b98a5', grid: { stroke: '#26313d', width: 1 }, ticks: { stroke: '#26313d' },
           size: 64, values: (u, vals) => vals.map((v) => fmt(v, p.unit)) },
@@ -402,10 +419,10 @@
     const s = shape(doc, d);
     const bucket = cur.index >= 0 ? epoch(s.buckets[cur.index]) : null;
     const note = d.reduce === 'sum'
-      ? `total over the range: ${esc(when(w.start / 1000))} – ${esc(
+      ? `total over the range: ${nw(when(w.start / 1000))} – ${nw(
         day(w.start / 1000) === day(w.end / 1000) ? clock(w.end / 1000) : when(w.end / 1000))}`
       : bucket === null ? 'last complete bucket: none yet'
-        : `last complete ${esc(w.interval)} bucket: ${esc(when(bucket))} – ${esc(clock(bucket + STEP[w.interval]))}`;
+        : `last complete ${esc(w.interval)} bucket: ${nw(when(bucket))} – ${nw(clock(bucket + STEP[w.interval]))}`;
     done(i, 'ok', cur.ys.filter((v) => v !== null).length, note);
   }
 
@@ -485,7 +502,7 @@
       <div class="insight" data-id="${esc(x.id)}">
         <span class="sev ${esc(x.severity)}">${esc(x.severity)}</span>
         <div class="text"><div>${esc(x.summary || x.metric)}</div>
-          <div class="meta">${esc(x.metric)} · ${esc(x.slice)} · since ${esc(when(x.start))} · ${esc(x.status)}</div></div>
+          <div class="meta">${esc(x.metric)} · ${esc(x.slice)} · since ${nw(when(x.start))} · ${esc(x.status)}</div></div>
         ${may && x.status === 'open' ? `<button type="button" data-act="ack" data-id="${esc(x.id)}">Ack</button>` : ''}
         ${may && x.status !== 'resolved' ? `<button type="button" data-act="resolve" data-id="${esc(x.id)}">Resolve</button>` : ''}
       </div>`).join('');
@@ -527,7 +544,7 @@
     } else if (view === 'srm') {
       const ok = !doc.srm.flagged;
       node.innerHTML = `<div class="srm ${ok ? 'ok' : 'bad'}">${ok ? 'Sample ratio OK' : 'Sample ratio mismatch: check the assignment'}</div>`
-        + `<p>p = ${doc.srm.p_value === null ? '–' : doc.srm.p_value.toExponential(2)} (flagged below 0.001) · ${esc(doc.experiment)} since ${esc(doc.from.slice(0, 16).replace('T', ' '))}</p>`;
+        + `<p>p = ${doc.srm.p_value === null ? '–' : doc.srm.p_value.toExponential(2)} (flagged below 0.001) · ${esc(doc.experiment)} since ${nw(when(epoch(doc.from)))}</p>`;
       done(i, 'ok', 1);
     } else if (view === 'lift') {
       const span = Math.max(0.05, ...doc.results.map((r) => Math.max(Math.abs(r.ci[0] || 0), Math.abs(r.ci[1] || 0)))) * 1.1;
@@ -667,7 +684,8 @@
       askKey('The key was not accepted: enter a read key.');
       return;
     }
-    await Promise.all(board.panels.map((p, i) => renderPanel(i, p, w, gen)));
+    if (gen !== generation) return; // a later refresh (another board, range or zone) runs
+    await Promise.all(board.panels.map((p, i) => renderPanel(`${built}-${i}`, p, w, gen)));
     if (gen === generation) setStatus('');
   }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -34,18 +35,27 @@ def publish(
     progress: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
     segment: bool = False,
+    due_from: datetime | None = None,
+    caught_up: Callable[[int], object] | None = None,
 ) -> IngestResult:
     """Validate and route every simulated event; ``speed`` None sends as fast as possible,
     otherwise event time runs ``speed`` times faster than the wall clock. Returns once the
     broker acknowledged everything sent (or ``stop`` was set). ``segment``: send the traffic
     as Segment messages (``ingest.simulator.segment``), mapped as ``/segment/v1/batch``
-    maps them."""
+    maps them.
+
+    Paced, the run's start is due when publishing begins, or at the wall-clock time
+    ``due_from`` when given: the events already due then are sent at once (a back-fill),
+    the others when they are due (live traffic). ``caught_up`` is told, once, how many
+    events were accepted before the first one that had to wait."""
     origin_ms = to_ms(config.start)
-    wall0 = time.monotonic()
+    # the wall-clock second (time.time()) at which the run's start is due
+    wall0 = due_from.timestamp() if due_from is not None else time.time()
     batch = producer.batch()
     result = IngestResult()
     chunk: list[bytes] = []
     sent = 0
+    waiting = caught_up is not None
 
     def flush() -> None:
         nonlocal chunk, sent
@@ -73,17 +83,22 @@ def publish(
         if stop is not None and stop.is_set():
             break
         if speed is not None:
-            delay = wall0 + (emit_ms - origin_ms) / 1000 / speed - time.monotonic()
+            delay = wall0 + (emit_ms - origin_ms) / 1000 / speed - time.time()
             if delay > 0:
                 flush()
+                if waiting and caught_up is not None:
+                    waiting = False
+                    caught_up(result.accepted)
                 if stop is None:
                     time.sleep(delay)
-                else:
-                    stop.wait(delay)
+                elif stop.wait(delay):
+                    break  # stopped while waiting: this event is not sent
         chunk.append(line)
         if len(chunk) >= _CHUNK:
             flush()
     flush()
+    if waiting and caught_up is not None:  # nothing had to wait
+        caught_up(result.accepted)
     batch.wait(60)
     return result
 

@@ -1,10 +1,13 @@
 """The built-in Experiments page in headless Chromium: a person enters a read key and sees
 users per variant, the SRM verdict, the lift table with its interval bars and the
 cumulative lift charts, all drawn from ``/v1/experiments`` (a screenshot is saved to
-``tests/artifacts/experiments.png``)."""
+``tests/artifacts/experiments.png``; whole-page ones at desktop and phone width to
+``docs/img/`` with ``PULSE_UPDATE_SCREENSHOT=1``)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ from tests.integration.test_experiment_insights import _buy, _expose
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
 def test_the_experiments_page_shows_every_panel(warehouse, tmp_path) -> None:
@@ -55,5 +59,24 @@ def test_the_experiments_page_shows_every_panel(warehouse, tmp_path) -> None:
             text = driver.find_element("id", "grid").text
             assert "Sample ratio mismatch" in text  # 2500 vs 2000 on an equal split
             assert "conversion" in text and "chance to win" in text
+            for device, width in (("desktop", 1280), ("phone", 390)):
+                _whole_page(driver, width, f"pages-{device}-experiments.png")
         finally:
             driver.quit()
+
+
+def _whole_page(driver, width: int, name: str) -> None:
+    """A screenshot of the whole page at ``width`` (a window as tall as the document) to
+    tests/artifacts/, and to docs/img/ with PULSE_UPDATE_SCREENSHOT=1; nothing wider than
+    the window."""
+    driver.set_window_size(width, 900)
+    time.sleep(1.0)  # the charts redraw to the new width
+    assert driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+    ), name
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, min(int(height) + 140, 6000))
+    time.sleep(1.0)
+    driver.save_screenshot(str(ARTIFACTS / name))
+    if os.environ.get("PULSE_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(ARTIFACTS / name, DOCS_IMG / name)

@@ -163,6 +163,61 @@ def test_every_dashboard_loads_on_a_phone(site) -> None:
         driver.quit()
 
 
+PAGES = {
+    "pulse-overview": "overview",
+    "pulse-funnel": "funnel",
+    "pulse-products": "products",
+    "pulse-engagement": "engagement",
+    "pulse-anomalies": "anomalies",
+    "pulse-pipeline": "pipeline",
+}  # the Experiments page: test_experiments_page_browser.py
+
+
+@pytest.mark.parametrize(("device", "width"), [("desktop", 1280), ("phone", 390)])
+def test_screenshots_of_every_page(site, device: str, width: int) -> None:
+    """Every built-in page, whole (its full height), at desktop and phone width: saved to
+    tests/artifacts/pages-<device>-<page>.png (and docs/img/ with PULSE_UPDATE_SCREENSHOT=1)
+    once every panel has settled without an error and nothing is wider than the screen."""
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    served, _, _ = site
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver = browser(width, 900)
+    try:
+        driver.get(served.url + "/#pulse-overview")
+        enter_key(driver, served.keys["read"])
+        wait_first_chart(driver)
+        for uid, name in PAGES.items():
+            driver.set_window_size(width, 900)
+            driver.execute_script(f"location.hash = '{uid}'")
+            WebDriverWait(driver, 30).until(
+                lambda d, uid=uid: (
+                    _settled(d) and d.execute_script("return location.hash") == "#" + uid
+                )
+            )
+            panels = _panels(driver)
+            assert not [p for p in panels if p["state"] == "error"], (uid, panels)
+            assert driver.execute_script(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1"
+            ), uid
+            # the previous board, still loading when this one was chosen, drew nothing here
+            # (its tiles once landed in the Funnel's panels of the same index); Pipeline
+            # health's counters show a number until they have a rate
+            assert uid == "pulse-pipeline" or not driver.execute_script(
+                "return document.querySelectorAll('.panel.timeseries .body > .value,"
+                " .panel.funnel .body > .value, .panel.table .body > .value').length"
+            ), uid
+            # the whole page: a window as tall as the document (charts redraw to their width)
+            height = driver.execute_script("return document.documentElement.scrollHeight")
+            driver.set_window_size(width, min(int(height) + 140, 6000))
+            WebDriverWait(driver, 30).until(_settled)
+            shot = ARTIFACTS / f"pages-{device}-{name}.png"
+            driver.save_screenshot(str(shot))
+            _publish(shot, shot.name)
+    finally:
+        driver.quit()
+
+
 def _stats(driver) -> dict:
     return driver.execute_script("return window.pulseStats.charts")
 
