@@ -39,7 +39,7 @@ import pickle
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ def _scores(
     path = cache / f"{key}.pickle" if cache else None
     if path and path.exists():
         with path.open("rb") as f:
-            cached: dict[str, list[float]] = pickle.load(f)  # noqa: S301 (our own cache)
+            cached: dict[str, list[float]] = pickle.load(f)  # our own cache
         return cached
     scores, _ = nab.score_corpus(files, config, jobs)
     if path:
@@ -202,7 +202,7 @@ def run(
 def _table(
     evaluations: list[Evaluation],
     results: list[tuple[dict[str, Any], dict[str, dict[str, list[float]]]]],
-    per_view: Any,
+    per_view: Callable[[list[str], dict[str, dict[str, list[float]]]], dict[str, float]],
     all_keys: list[str],
     view_names: list[str],
     default: dict[str, Any],
@@ -213,12 +213,14 @@ def _table(
         + (f"; base: {_label(base)}" if base else "")
         + f"; criterion: mean standard score over {', '.join(view_names)}",
         "",
-        f"{'left out':24s} {'view':>6s} {'LOCO':>7s} {'default':>8s} {'LOCO@thr':>9s}  chosen without it",
+        f"{'left out':24s} {'view':>6s} {'LOCO':>7s} {'default':>8s} {'LOCO@thr':>9s}"
+        "  chosen without it",
     ]
     for ev in evaluations:
         if not ev.loco:
+            fp = f"FP {ev.carried:.2f}"
             lines.append(
-                f"{ev.category:24s} {'':>6s} {'':>7s} {'':>8s} {'FP ' + format(ev.carried, '.2f'):>9s}"
+                f"{ev.category:24s} {'':>6s} {'':>7s} {'':>8s} {fp:>9s}"
                 f"  {_label(ev.winner)} (no windows: raw FP cost)"
             )
             continue
