@@ -65,12 +65,18 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         if name not in fields or not text:
             raise SystemExit(f"--grid {item}: expected NAME=V1,V2,... with a DetectorConfig field")
         current = getattr(DEFAULT, name)
-        if isinstance(current, tuple):  # a tuple field: candidates separated by ';'
-            grid[name] = tuple(tuple(int(x) for x in c.split(",") if x) for c in text.split(";"))
-        elif isinstance(current, bool):
-            grid[name] = tuple(c.lower() in ("1", "true", "yes") for c in text.split(","))
-        else:
-            grid[name] = tuple(type(current)(c) for c in text.split(","))
+        try:
+            if isinstance(current, tuple):  # a tuple field: candidates separated by ';'
+                grid[name] = tuple(
+                    tuple(int(x) for x in c.split(",") if x) for c in text.split(";")
+                )
+            elif isinstance(current, bool):
+                grid[name] = tuple(c.lower() in ("1", "true", "yes") for c in text.split(","))
+            else:
+                grid[name] = tuple(type(current)(c) for c in text.split(","))
+        except ValueError:
+            kind = type(current).__name__
+            raise SystemExit(f"--grid {item}: {name} takes {kind} values") from None
     return grid
 
 
