@@ -1,7 +1,8 @@
 """Erasing a user's rows from the warehouse (CONTRACT §11), and the audit of it.
 
 Every row of the user goes: events (orders and experiment exposures are events of their
-types; an exposure's ``exposures`` row goes with it), sessions (with the tombstones of its
+types; an exposure's ``exposures`` row goes with it, and the experiment query's rows of
+the user: ``experiment_users``, ``exposed_users``, ``user_acts``), sessions (with the tombstones of its
 merged derived sessions, whose keys carry the user id), and the ``duplicates`` rows of its
 repeated events. The rollups hold no id (their exact sets are of 64-bit hashes), but the
 user's share of them must go: the minutes of its events and of its sessions' starts are
@@ -58,6 +59,10 @@ _DELETES = (
     f"DELETE FROM sessions WHERE user_id = {{u:String}} OR {_OWNS_KEY} OR session_key IN "
     "(SELECT DISTINCT session_key FROM events WHERE user_id = {u:String})",
     "DELETE FROM exposures WHERE user_id = {u:String}",
+    # the experiment query's per-user rows (warehouse/sql/008_experiment_users.sql)
+    "DELETE FROM experiment_users WHERE user_id = {u:String}",
+    "DELETE FROM exposed_users WHERE user_id = {u:String}",
+    "DELETE FROM user_acts WHERE user_id = {u:String}",
     "DELETE FROM events WHERE user_id = {u:String}",
     "DELETE FROM bot_events WHERE user_id = {u:String}",  # CONTRACT §9: stored, so erased
 )

@@ -59,46 +59,7 @@ SUM_COLUMNS = (
 )  # fmt: skip
 
 _SUMS_SQL = """
-WITH
-exposed AS (
-    SELECT user_id, min(ts) AS first_ts,
-        if(min(variant) = max(variant), argMin(variant, ts), '') AS variant
-    FROM exposures
-    WHERE experiment = {e:String} AND ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}
-    GROUP BY user_id
-),
-acts AS (
-    SELECT r.1 AS user_id, r.2 AS type, r.3 AS ts, r.4 AS is_order, r.5 AS order_id,
-        r.6 AS revenue
-    FROM (
-        SELECT argMax((user_id, type, ts, is_order, order_id, coalesce(revenue_eur, 0)),
-            version) AS r
-        FROM events
-        WHERE type IN ('purchase', 'add_to_cart')
-            AND ts >= {pre_lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}
-            -- the raw rows, not `exposed`: a CTE is computed again where it is used
-            AND user_id IN (SELECT user_id FROM exposures WHERE experiment = {e:String}
-                AND ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)})
-        GROUP BY event_id
-    )
-),
-per_user AS (
-    SELECT x.variant AS variant,
-        max(a.type = 'purchase' AND a.ts >= x.first_ts) AS conv,
-        max(a.type = 'add_to_cart' AND a.ts >= x.first_ts) AS atc,
-        uniqExactIf(a.order_id, a.is_order = 1 AND a.ts >= x.first_ts) AS orders,
-        sumIf(a.revenue, a.is_order = 1 AND a.ts >= x.first_ts) AS revenue,
-        max(a.type = 'purchase' AND a.ts < x.first_ts
-            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS conv_p,
-        max(a.type = 'add_to_cart' AND a.ts < x.first_ts
-            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS atc_p,
-        uniqExactIf(a.order_id, a.is_order = 1 AND a.ts < x.first_ts
-            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS orders_p,
-        sumIf(a.revenue, a.is_order = 1 AND a.ts < x.first_ts
-            AND a.ts >= x.first_ts - INTERVAL 14 DAY) AS revenue_p
-    FROM exposed AS x LEFT JOIN acts AS a ON a.user_id = x.user_id
-    GROUP BY x.user_id, x.variant
-)
+WITH (SELECT toDateTime64(max(until), 3, 'UTC') FROM purged_until) AS horizon
 SELECT variant, count(),
     sum(conv), sum(conv_p), sum(conv * conv_p),
     sum(atc), sum(atc_p), sum(atc * atc_p),
@@ -107,7 +68,36 @@ SELECT variant, count(),
     sumKahan(revenue), sumKahan(revenue * revenue), sumKahan(revenue_p),
     sumKahan(revenue_p * revenue_p), sumKahan(revenue * revenue_p),
     sumKahan(revenue * orders)
-FROM per_user
+FROM (
+    SELECT
+        if(arrayUniq(arrayMap(x -> x.2, ex)) = 1, ex[1].2, '') AS variant,
+        ex[1].1 AS first_ts,
+        -- every act in [pre_lo, to), then the newest version of each event
+        arraySort(a -> (a.2, a.7), arrayFilter(a -> a.1 >= lo_acts AND a.1 < {hi:DateTime64(3)},
+            all_acts)) AS s,
+        arrayFilter((a, i) -> i = length(s) OR s[i + 1].2 != a.2, s, arrayEnumerate(s)) AS acts,
+        arrayFilter(a -> a.1 >= first_ts, acts) AS post,
+        arrayFilter(a -> a.1 < first_ts AND a.1 >= first_ts - INTERVAL 14 DAY, acts) AS pre,
+        arrayExists(a -> a.3 = 1, post) AS conv,
+        arrayExists(a -> a.3 = 2, post) AS atc,
+        arrayUniq(arrayMap(a -> a.5, arrayFilter(a -> a.4 = 1, post))) AS orders,
+        arraySum(a -> if(a.4 = 1, a.6, 0), post) AS revenue,
+        arrayExists(a -> a.3 = 1, pre) AS conv_p,
+        arrayExists(a -> a.3 = 2, pre) AS atc_p,
+        arrayUniq(arrayMap(a -> a.5, arrayFilter(a -> a.4 = 1, pre))) AS orders_p,
+        arraySum(a -> if(a.4 = 1, a.6, 0), pre) AS revenue_p
+    FROM (
+        SELECT
+            -- the exposures of the range (the retained ones), in time order
+            arraySort(arrayFilter(x -> x.1 >= greatest({lo:DateTime64(3)}, horizon)
+                AND x.1 < {hi:DateTime64(3)}, exposures)) AS ex,
+            greatest({pre_lo:DateTime64(3)}, horizon) AS lo_acts,
+            acts AS all_acts
+        FROM experiment_users FINAL
+        WHERE experiment = {e:String}
+    )
+    WHERE notEmpty(ex)
+)
 GROUP BY variant
 ORDER BY variant
 LIMIT {limit:UInt32}
