@@ -52,8 +52,10 @@ def _day(rng: np.random.Generator, n: int, sigma: float) -> tuple[float, float]:
     if buyers == 0:
         return 0.0, 0.0
     orders = 1 + rng.poisson(0.15, buyers)
-    values = rng.lognormal(np.log(60.0), sigma, int(orders.sum())) if sigma else np.full(
-        int(orders.sum()), 60.0
+    values = (
+        rng.lognormal(np.log(60.0), sigma, int(orders.sum()))
+        if sigma
+        else np.full(int(orders.sum()), 60.0)
     )
     per_buyer = np.round(np.add.reduceat(values, np.r_[0, np.cumsum(orders)[:-1]]), 2)
     return float(per_buyer.sum()), float((per_buyer * per_buyer).sum())

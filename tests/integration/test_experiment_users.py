@@ -101,7 +101,8 @@ def _new(client, experiment: str, start: datetime, end: datetime, cuped: bool = 
 
 
 def _same(client, experiment: str, start: datetime, end: datetime, cuped: bool = True) -> None:
-    raw, new = _raw(client, experiment, start, end, cuped), _new(client, experiment, start, end, cuped)
+    raw = _raw(client, experiment, start, end, cuped)
+    new = _new(client, experiment, start, end, cuped)
     assert set(raw) == set(new), (start, end)
     for variant, (n, sums) in new.items():
         assert n == raw[variant][0], (variant, start, end)
