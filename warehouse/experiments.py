@@ -59,7 +59,11 @@ SUM_COLUMNS = (
 )  # fmt: skip
 
 _SUMS_SQL = """
-WITH (SELECT toDateTime64(max(until), 3, 'UTC') FROM purged_until) AS horizon
+WITH
+    (SELECT toDateTime64(max(until), 3, 'UTC') FROM purged_until) AS horizon,
+    greatest({lo:DateTime64(3)}, horizon) AS lo,
+    greatest({pre_lo:DateTime64(3)}, horizon) AS lo_acts,
+    {hi:DateTime64(3)} AS hi
 SELECT variant, count(),
     sum(conv), sum(conv_p), sum(conv * conv_p),
     sum(atc), sum(atc_p), sum(atc * atc_p),
@@ -69,34 +73,48 @@ SELECT variant, count(),
     sumKahan(revenue_p * revenue_p), sumKahan(revenue * revenue_p),
     sumKahan(revenue * orders)
 FROM (
-    SELECT
-        if(arrayUniq(arrayMap(x -> x.2, ex)) = 1, ex[1].2, '') AS variant,
-        ex[1].1 AS first_ts,
-        -- every act in [pre_lo, to), then the newest version of each event
-        arraySort(a -> (a.2, a.7), arrayFilter(a -> a.1 >= lo_acts AND a.1 < {hi:DateTime64(3)},
-            all_acts)) AS s,
-        arrayFilter((a, i) -> i = length(s) OR s[i + 1].2 != a.2, s, arrayEnumerate(s)) AS acts,
-        arrayFilter(a -> a.1 >= first_ts, acts) AS post,
-        arrayFilter(a -> a.1 < first_ts AND a.1 >= first_ts - INTERVAL 14 DAY, acts) AS pre,
-        arrayExists(a -> a.3 = 1, post) AS conv,
-        arrayExists(a -> a.3 = 2, post) AS atc,
-        arrayUniq(arrayMap(a -> a.5, arrayFilter(a -> a.4 = 1, post))) AS orders,
-        arraySum(a -> if(a.4 = 1, a.6, 0), post) AS revenue,
-        arrayExists(a -> a.3 = 1, pre) AS conv_p,
-        arrayExists(a -> a.3 = 2, pre) AS atc_p,
-        arrayUniq(arrayMap(a -> a.5, arrayFilter(a -> a.4 = 1, pre))) AS orders_p,
-        arraySum(a -> if(a.4 = 1, a.6, 0), pre) AS revenue_p
+    SELECT variant,
+        -- post: after the first exposure; pre: the 14 days before it (a.1 ts, a.3 kind
+        -- 1 purchase 2 cart, a.4 is_order, a.5 order_id, a.6 revenue)
+        if(empty(cur), false, arrayExists((t, k) -> k = 1 AND t >= first_ts, cur.1, cur.3))
+            AS conv,
+        if(empty(cur), false, arrayExists((t, k) -> k = 2 AND t >= first_ts, cur.1, cur.3))
+            AS atc,
+        if(empty(cur), 0, arrayUniq(arrayFilter((o, t, x) -> x = 1 AND t >= first_ts,
+            cur.5, cur.1, cur.4))) AS orders,
+        if(empty(cur), 0, arraySum((r, t, x) -> if(x = 1 AND t >= first_ts, r, 0),
+            cur.6, cur.1, cur.4)) AS revenue,
+        if(empty(cur), false, arrayExists((t, k) -> k = 1 AND t < first_ts
+            AND t >= first_ts - INTERVAL 14 DAY, cur.1, cur.3)) AS conv_p,
+        if(empty(cur), false, arrayExists((t, k) -> k = 2 AND t < first_ts
+            AND t >= first_ts - INTERVAL 14 DAY, cur.1, cur.3)) AS atc_p,
+        if(empty(cur), 0, arrayUniq(arrayFilter((o, t, x) -> x = 1 AND t < first_ts
+            AND t >= first_ts - INTERVAL 14 DAY, cur.5, cur.1, cur.4))) AS orders_p,
+        if(empty(cur), 0, arraySum((r, t, x) -> if(x = 1 AND t < first_ts
+            AND t >= first_ts - INTERVAL 14 DAY, r, 0), cur.6, cur.1, cur.4)) AS revenue_p
     FROM (
         SELECT
-            -- the exposures of the range (the retained ones), in time order
-            arraySort(arrayFilter(x -> x.1 >= greatest({lo:DateTime64(3)}, horizon)
-                AND x.1 < {hi:DateTime64(3)}, exposures)) AS ex,
-            greatest({pre_lo:DateTime64(3)}, horizon) AS lo_acts,
-            acts AS all_acts
+            -- every exposure in the range (most users): the row's own first time and
+            -- variants; else those of the exposures in it
+            first_exposure >= lo AND last_exposure < hi AS whole,
+            if(whole, first_exposure,
+                arrayMin(arrayFilter(t -> t >= lo AND t < hi, exposures.1))) AS first_ts,
+            if(whole, if(length(variants) = 1, variants[1], ''),
+                if(arrayUniq(arrayFilter((v, t) -> t >= lo AND t < hi, exposures.2,
+                    exposures.1)) = 1, exposures.2[indexOf(exposures.1, first_ts)], ''))
+                AS variant,
+            -- the acts in [pre_lo, to), the newest version of each event (its versions
+            -- share its ts): a row rarely holds two
+            if(empty(acts), acts, arrayFilter((a, t) -> t >= lo_acts AND t < hi, acts, acts.1))
+                AS in_range,
+            if(length(in_range) < 2 OR arrayUniq(in_range.2) = length(in_range), in_range,
+                arrayFilter((a, i) -> i = 1 OR s[i - 1].2 != a.2,
+                    arrayReverseSort(a -> (a.2, a.7), in_range) AS s, arrayEnumerate(s)))
+                AS cur
         FROM experiment_users FINAL
-        WHERE experiment = {e:String}
+        WHERE experiment = {e:String} AND last_exposure >= lo AND first_exposure < hi
     )
-    WHERE notEmpty(ex)
+    WHERE first_ts >= lo
 )
 GROUP BY variant
 ORDER BY variant

@@ -39,7 +39,7 @@ _WHERE = {"events": "ts < {h:DateTime64(3)}", "sessions": "end < {h:DateTime64(3
 # `purged_until`), and a pass drops the rows with nothing after it, and who is exposed
 # where no exposure is left.
 _EXPERIMENT_DELETES = (
-    "DELETE FROM experiment_users WHERE arrayAll(x -> x.1 < {h:DateTime64(3)}, exposures) "
+    "DELETE FROM experiment_users WHERE last_exposure < {h:DateTime64(3)} "
     "AND arrayAll(a -> a.1 < {h:DateTime64(3)}, acts)",
     "DELETE FROM exposed_users WHERE (user_id, experiment) NOT IN "
     "(SELECT user_id, experiment FROM exposures)",
