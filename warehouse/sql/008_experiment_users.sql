@@ -34,8 +34,8 @@ CREATE TABLE IF NOT EXISTS exposed_users (
 ) ENGINE = ReplacingMergeTree
 ORDER BY (user_id, experiment);
 
--- exposures: (ts, variant) of every exposure, with their first and last time and the
--- variants seen (what a range holding all of them needs: no array to walk); acts: (ts,
+-- exposures: (ts, variant) of every exposure, with their first and last time (a range
+-- without any is skipped before the arrays are read); acts: (ts,
 -- event_id, kind, is_order, order_id, revenue, version) of every version of the user's
 -- purchase and add_to_cart events. The query keeps the newest version of each event_id.
 CREATE TABLE IF NOT EXISTS experiment_users (
@@ -43,7 +43,6 @@ CREATE TABLE IF NOT EXISTS experiment_users (
     user_id String,
     first_exposure SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
     last_exposure SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
-    variants SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
     exposures SimpleAggregateFunction(groupUniqArrayArray,
         Array(Tuple(DateTime64(3, 'UTC'), String))),
     acts SimpleAggregateFunction(groupUniqArrayArray,
@@ -63,11 +62,11 @@ SELECT DISTINCT user_id, experiment FROM exposures;
 -- An exposure: the (experiment, user) row gets it and every act of the user so far.
 CREATE MATERIALIZED VIEW IF NOT EXISTS experiment_users_exposures_mv TO experiment_users AS
 SELECT x.experiment AS experiment, x.user_id AS user_id, x.first_exposure AS first_exposure,
-    x.last_exposure AS last_exposure, x.variants AS variants, x.exposures AS exposures,
+    x.last_exposure AS last_exposure, x.exposures AS exposures,
     a.acts AS acts
 FROM (
     SELECT experiment, user_id, min(ts) AS first_exposure, max(ts) AS last_exposure,
-        groupUniqArray(variant) AS variants, groupUniqArray((ts, variant)) AS exposures
+        groupUniqArray((ts, variant)) AS exposures
     FROM exposures
     GROUP BY experiment, user_id
 ) AS x
@@ -84,7 +83,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS experiment_users_acts_mv TO experiment_us
 SELECT x.experiment AS experiment, a.user_id AS user_id,
     -- no exposure: neutral for min, max and the sets
     toDateTime64('2299-12-31 00:00:00', 3, 'UTC') AS first_exposure,
-    toDateTime64(0, 3, 'UTC') AS last_exposure, CAST([], 'Array(String)') AS variants,
+    toDateTime64(0, 3, 'UTC') AS last_exposure,
     CAST([], 'Array(Tuple(DateTime64(3, \'UTC\'), String))') AS exposures, a.acts AS acts
 FROM (
     SELECT user_id,
@@ -110,8 +109,7 @@ FROM events
 WHERE type IN ('purchase', 'add_to_cart');
 
 INSERT INTO experiment_users
-SELECT experiment, user_id, min(ts), max(ts), groupUniqArray(variant),
-    groupUniqArray((ts, variant)),
+SELECT experiment, user_id, min(ts), max(ts), groupUniqArray((ts, variant)),
     CAST([], 'Array(Tuple(DateTime64(3, \'UTC\'), String, UInt8, UInt8, String, Float64, UInt64))')
 FROM exposures
 GROUP BY experiment, user_id
