@@ -1,12 +1,13 @@
 """Erasing a user's rows from the warehouse (CONTRACT §11), and the audit of it.
 
 Every row of the user goes: events (orders and experiment exposures are events of their
-types; an exposure's ``exposures`` row goes with it), sessions (with the tombstones of its
-merged derived sessions, whose keys carry the user id), and the ``duplicates`` rows of its
-repeated events. The rollups hold no id (their exact sets are of 64-bit hashes), but the
-user's share of them must go: the minutes of its events and of its sessions' starts are
-marked dirty, so queries answer them from the raw tables at once, and the rollups' refresh
-recomputes them, their hours and their days.
+types; an exposure's ``exposures`` row goes with it, and so do the experiment query's rows
+of the user: ``experiment_users``, ``exposed_users``, ``user_acts``), sessions (with the
+tombstones of its merged derived sessions, whose keys carry the user id), and the
+``duplicates`` rows of its repeated events. The rollups hold no id (their exact sets are
+of 64-bit hashes), but the user's share of them must go: the minutes of its events and of
+its sessions' starts are marked dirty, so queries answer them from the raw tables at once,
+and the rollups' refresh recomputes them, their hours and their days.
 
 Deletes are ClickHouse lightweight ``DELETE``s (rows masked at once, gone from disk at the
 next merge), bounded by the user: the primary keys are by time, so each is a scan of the
@@ -58,6 +59,10 @@ _DELETES = (
     f"DELETE FROM sessions WHERE user_id = {{u:String}} OR {_OWNS_KEY} OR session_key IN "
     "(SELECT DISTINCT session_key FROM events WHERE user_id = {u:String})",
     "DELETE FROM exposures WHERE user_id = {u:String}",
+    # the experiment query's per-user rows (warehouse/sql/008_experiment_users.sql)
+    "DELETE FROM experiment_users WHERE user_id = {u:String}",
+    "DELETE FROM exposed_users WHERE user_id = {u:String}",
+    "DELETE FROM user_acts WHERE user_id = {u:String}",
     "DELETE FROM events WHERE user_id = {u:String}",
     "DELETE FROM bot_events WHERE user_id = {u:String}",  # CONTRACT §9: stored, so erased
 )

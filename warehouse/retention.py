@@ -10,7 +10,8 @@ would lose its counts. A pass, with the clock as an argument:
 2. records the horizon (``purged_until``): the rollups never recompute a minute before it
    from raw rows again (a late event there is not counted and goes at the next pass);
 3. deletes the raw rows before it: events by time, sessions that ended before it,
-   duplicates and experiment exposures by time.
+   duplicates, experiment exposures and the experiments' copy of purchases and carts
+   (``user_acts``) by time, and the experiments' per-user rows left with nothing after it.
 
 Distinct counts (visitors, sessions) of old ranges stay answerable from the rollups'
 exact sets; everything needing raw rows (category slices, the funnel, top products,
@@ -31,7 +32,19 @@ __all__ = ["Purged", "expunge", "horizon_of", "purge"]
 _WHERE = {"events": "ts < {h:DateTime64(3)}", "sessions": "end < {h:DateTime64(3)}",
           "duplicates": "ts < {h:DateTime64(3)}",
           "bot_events": "ts < {h:DateTime64(3)}",
-          "exposures": "ts < {h:DateTime64(3)}"}  # fmt: skip
+          "exposures": "ts < {h:DateTime64(3)}",
+          "user_acts": "ts < {h:DateTime64(3)}"}  # fmt: skip
+# The experiment query's per-user rows (warehouse/sql/008_experiment_users.sql) hold sets
+# of times, not one: the query ignores what lies before the horizon (it reads
+# `purged_until`), and a pass drops the rows with nothing after it, and who is exposed
+# where no exposure is left.
+_EXPERIMENT_DELETES = (
+    "DELETE FROM experiment_users WHERE last_exposure < {h:DateTime64(3)} "
+    "AND arrayAll(a -> a.1 < {h:DateTime64(3)}, acts)",
+    "DELETE FROM exposed_users WHERE (user_id, experiment) NOT IN "
+    "(SELECT user_id, experiment FROM exposures)",
+)
+_MASKED = (*_WHERE, "experiment_users", "exposed_users")
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,7 @@ def expunge(client: Client) -> list[str]:
         for (t,) in client.query(
             "SELECT DISTINCT table FROM system.parts WHERE database = currentDatabase() "
             "AND active AND has_lightweight_delete AND table IN {t:Array(String)}",
-            parameters={"t": list(_WHERE)},
+            parameters={"t": list(_MASKED)},
         ).result_rows
     ]
     for table in masked:
@@ -85,4 +98,7 @@ def purge(client: Client, retention: timedelta, now: datetime) -> Purged:
     for table, where in _WHERE.items():
         if rows[table]:
             client.command(f"DELETE FROM {table} WHERE {where}", parameters=params)
+    if rows["exposures"] or rows["user_acts"]:
+        for sql in _EXPERIMENT_DELETES:
+            client.command(sql, parameters=params)
     return Purged(horizon, rows)
