@@ -67,10 +67,12 @@ FUNNEL = Dashboard(
     description="Product view → add to cart → checkout → purchase, by device and country.",
     tags=("business",),
     panels=(
+        # the two short cards side by side, then the chart beside the long table: rows of
+        # like heights leave no empty space under a card
         Panel("Funnel", FunnelData(), "funnel", "count", width=12, height=9),
+        Panel("Funnel by device", FunnelData(by="device"), "funnel", width=12),
         Panel("Add-to-cart rate", _m("add_to_cart_rate", compare_week=True), unit="percent",
               width=12, annotate=True),
-        Panel("Funnel by device", FunnelData(by="device"), "funnel", width=12),
         Panel("Funnel by country", FunnelData(by="country"), "funnel", width=12),
         Panel("Conversion by country", _m("conversion_rate", by="country"), unit="percent",
               width=12, annotate=True),
