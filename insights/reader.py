@@ -18,7 +18,7 @@ from insights.drilldown import Decomposition, SliceStats, decompose
 from insights.series import INTERVAL_SECONDS, WATCHED, WATCHED_BY_NAME, Obs, SeriesKey, Slice
 from warehouse.queries import MetricQuery, metric_series
 
-__all__ = ["Frame", "first_event", "floor", "read_frame", "refine"]
+__all__ = ["Frame", "first_event", "floor", "funnel_counts", "read_frame", "refine"]
 
 _DIMS = ("country", "device", "channel")
 
@@ -131,3 +131,26 @@ def refine(
         if len(stats) >= 2:
             out[dim] = decompose(dim, stats, ratio)
     return out
+
+
+def funnel_counts(
+    client: Client, sl: Slice, start: datetime, end: datetime
+) -> dict[str, float] | None:
+    """`insights.attribution.Funnel` from the warehouse: distinct sessions with an event
+    in ``[start, end)`` in the slice, and those with an add-to-cart, a begin-checkout and a
+    purchase among them (the slice read from the events' own attributes)."""
+    where = "".join(f" AND {dim} = {{{dim}:String}}" for dim, _ in sl if dim in _DIMS)
+    if len(where.split(" AND ")) - 1 != len(sl):
+        return None  # a dimension the events do not carry
+    rows = client.query(
+        "SELECT uniqExact(session_key), uniqExactIf(session_key, type = 'add_to_cart'),"
+        " uniqExactIf(session_key, type = 'begin_checkout'),"
+        " uniqExactIf(session_key, type = 'purchase') FROM events FINAL"
+        " WHERE ts >= {start:DateTime64(3, 'UTC')} AND ts < {end:DateTime64(3, 'UTC')}" + where,
+        parameters={"start": start, "end": end, **dict(sl)},
+    ).result_rows
+    if not rows:
+        return None
+    sessions, carts, checkouts, purchases = (float(v) for v in rows[0])
+    return {"sessions": sessions, "carts": carts, "checkouts": checkouts,
+            "purchases": purchases}  # fmt: skip
