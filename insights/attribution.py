@@ -74,9 +74,10 @@ _MIN_Z = 3.0  # a slice's own change must be this significant to carry the chang
 _CONTRAST = 0.5  # the rest of the traffic moved less than this share of the slice's change
 _CARRY = 0.5  # the slice holds at least this share of the aggregate's change
 _MATERIAL = 0.15  # a relative change of a rate worth calling moved
-_VANISHED = 100.0
-"""A step with none taken where this many were expected lost its events (tracking): even
-a 95 % outage leaves a few, and below that many a partial outage can leave none."""
+_VANISHED = 30.0
+"""A step with none taken where this many were expected lost its events (tracking): a
+90 % outage leaves 3 on average (none 5 % of the time); below that many a partial outage
+can leave none. A payment outage also loses checkouts, which rules it out first."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ def _carrier(
     if whole is None:
         return [], 0.0
     total = whole.change(ratio)
+    if abs(whole.z(ratio, watched.share)) < _MIN_Z:
+        return [], total  # the whole did not move beyond its noise: nothing to share out
     out: list[_Candidate] = []
     taken = {d for d, _ in within}
     for key in engine.series_keys():
@@ -324,19 +327,20 @@ def classify(changes: dict[str, float], steps: tuple[Step, ...] = ()) -> Cause:
     step = {s.name: s.change for s in steps}
     last = next((s for s in steps if s.name == "checkout → purchase"), None)
     vanished = last is not None and last.done == 0 and last.expected_done >= _VANISHED
-    to_cart = step.get("session → add to cart", carts)
+    # the watched rate has the better expectation (seasonal, learnt); the funnel's is the
+    # half hour before
+    to_cart = carts if "add_to_cart_rate" in changes else step.get("session → add to cart", 0.0)
     to_checkout = step.get("add to cart → checkout", 0.0)
     to_buy = step.get("checkout → purchase", step.get("add to cart → purchase",
                       (1 + conversion) / (1 + carts) - 1))  # fmt: skip
     rates_up = max(conversion, carts) >= _MATERIAL
     rates_down = min(conversion, carts) <= -_MATERIAL
-    if abs(sessions) >= _MATERIAL or abs(pageviews) >= 2 * _MATERIAL:
-        if sessions < 0 and rates_up:
-            return "tracking"  # page views lost: the one-page sessions vanish
-        if pageviews - sessions <= -_MATERIAL and not rates_down:
-            return "tracking"  # page views per session fell: the tag, not the visitors
-        if abs(sessions) >= _MATERIAL:
-            return "traffic"
+    if sessions <= -_MATERIAL and rates_up:
+        return "tracking"  # page views lost: the one-page sessions vanish
+    if pageviews <= -_MATERIAL and pageviews - sessions <= -0.1 and not rates_down:
+        return "tracking"  # page views per session fell: the tag, not the visitors
+    if abs(sessions) >= _MATERIAL:
+        return "traffic"
     if abs(aov) >= _MATERIAL and abs(orders) < _MATERIAL and not rates_down:
         return "pricing"
     if to_cart <= -_MATERIAL:
