@@ -74,6 +74,7 @@ _MIN_Z = 3.0  # a slice's own change must be this significant to carry the chang
 _CONTRAST = 0.5  # the rest of the traffic moved less than this share of the slice's change
 _CARRY = 0.5  # the slice holds at least this share of the aggregate's change
 _MATERIAL = 0.15  # a relative change of a rate worth calling moved
+_NOTED = 0.1  # ...and one worth noting beside another
 _VANISHED = 30.0
 """A step with none taken where this many were expected lost its events (tracking): a
 90 % outage leaves 3 on average (none 5 % of the time); below that many a partial outage
@@ -141,6 +142,15 @@ class _Part:
         if ratio:  # other rates (AOV): by the count behind them, roughly
             return self.change(True) * math.sqrt(max(self.cur_den, 0.0))
         return signed_deviance(self.cur_num, self.base_num)
+
+    def z_beside(self, other: _Part, ratio: bool, share: bool) -> float:
+        """Significance of this part's change beside ``other``'s: against the expectation
+        moved as ``other`` moved (a slice that fell with the rest of the shop is not it)."""
+        moved = 1.0 + other.change(ratio)
+        scaled = _Part(self.base_num * moved, self.base_den, self.cur_num, self.cur_den)
+        if ratio and not share:
+            return (self.change(True) - other.change(True)) * math.sqrt(max(self.cur_den, 0.0))
+        return scaled.z(ratio, share)
 
     def minus(self, other: _Part) -> _Part:
         return _Part(
@@ -217,6 +227,8 @@ def _carrier(
             continue
         if abs(theirs) > _CONTRAST * abs(mine) and theirs * mine > 0:
             continue
+        if abs(part.z_beside(rest, ratio, watched.share)) < _MIN_Z:
+            continue  # not told apart from the rest of the shop beyond noise
         dim, value = extra[0]
         dec = decompose(
             dim,
@@ -333,12 +345,11 @@ def classify(changes: dict[str, float], steps: tuple[Step, ...] = ()) -> Cause:
     to_checkout = step.get("add to cart → checkout", 0.0)
     to_buy = step.get("checkout → purchase", step.get("add to cart → purchase",
                       (1 + conversion) / (1 + carts) - 1))  # fmt: skip
-    rates_up = max(conversion, carts) >= _MATERIAL
     rates_down = min(conversion, carts) <= -_MATERIAL
-    if sessions <= -_MATERIAL and rates_up:
-        return "tracking"  # page views lost: the one-page sessions vanish
-    if pageviews <= -_MATERIAL and pageviews - sessions <= -0.1 and not rates_down:
-        return "tracking"  # page views per session fell: the tag, not the visitors
+    if sessions <= -_NOTED and max(conversion, carts) >= _NOTED:
+        return "tracking"  # page views lost: the one-page sessions vanish, the rest shop
+    if pageviews <= -_MATERIAL and abs(sessions) < _NOTED and not rates_down:
+        return "tracking"  # page views fell while sessions did not: the tag, not visitors
     if abs(sessions) >= _MATERIAL:
         return "traffic"
     if abs(aov) >= _MATERIAL and abs(orders) < _MATERIAL and not rates_down:
