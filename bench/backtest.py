@@ -13,6 +13,11 @@ day. Series come straight from the simulator's event arrays (`insights.simseries
 through the broker, the flow and ClickHouse — the integration test
 `tests/integration/test_insights_pipeline.py` checks those numbers against the pipeline.
 
+``--short`` is the development version (about a sixth of the work): one day of history,
+then the same incidents one hour apart for 30 minutes each, 1-minute series only.
+Detection times are then slower than the full run's (a day of history teaches less),
+attribution (slice and cause named) is graded the same way.
+
 ``--experiment SPEC`` (repeatable) adds the experiment backtest: ``--experiment-runs``
 simulated experiments per SPEC (``pulse simulate --experiment`` syntax, e.g.
 ``checkout:variants=control/B/C,conversion=0/-0.1/0,lose=0/0/0``), each analysed with the
@@ -30,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import shelve
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from insights.backtest import (  # noqa: E402
+    DEFAULT_INCIDENTS,
     BacktestConfig,
     describe_false,
     format_table,
@@ -62,6 +70,9 @@ def main() -> None:
     parser.add_argument("--experiment-rate", type=float, default=20.0, help="their events/s")
     parser.add_argument("--experiment-days", type=float, default=7.0, help="their length")
     parser.add_argument("--no-incidents", action="store_true", help="only the experiments")
+    parser.add_argument(
+        "--short", action="store_true", help="development: 1 day of history, incidents 1 h apart"
+    )
     args = parser.parse_args()
     if args.experiment:
         _experiments(args)
@@ -71,6 +82,11 @@ def main() -> None:
         rate=args.rate, days=args.days, seed=args.seed, workers=args.workers,
         warmup=timedelta(days=7),
     )  # fmt: skip
+    if args.short:
+        config = replace(
+            config, days=1.85, warmup=timedelta(days=1), intervals=("1m",),
+            incidents=_short(DEFAULT_INCIDENTS),
+        )  # fmt: skip
     started = time.perf_counter()
 
     def say(phase: str) -> None:
@@ -87,7 +103,8 @@ def main() -> None:
     false = describe_false(report.false_insights)
     text = "\n".join(
         [
-            f"# Insight backtest (seed {args.seed}, {args.rate:g} events/s, {args.days:g} days)",
+            f"# Insight backtest (seed {args.seed}, {args.rate:g} events/s, {config.days:g} days"
+            + (", --short)" if args.short else ")"),
             "",
             table,
             "",
@@ -104,6 +121,16 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
+
+
+def _short(incidents: tuple[str, ...]) -> tuple[str, ...]:
+    """The incidents from 25 hours in, one hour apart, 30 minutes each."""
+    out = []
+    for n, spec in enumerate(incidents):
+        minutes = 25 * 60 + 60 * n
+        spec = re.sub(r"at=\+[^,]+", f"at=+{minutes // 60}h{minutes % 60}m", spec)
+        out.append(spec.replace("for=45m", "for=30m"))
+    return tuple(out)
 
 
 def _experiments(args: argparse.Namespace) -> None:

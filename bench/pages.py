@@ -41,6 +41,8 @@ from fastapi import FastAPI  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.deps import Services  # noqa: E402
 from api.keys import KeyStore  # noqa: E402
+from insights.attribution import classify  # noqa: E402
+from insights.drilldown import Contribution  # noqa: E402
 from insights.lifecycle import Insight, Member  # noqa: E402
 from insights.narrative import Evidence, describe  # noqa: E402
 from insights.series import Slice, parse_slice, slice_label  # noqa: E402
@@ -150,6 +152,10 @@ def incident_insights(client: Client, truth: dict[str, Any], now: datetime) -> l
             metric=head.metric, slice=sl, interval="1m", onset=onset, until=now,
             observed=head.observed, expected=head.expected, change=head.change,
             companions={m: _change(*v) for m, v in moves.items()}, explanation="rate",
+            contributors=tuple(
+                Contribution(d, v, 1.0, "rate", head.change) for d, v in sl[:1]
+            ),
+            cause=classify({m: _change(*v) for m, v in moves.items()}),
             impact_eur_per_hour=(revenue[0] - revenue[1]) * 60,
             revenue_per_hour=overall["revenue"][1] * 60,
             traffic_share=sessions[1] / overall["sessions"][1] if overall["sessions"][1] else 1,

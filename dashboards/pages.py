@@ -33,7 +33,27 @@ from dashboards.model import (
 )
 from warehouse.metrics import METRICS
 
-__all__ = ["STATIC_DIR", "Asset", "asset", "index_html", "page_spec"]
+__all__ = ["DEFINITIONS", "STATIC_DIR", "Asset", "asset", "index_html", "page_spec"]
+
+DEFINITIONS = {
+    "events": "accepted events",
+    "pageviews": "page and product views",
+    "visitors": "distinct users with an event",
+    "sessions": "distinct sessions with an event",
+    "traffic_sources": "sessions by channel",
+    "bounce_rate": "sessions that start here with exactly one event / those sessions",
+    "pages_per_session": "page views per session, sessions that start here",
+    "avg_session_duration_s": "last event − first event, sessions that start here",
+    "orders": "distinct orders",
+    "revenue": "sum of order revenue in EUR",
+    "aov": "revenue / orders, EUR",
+    "conversion_rate": "session conversion: sessions with a purchase / sessions",
+    "add_to_cart_rate": "sessions with an add-to-cart / sessions",
+    "revenue_per_visitor": "revenue / visitors, EUR",
+    "units": "items sold",
+}
+"""What each METRICS.md number is, in a few words: said under every tile and chart (and
+in the insight cards) so that no one confuses a per-bucket rate with a range total."""
 
 STATIC_DIR = Path(str(resources.files("dashboards") / "static"))
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -103,6 +123,7 @@ def page_spec(timezone: str = "UTC", allowed_lateness_s: int = 600) -> dict[str,
         "allowed_lateness_s": allowed_lateness_s,
         # a breakdown of a ratio is ranked by its slices' sessions, not by the ratio
         "ratio_metrics": [name for name, m in METRICS.items() if m.kind == "ratio"],
+        "definitions": {name: DEFINITIONS.get(name, name) for name in METRICS},
     }
 
 

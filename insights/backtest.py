@@ -61,6 +61,7 @@ from insights.series import (
 from insights.simseries import SimCounts, simulate_counts
 
 __all__ = [
+    "CAUSE_OF_KIND",
     "DEFAULT_INCIDENTS",
     "TARGET_DEPTH",
     "TARGET_KINDS",
@@ -74,6 +75,11 @@ __all__ = [
 
 TARGET_KINDS = ("conversion_drop", "checkout_failure", "traffic_drop", "tracking_loss",
                 "price_error")  # fmt: skip
+CAUSE_OF_KIND = {
+    "conversion_drop": "checkout", "checkout_failure": "checkout", "traffic_drop": "traffic",
+    "traffic_spike": "traffic", "tracking_loss": "tracking", "price_error": "pricing",
+}  # fmt: skip
+"""The cause class (`insights.attribution.CAUSES`) an insight on an incident should name."""
 TARGET_DEPTH = 0.3
 """A target incident hits at least this share of its slice..."""
 TARGET_SESSIONS = 50.0
@@ -141,6 +147,20 @@ class IncidentResult:
     """The slice has several dimensions: its volume is estimated from their shares."""
     detected_by: str = ""
     """The first anomaly that found it: series and change."""
+    named_slice: str = ""
+    """The slice the insight named when it found the incident..."""
+    cause: str = ""
+    """...and the cause class it gave."""
+
+    @property
+    def slice_right(self) -> bool:
+        """The insight named the incident's slice (or one of its dimensions; the
+        aggregate for an incident everywhere)."""
+        return self.detected and _names(parse_slice(self.named_slice), self.slice)
+
+    @property
+    def cause_right(self) -> bool:
+        return self.detected and self.cause == CAUSE_OF_KIND.get(self.kind, "")
 
     @property
     def within_5m(self) -> bool:
@@ -283,7 +303,7 @@ def run_backtest(
         for i in cfg.intervals
     }
     say("grouping anomalies into insights")
-    insights = _detect(cfg, counts, keys, scores)
+    insights, versions = _detect(cfg, counts, keys, scores)
     say("grading against the ground truth")
     graded_from = sim.start + cfg.warmup
     graded = [i for i in insights.values() if i.detected_at >= graded_from]
@@ -309,6 +329,8 @@ def run_backtest(
         ]
         claimed |= {i.id for _, i in hits}
         first = hits[0] if hits else None
+        # what on-call read when it was found: the insight as it was at that moment
+        seen = _as_of(versions[first[1].id], first[0].detected) if first else None
         start_bucket = int((begin - minute.origin).total_seconds() // 60)
         volume = _slice_volume(minute, sl, start_bucket)
         why = _not_target(inc, volume)
@@ -321,6 +343,7 @@ def run_backtest(
                 insight=first[1].recommendation if first else "",
                 not_target=why, estimated_volume=len(sl) > 1,
                 detected_by=_member_text(first[0]) if first else "",
+                named_slice=seen.slice if seen else "", cause=seen.cause if seen else "",
             )
         )  # fmt: skip
     false = tuple(i for i in graded if i.id not in claimed)
@@ -353,6 +376,20 @@ def _member_text(m: Member) -> str:
     return f"{m.metric}[{m.slice}]@{m.interval} {m.change:+.0%}"
 
 
+def _as_of(versions: list[Insight], at: datetime) -> Insight:
+    """The first version of an insight described at or after ``at``."""
+    return next((v for v in versions if v.updated_at >= at), versions[-1])
+
+
+def _names(named: Slice, incident_label: str) -> bool:
+    """Whether the slice an insight named is the incident's: the aggregate for an
+    incident everywhere; else some of its dimensions, each with the incident's value."""
+    options = {d: v.split("|") for d, v in parse_slice(incident_label)}
+    if not options:
+        return named == ()
+    return bool(named) and all(v in options.get(d, ()) for d, v in named)
+
+
 def _related(member: Slice, incident: Slice) -> bool:
     """The member's slice is the incident's, one that holds it (the aggregate, or one of
     its dimensions) or one inside it; ``A|B`` in an incident slice reads as either."""
@@ -368,11 +405,13 @@ def _detect(
     counts: dict[str, SimCounts],
     keys: dict[str, list[SeriesKey]],
     scores: dict[str, dict[SeriesKey, np.ndarray[Any, Any]]],
-) -> dict[str, Insight]:
-    """Run the business layer bucket by bucket; return every insight, last version."""
+) -> tuple[dict[str, Insight], dict[str, list[Insight]]]:
+    """Run the business layer bucket by bucket; return every insight (last version) and
+    every version of each."""
     engine = DetectionEngine(cfg.engine)
     book = InsightBook()
     seen: dict[str, Insight] = {}
+    versions: dict[str, list[Insight]] = {}
     fine = cfg.intervals[0]
     step = INTERVAL_SECONDS[fine]
     minute = counts[fine]
@@ -394,11 +433,13 @@ def _detect(
         if not events:
             continue
         for insight in book.apply(events):
-            described = describe(insight, gather(engine, insight, bucket_end), cfg.tz)
+            ev = gather(engine, insight, bucket_end, funnel=minute.funnel)
+            described = describe(insight, ev, cfg.tz)
             if insight.active:
                 book.put(described)
             seen[insight.id] = described
-    return seen
+            versions.setdefault(insight.id, []).append(described)
+    return seen, versions
 
 
 def format_table(report: BacktestReport) -> str:
@@ -407,8 +448,9 @@ def format_table(report: BacktestReport) -> str:
     Only target incidents (`TARGET_KINDS`, depth ≥ `TARGET_DEPTH`, slice ≥
     `TARGET_SESSIONS` sessions/min) count against the target; the others are listed."""
     lines = [
-        "| incident | depth | sessions/min in slice | target | first found by | time to detect |",
-        "|---|---:|---:|:-:|---|---:|",
+        "| incident | depth | sessions/min in slice | target | first found by | time to detect "
+        "| slice named | cause named |",
+        "|---|---:|---:|:-:|---|---:|---|---|",
     ]
     for r in report.results:
         ttd = _fmt(r.time_to_detect) if r.time_to_detect is not None else "—"
@@ -416,9 +458,11 @@ def format_table(report: BacktestReport) -> str:
         approx = "≈" if r.estimated_volume else ""
         is_target = "yes" if r.in_target else f"no ({r.not_target})"
         found = f"`{r.detected_by}`" if r.detected else "—"
+        named = f"`{r.named_slice}` {'✅' if r.slice_right else '❌'}" if r.detected else "—"
+        cause = f"{r.cause or '?'} {'✅' if r.cause_right else '❌'}" if r.detected else "—"
         lines.append(
             f"| `{r.spec}` | {r.depth:.0%} | {approx}{r.sessions_per_minute:,.0f} | {is_target} "
-            f"| {found} | {ttd} {mark if r.in_target else ''} |"
+            f"| {found} | {ttd} {mark if r.in_target else ''} | {named} | {cause} |"
         )
     lines += [
         "",
@@ -440,10 +484,29 @@ def format_table(report: BacktestReport) -> str:
         "",
         f"Target incidents detected within 5 minutes: {sum(r.within_5m for r in target)} of "
         f"{len(target)}; detected at all: {sum(r.detected for r in target)} of {len(target)}.",
+        *_attribution_lines(report),
         f"False insights: {len(report.false_insights)} over {report.graded_days:.1f} graded "
         f"days = {report.false_per_day:.2f} per day, across {report.series} series.",
     ]
     return "\n".join(lines)
+
+
+def _attribution_lines(report: BacktestReport) -> list[str]:
+    """Right slice and right cause among the detected incidents (those with a cause)."""
+    out = []
+    for title, rows in (
+        ("detected incidents", [r for r in report.results if r.detected]),
+        ("detected targets", [r for r in report.results if r.detected and r.in_target]),
+    ):
+        rows = [r for r in rows if r.kind in CAUSE_OF_KIND]
+        if not rows:
+            continue
+        sl, cause = sum(r.slice_right for r in rows), sum(r.cause_right for r in rows)
+        out.append(
+            f"Attribution over {len(rows)} {title}: right slice {sl} ({sl / len(rows):.0%}), "
+            f"right cause {cause} ({cause / len(rows):.0%})."
+        )
+    return out
 
 
 def _fmt(span: timedelta) -> str:

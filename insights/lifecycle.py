@@ -112,6 +112,8 @@ class Insight:
     severity: Severity = "info"
     impact_eur_per_hour: float = 0.0
     explanation: str = ""
+    cause: str = ""
+    """The cause class (`insights.attribution.CAUSES`; '' when unknown)."""
     contributors: tuple[Contribution, ...] = ()
     members: tuple[Member, ...] = ()
     summary: str = ""

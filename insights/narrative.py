@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo
 
-from insights.drilldown import Contribution, Decomposition, SliceStats, decompose, explain
+from insights.attribution import CAUSES, Cause, Funnel, Step, attribute
+from insights.drilldown import Contribution, Decomposition, explain
 from insights.engine import DetectionEngine
 from insights.lifecycle import Insight, Member, Severity
 from insights.series import (
@@ -29,7 +30,17 @@ from insights.series import (
     slice_text,
 )
 
-__all__ = ["Advice", "Evidence", "Joint", "Refiner", "describe", "gather", "headline", "severity"]
+__all__ = [
+    "DEFINITIONS",
+    "Advice",
+    "Evidence",
+    "Joint",
+    "Refiner",
+    "describe",
+    "gather",
+    "headline",
+    "severity",
+]
 
 # Which member speaks for the insight: the most specific slice, then this order.
 _PRIORITY = ("conversion_rate", "aov", "add_to_cart_rate", "sessions", "orders", "revenue",
@@ -61,6 +72,11 @@ class Evidence:
     impact_eur_per_hour: float = 0.0
     revenue_per_hour: float = 0.0
     traffic_share: float = 0.0
+    cause: Cause = ""
+    """The cause class (`insights.attribution.CAUSES`)."""
+    steps: tuple[Step, ...] = ()
+    broken: str = ""
+    """The funnel step that broke ('' when none did)."""
 
 
 def headline(insight: Insight) -> Member:
@@ -87,90 +103,45 @@ def headline(insight: Insight) -> Member:
     )
 
 
-def _stats(
-    engine: DetectionEngine, metric: str, dim: str, interval: str, since: datetime,
-    until: datetime,
-) -> list[SliceStats]:  # fmt: skip
-    """Per value of ``dim``: the metric's numerator/denominator, expected and observed."""
-    watched = WATCHED_BY_NAME[metric]
-    ratio = watched.kind == "ratio"
-    den_metric = watched.weight if ratio else ("sessions" if metric != "sessions" else None)
-    out = []
-    for key in engine.series_keys():
-        if key.metric != metric or key.interval != interval or len(key.slice) != 1:
-            continue
-        if key.slice[0][0] != dim:
-            continue
-        num = engine.change(key, since, until)
-        if num is None:
-            continue
-        den = (
-            engine.change(SeriesKey(den_metric, key.slice, interval), since, until)
-            if den_metric
-            else None
-        )
-        if ratio:
-            w = den.observed if den else 1.0
-            wb = den.expected if den else w
-            out.append(SliceStats(key.slice[0][1], num.expected * wb, wb, num.observed * w, w))
-        else:
-            d_obs, d_exp = (den.observed, den.expected) if den else (0.0, 0.0)
-            out.append(SliceStats(key.slice[0][1], num.expected, d_exp, num.observed, d_obs))
-    return out
-
-
 def gather(
     engine: DetectionEngine,
     insight: Insight,
     until: datetime,
     refine: Refiner | None = None,
+    funnel: Funnel | None = None,
 ) -> Evidence:
-    """The evidence for ``insight`` from the engine's series up to ``until``."""
+    """The evidence for ``insight`` from the engine's series up to ``until``: the slice
+    that carries the change, the funnel step that broke and the cause
+    (`insights.attribution`), and the numbers of the metric in that slice."""
     top = headline(insight)
-    sl, interval, metric = parse_slice(top.slice), top.interval, top.metric
-    since = top.onset
-    ratio = WATCHED_BY_NAME[metric].kind == "ratio"
-    by_dim: dict[str, Decomposition] = {}
-    for dim in _DIMS:
-        stats = _stats(engine, metric, dim, interval, since, until)
-        if len(stats) >= 2:
-            by_dim[dim] = decompose(dim, stats, ratio)
-    named = explain(by_dim)
-    # the drill-down decides which member speaks: the slice that explains the change,
-    # or the aggregate when the change is everywhere (no slice stands out)
-    target: Slice | None = ((named[0].dim, named[0].value),) if named else None
-    if target is None and any(m.slice == "all" for m in insight.members) and len(sl) == 1:
-        target = ()
-    pick = [m for m in insight.members if target is not None and parse_slice(m.slice) == target]
-    if pick and parse_slice(top.slice) != target:
-        top = headline(replace(insight, members=tuple(pick)))
-        sl, metric, since = parse_slice(top.slice), top.metric, top.onset
-        ratio = WATCHED_BY_NAME[metric].kind == "ratio"
+    interval, metric, since = top.interval, top.metric, top.onset
+    att = attribute(engine, metric, parse_slice(top.slice), interval, since, until, funnel)
+    sl = att.slice
     observed, expected, change = top.observed, top.expected, top.change
-    explanation = ""
-    if sl == () and named and named[0].share >= 0.6:
-        first = named[0]
-        sl = ((first.dim, first.value),)
-        explanation = first.effect
+    if parse_slice(top.slice) != sl:
         own = engine.change(SeriesKey(metric, sl, interval), since, until)
-        if own is not None:
+        if own is None and att.metric != metric:
+            metric = att.metric  # the rate is not watched there: its traffic speaks
+            own = engine.change(SeriesKey(metric, sl, interval), since, until)
+        if own is not None and math.isfinite(own.change):
             observed, expected, change = own.observed, own.expected, own.change
-    elif len(sl) == 1:
-        dim = sl[0][0]
-        mine = [c for c in named if c.dim == dim and c.value == sl[0][1]]
-        others = [c for c in named if c not in mine and c.dim != dim]
-        named = mine + others
-        if dim in by_dim:
-            own_part = [c for c in by_dim[dim].contributions if c.value == sl[0][1]]
-            explanation = own_part[0].effect if own_part else ""
+    named: list[Contribution] = list(att.contributors)
+    if refine is not None and not sl:
+        # nothing stands out among the watched slices (small slices are not watched each
+        # minute): the warehouse's drill-down of the whole shop
+        wide = explain(refine(metric, (), since, until), cover=0.7, max_slices=1)
+        if wide and wide[0].share >= 0.7 and wide[0].change * change > 0:
+            sl = ((wide[0].dim, wide[0].value),)
+            named = [wide[0]]
+            att = attribute(engine, metric, sl, interval, since, until, funnel)
+            att = replace(att, slice=sl, effect=wide[0].effect)
     if refine is not None and len(sl) == 1:
         finer = explain(refine(metric, sl, since, until), cover=0.7, max_slices=1)
-        if finer and finer[0].share >= 0.7:
+        if finer and finer[0].share >= 0.7 and finer[0].change * change > 0:
             best = finer[0]
             sl = tuple(sorted((*sl, (best.dim, best.value)), key=lambda p: _DIMS.index(p[0])))
             change = best.change
             named = [best, *named]
-            explanation = best.effect if best.effect != "volume" else explanation
     companions = {}
     for m in _COMPANIONS:
         for candidate in (sl, sl[:1], ()):
@@ -197,10 +168,10 @@ def gather(
     return Evidence(
         metric=metric, slice=sl, interval=interval, onset=since, until=until,
         observed=observed, expected=expected, change=change, companions=companions,
-        contributors=tuple(named[:4]), explanation=explanation,
+        contributors=tuple(named[:4]), explanation=att.effect,
         impact_eur_per_hour=impact,
         revenue_per_hour=(total.expected * per_hour) if total else 0.0,
-        traffic_share=share,
+        traffic_share=share, cause=att.cause, steps=att.steps, broken=att.broken,
     )  # fmt: skip
 
 
@@ -256,7 +227,81 @@ class Advice:
         return f"{headline}{self.joint.value}{self.reason}: {self.action}"
 
 
+def _step_text(ev: Evidence) -> str:
+    """``the add to cart → purchase step fell 90 %`` for the broken step ('' if none)."""
+    step = next((s for s in ev.steps if s.name == ev.broken), None)
+    if step is None:
+        return ""
+    return f"the {step.name} step {_moved(step.change)}"
+
+
+def _by_cause(ev: Evidence) -> Advice | None:
+    """The advice that follows from the cause class (None: no class, see `_advice`)."""
+    where = _for(ev.slice)
+    comp = ev.companions
+    broke = _step_text(ev)
+    carts = comp.get("add_to_cart_rate")
+    if ev.cause == "checkout":
+        reason = (
+            f"shoppers still add to cart ({carts:+.0%}) but {broke}"
+            if carts is not None and broke and _normal(carts)
+            else (broke or "fewer sessions complete the purchase")
+        )
+        return Advice(f"check the payment provider and the checkout{where}", reason, Joint.ALSO)
+    if ev.cause == "product":
+        return Advice(
+            f"check product pages, search, stock and the add-to-cart button{where}",
+            broke or "fewer sessions add to cart",
+            Joint.ALSO,
+        )
+    if ev.cause == "pricing":
+        return Advice(
+            f"check product prices, discounts and currency conversion{where}",
+            "orders are normal",
+            Joint.WHILE,
+        )
+    if ev.cause == "tracking":
+        sessions, pageviews = comp.get("sessions") or 0.0, comp.get("pageviews") or 0.0
+        if sessions < -0.1 or pageviews < -0.2:
+            return Advice(
+                f"check the page tracking tag{where}",
+                "page views fell while those who remain shop as much or more",
+            )
+        if (carts or 0.0) < -0.1:
+            return Advice(
+                f"check the add-to-cart tracking event{where}",
+                "add-to-carts fell while purchases go on",
+            )
+        return Advice(
+            f"check the purchase tracking tag, then the payment provider{where}",
+            f"{broke or 'purchases vanished'} while traffic is normal",
+            Joint.ALSO,
+        )
+    return None
+
+
 def _advice(ev: Evidence) -> Advice:
+    known = _by_cause(ev)
+    if known is not None:
+        return known
+    if ev.cause == "traffic" and ev.metric not in ("sessions", "pageviews"):
+        # a rate or count that moved with the slice's traffic: the traffic is the lead
+        moved = ev.companions.get("sessions") or 0.0
+        channel = dict(ev.slice).get("channel")
+        if moved > 0:
+            return Advice(
+                f"check for bot traffic or an unannounced campaign{_for(ev.slice)}",
+                f"sessions rose {moved:.0%}",
+            )
+        if channel:
+            return Advice(
+                f"check the {channel} campaigns, their budgets and landing pages",
+                f"its sessions fell {abs(moved):.0%}",
+            )
+        return Advice(
+            f"check site availability, the CDN and campaigns{_for(ev.slice)}",
+            f"sessions fell {abs(moved):.0%}",
+        )
     m, c, comp = ev.metric, ev.change, ev.companions
     where = _for(ev.slice)
     carts = comp.get("add_to_cart_rate")
@@ -338,22 +383,24 @@ def describe(
         else (f"{headline_text}.")
     )
     unit = {"1m": "/min", "1h": "/h"}.get(ev.interval, "")
+    bucket = {"1m": "per minute", "1h": "per hour"}.get(ev.interval, ev.interval)
     kind = WATCHED_BY_NAME[ev.metric].kind if ev.metric in WATCHED_BY_NAME else "count"
     obs, exp = _value(ev.observed, kind, ev.interval), _value(ev.expected, kind, ev.interval)
     suffix = "" if kind == "ratio" else unit
+    definition = DEFINITIONS.get(ev.metric, "")
     parts = [
-        f"{name} {where}: {obs}{suffix} observed vs {exp}{suffix} expected "
+        f"{name} {where} ({definition + ', ' if definition else ''}{bucket}): "
+        f"{obs}{suffix} observed vs {exp}{suffix} expected "
         f"({ev.change:+.0%}) since {since.strftime('%Y-%m-%d %H:%M')} {tz}."
     ]
+    explanation = _explanation(ev)
+    if explanation:
+        parts.append(explanation)
     if ev.contributors:
         named = ", ".join(
             f"{c.label} ({c.share:.0%} of the change, {c.effect})" for c in ev.contributors
         )
         parts.append(f"Top contributing slices: {named}.")
-    if ev.explanation:
-        kinds = {"rate": "a rate change inside the slice", "mix": "a mix shift between slices",
-                 "volume": "a traffic volume change"}  # fmt: skip
-        parts.append(f"It is {kinds.get(ev.explanation, ev.explanation)}.")
     moved = [
         f"{METRIC_LABELS.get(m, m).lower()} {v:+.0%}"
         for m, v in ev.companions.items()
@@ -374,12 +421,51 @@ def describe(
         expected=ev.expected,
         severity=sev,
         impact_eur_per_hour=impact,
-        explanation=ev.explanation,
+        explanation=explanation,
+        cause=ev.cause,
         contributors=ev.contributors,
         summary=summary,
         description=" ".join(parts),
         recommendation=recommendation,
     )
+
+
+DEFINITIONS = {
+    "sessions": "sessions with an event",
+    "pageviews": "page and product views",
+    "orders": "distinct orders",
+    "revenue": "EUR",
+    "conversion_rate": "sessions with a purchase / sessions",
+    "add_to_cart_rate": "sessions with an add-to-cart / sessions",
+    "aov": "revenue / orders, EUR",
+}
+"""What each watched number is (METRIC.md), said beside it so no one confuses them."""
+
+_EFFECTS = {
+    "rate": "a rate change inside {slice}, not a mix shift",
+    "mix": "a mix shift: {slice}'s share of the sessions changed",
+    "volume": "a volume change of {slice}'s traffic",
+}
+
+
+def _explanation(ev: Evidence) -> str:
+    """``Cause: payment or checkout. A rate change inside device=mobile, not a mix
+    shift; the add to cart → purchase step fell 90%.`` ('' when nothing is known)."""
+    parts = []
+    if ev.cause:
+        parts.append(f"Cause: {CAUSES[ev.cause]}.")
+    what = []
+    if ev.explanation in _EFFECTS and ev.slice:
+        what.append(_EFFECTS[ev.explanation].format(slice=slice_label(ev.slice[:1])))
+    elif not ev.slice:
+        what.append("the change is everywhere, no slice stands out")
+    broke = _step_text(ev)
+    if broke:
+        what.append(broke)
+    if what:
+        text = "; ".join(what)
+        parts.append(text[0].upper() + text[1:] + ".")
+    return " ".join(parts)
 
 
 def _money(eur: float) -> str:

@@ -18,7 +18,7 @@ from insights.drilldown import Decomposition, SliceStats, decompose
 from insights.series import INTERVAL_SECONDS, WATCHED, WATCHED_BY_NAME, Obs, SeriesKey, Slice
 from warehouse.queries import MetricQuery, metric_series
 
-__all__ = ["Frame", "first_event", "floor", "read_frame", "refine"]
+__all__ = ["Frame", "first_event", "floor", "funnel_counts", "read_frame", "refine"]
 
 _DIMS = ("country", "device", "channel")
 
@@ -131,3 +131,36 @@ def refine(
         if len(stats) >= 2:
             out[dim] = decompose(dim, stats, ratio)
     return out
+
+
+def funnel_counts(
+    client: Client, sl: Slice, start: datetime, end: datetime
+) -> dict[str, float] | None:
+    """`insights.attribution.Funnel` from the warehouse over ``[start, end)`` in the slice:
+    per minute, the distinct sessions with an event and those with an add-to-cart, a
+    begin-checkout and a purchase, summed over the minutes."""
+    if any(dim not in _DIMS for dim, _ in sl):
+        return None  # a dimension sessions do not have
+    # the slice is the session's (its first event's) attributes, as every metric's
+    where = "".join(f" AND {dim} = {{{dim}:String}}" for dim, _ in sl)
+    in_slice = (
+        " AND session_key IN (SELECT session_key FROM sessions FINAL WHERE deleted = 0"
+        f" AND `start` < {{hi:DateTime64(3)}} AND `end` >= {{lo:DateTime64(3)}}{where})"
+        if sl
+        else ""
+    )
+    # per minute, summed: the same sessions-per-minute view as the watched rates, so a
+    # window's step rates do not depend on its length
+    rows = client.query(
+        "SELECT sum(s), sum(c), sum(k), sum(p) FROM (SELECT toStartOfMinute(ts) AS m,"
+        " uniqExact(session_key) AS s, uniqExactIf(session_key, type = 'add_to_cart') AS c,"
+        " uniqExactIf(session_key, type = 'begin_checkout') AS k,"
+        " uniqExactIf(session_key, type = 'purchase') AS p FROM events FINAL"
+        " WHERE ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)}" + in_slice + " GROUP BY m)",
+        parameters={"lo": start, "hi": end, **dict(sl)},
+    ).result_rows
+    if not rows:
+        return None
+    sessions, carts, checkouts, purchases = (float(v or 0) for v in rows[0])
+    return {"sessions": sessions, "carts": carts, "checkouts": checkouts,
+            "purchases": purchases}  # fmt: skip

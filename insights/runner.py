@@ -32,7 +32,7 @@ from insights.engine import AnomalyEvent, DetectionEngine, EngineConfig
 from insights.experiment_checks import check_experiments
 from insights.lifecycle import Insight, InsightBook, mutes_from
 from insights.narrative import describe, gather
-from insights.reader import Frame, first_event, floor, read_frame, refine
+from insights.reader import Frame, first_event, floor, funnel_counts, read_frame, refine
 from insights.series import INTERVAL_SECONDS, Selection, SeriesKey, Slice, Volume, select_series
 from insights.store import InsightStore
 from warehouse.queries import complete_until
@@ -263,8 +263,14 @@ def _group(
     def refiner(metric: str, sl: Slice, since: datetime, to: datetime) -> dict[str, Decomposition]:
         return refine(client, metric, sl, since, to)
 
+    def funnel(sl: Slice, start: datetime, end: datetime) -> dict[str, float] | None:
+        return funnel_counts(client, sl, start, end)
+
     for insight in state.book.apply(events):
-        ev = gather(state.engine, insight, until, refiner if config.drilldown else None)
+        ev = gather(
+            state.engine, insight, until, refiner if config.drilldown else None,
+            funnel if config.drilldown else None,
+        )  # fmt: skip
         described = describe(insight, ev, config.timezone, now=until)
         state.book.put(described)
         out.append(described)

@@ -30,13 +30,19 @@ from ingest.simulator import SimConfig
 from ingest.simulator.effects import Group
 from ingest.simulator.encode import Encoder
 from ingest.simulator.engine import Run
-from ingest.simulator.sessions import ADD_TO_CART, PAGE_VIEW, PRODUCT_VIEW, PURCHASE
+from ingest.simulator.sessions import (
+    ADD_TO_CART,
+    BEGIN_CHECKOUT,
+    PAGE_VIEW,
+    PRODUCT_VIEW,
+    PURCHASE,
+)
 from insights.series import INTERVAL_SECONDS, Obs, SeriesKey, Slice, Volume
 
 __all__ = ["QUANTITIES", "SimCounts", "simulate_counts"]
 
 Arr = npt.NDArray[Any]
-QUANTITIES = ("sessions", "pageviews", "orders", "revenue", "buyers", "carters")
+QUANTITIES = ("sessions", "pageviews", "orders", "revenue", "buyers", "carters", "checkouters")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,21 @@ class SimCounts:
             if metric == "aov":
                 return c["revenue"] / np.where(c["orders"] > 0, c["orders"], np.nan), c["orders"]
         return c[metric].astype(np.float64), None
+
+    def funnel(self, sl: Slice, start: datetime, end: datetime) -> dict[str, float] | None:
+        """`insights.attribution.Funnel` over the buckets in ``[start, end)``: per-bucket
+        sessions, and those with an add-to-cart, a checkout, a purchase, summed."""
+        if sl not in self.slices:
+            return None
+        step = timedelta(seconds=INTERVAL_SECONDS[self.interval])
+        lo = max(int((start - self.origin) / step), 0)
+        hi = min(int((end - self.origin) / step), self.buckets)
+        if hi <= lo:
+            return None
+        col = self.slices.index(sl)
+        names = {"sessions": "sessions", "carts": "carters", "checkouts": "checkouters",
+                 "purchases": "buyers"}  # fmt: skip
+        return {k: float(self.counts[q][lo:hi, col].sum()) for k, q in names.items()}
 
     def volumes(self) -> dict[Slice, Volume]:
         """Median sessions and orders per bucket of each slice (to choose the series)."""
@@ -141,7 +162,8 @@ class _CountingRun(Run):
             self._add(acc["pageviews"], b[pv], cols[:, sess[pv]])
             self._add(acc["orders"], b[buy], cols[:, sess[buy]])
             self._add(acc["revenue"], b[buy], cols[:, sess[buy]], revenue)
-            for name, rows in (("sessions", None), ("buyers", buy), ("carters", et == ADD_TO_CART)):
+            for name, rows in (("sessions", None), ("buyers", buy), ("carters", et == ADD_TO_CART),
+                               ("checkouters", et == BEGIN_CHECKOUT)):  # fmt: skip
                 bb, ss = (b, sess) if rows is None else (b[rows], sess[rows])
                 key = np.unique(bb * len(s) + ss)
                 self._add(acc[name], key // len(s), cols[:, key % len(s)])

@@ -28,7 +28,7 @@ COLUMNS = [
     "id", "status", "metric", "slice", "interval", "direction", "change", "observed",
     "expected", "severity", "impact_eur_per_hour", "explanation", "started_at", "detected_at",
     "updated_at", "acknowledged_at", "resolved_at", "resolved_by", "summary", "description",
-    "recommendation", "contributors", "members", "feedback", "feedback_note", "version",
+    "recommendation", "contributors", "members", "feedback", "feedback_note", "cause", "version",
 ]  # fmt: skip
 _SELECT = f"SELECT {', '.join(COLUMNS[:-1])} FROM insights FINAL"
 # Serialises this process's inserts into the insights tables and the alert outbox.
@@ -47,7 +47,7 @@ def _row(i: Insight, version: int) -> list[Any]:
         i.resolved_at, i.resolved_by, i.summary, i.description, i.recommendation,
         msgspec.json.encode([asdict(c) for c in i.contributors]).decode(),
         msgspec.json.encode([asdict(m) for m in i.members]).decode(),
-        i.feedback or "", i.feedback_note, version,
+        i.feedback or "", i.feedback_note, i.cause, version,
     ]  # fmt: skip
 
 
@@ -199,6 +199,7 @@ def insight_document(i: Insight, base_url: str = "") -> dict[str, Any]:
         "expected": i.expected,
         "impact_eur_per_hour": round(i.impact_eur_per_hour, 2),
         "explanation": i.explanation or None,
+        "cause": i.cause or None,
         "started_at": iso(i.started_at),
         "detected_at": iso(i.detected_at),
         "updated_at": iso(i.updated_at),

@@ -35,6 +35,8 @@
   let askedKey = false;
   let scope = null; // the key's scope, from GET /v1/dashboards (null: not known)
   const RATIOS = new Set(SPEC.ratio_metrics || []);
+  // What each number means (METRICS.md), said under every tile and chart and in insights.
+  const DEFINITIONS = SPEC.definitions || {};
   const FUNNEL_ROWS = 10; // a breakdown table shows its biggest rows, as tall as a chart
 
   class HttpError extends Error {
@@ -145,6 +147,9 @@
       id: x.id ?? x.insight_id,
       metric: x.metric, slice: x.slice ?? 'all', severity: x.severity || 'info',
       status: x.status || 'open', summary: x.summary || x.title || x.description || '',
+      interval: x.interval || '1m', observed: x.observed ?? null, expected: x.expected ?? null,
+      change: x.change ?? null, contributors: x.contributors || [], cause: x.cause || '',
+      explanation: x.explanation || '', recommendation: x.recommendation || '',
       start: epoch(x.started_at ?? x.start ?? x.opened_at ?? x.created_at ?? x.ts),
       end: (x.resolved_at ?? x.ended_at ?? x.end) ? epoch(x.resolved_at ?? x.ended_at ?? x.end) : null,
     }));
@@ -173,6 +178,7 @@
       <section class="panel ${p.viz}" id="panel-${built}-${i}" data-state="loading"
                style="grid-column: span ${p.width}; min-height: ${p.viz === 'timeseries' ? p.height * 30 : 0}px">
         <h3 title="${esc(p.description)}">${esc(p.title)}</h3>
+        <div class="sub"></div>
         <div class="body"></div><div class="note"></div>
       </section>`).join('');
     document.querySelectorAll('#tabs a').forEach((a) => a.classList.toggle('active', a.dataset.uid === board.uid));
@@ -474,6 +480,24 @@
     done(i, 'ok', rows.length);
   }
 
+  const insightUnit = (metric) => (metric.endsWith('_rate') ? 'percent' : metric === 'revenue' || metric === 'aov' ? 'eur' : 'count');
+  // The chart an insight concerns: the first annotated panel of its metric whose slice
+  // fits (a breakdown by the slice's dimension, or the unsliced chart), on any board.
+  function panelFor(x) {
+    const dims = x.slice === 'all' ? [] : x.slice.split(',').map((kv) => kv.split('=')[0]);
+    let best = null;
+    for (const b of SPEC.dashboards) {
+      b.panels.forEach((p, index) => {
+        const d = p.data;
+        if (d.kind !== 'metric' || d.metric !== x.metric || p.viz !== 'timeseries' || !p.annotate) return;
+        if (!concerns(x, d)) return;
+        const rank = d.by && dims.includes(d.by) ? 0 : d.by ? 2 : 1;
+        if (!best || rank < best.rank) best = { uid: b.uid, index, title: p.title, rank };
+      });
+    }
+    return best;
+  }
+
   async function insightsPanel(i, p) {
     const node = el(i).querySelector('.body');
     let items = [];
@@ -498,14 +522,30 @@
     // Ack and Resolve only for a key that may use them (admin); unknown scope: shown, and
     // the API says no.
     const may = scope === null || scope === 'admin';
-    node.innerHTML = items.map((x) => `
+    node.innerHTML = items.map((x) => {
+      const panel = panelFor(x);
+      const top = x.contributors.slice(0, 3).map((c) => `${esc(c.slice)} (${Math.round(c.share * 100)} % of the change, ${esc(c.effect)})`).join(', ');
+      const unit = insightUnit(x.metric);
+      const per = x.interval === '1h' ? 'per hour' : 'per minute';
+      const change = x.change === null ? '' : ` (${x.change > 0 ? '+' : ''}${Math.round(x.change * 100)} %)`;
+      return `
       <div class="insight" data-id="${esc(x.id)}">
         <span class="sev ${esc(x.severity)}">${esc(x.severity)}</span>
-        <div class="text"><div>${esc(x.summary || x.metric)}</div>
-          <div class="meta">${esc(x.metric)} · ${esc(x.slice)} · since ${nw(when(x.start))} · ${esc(x.status)}</div></div>
+        <div class="text"><div class="summary">${esc(x.summary || x.metric)}</div>
+          <div class="meta">${esc(x.metric)} · ${esc(x.slice)} · since ${nw(when(x.start))} · ${esc(x.status)}</div>
+          <dl class="facts">
+            <dt>Observed</dt><dd class="observed">${esc(fmt(x.observed, unit))} vs ${esc(fmt(x.expected, unit))} expected${esc(change)}
+              <span class="muted">· ${esc(DEFINITIONS[x.metric] || x.metric)}, ${per}</span></dd>
+            <dt>Where</dt><dd class="slices">${esc(x.slice)}${top ? ` <span class="muted">· top slices: ${top}</span>` : ''}</dd>
+            ${x.explanation ? `<dt>Why</dt><dd class="why">${esc(x.explanation)}</dd>` : ''}
+            ${x.recommendation ? `<dt>Advice</dt><dd class="advice">${esc(x.recommendation)}</dd>` : ''}
+          </dl>
+          ${panel ? `<a class="panel-link" href="#${esc(panel.uid)}?panel=${panel.index}">Show “${esc(panel.title)}” →</a>` : ''}
+        </div>
         ${may && x.status === 'open' ? `<button type="button" data-act="ack" data-id="${esc(x.id)}">Ack</button>` : ''}
         ${may && x.status !== 'resolved' ? `<button type="button" data-act="resolve" data-id="${esc(x.id)}">Resolve</button>` : ''}
-      </div>`).join('');
+      </div>`;
+    }).join('');
     done(i, 'ok', items.length, may ? '' : 'an admin key can acknowledge and resolve insights');
   }
 
@@ -651,7 +691,23 @@
     done(i, 'ok', ys.length, `per minute, since this page opened · total ${fmt(last.totals[signal], 'count')}`);
   }
 
+  // The definition and the bucket of a panel's number: "session conversion: sessions
+  // with a purchase / sessions · per 5-min bucket".
+  const BUCKET_WORDS = { '1m': '1-min', '5m': '5-min', '1h': 'hourly', '1d': 'daily' };
+  function subtitle(p, w) {
+    const d = p.data;
+    if (d.kind === 'funnel') return 'sessions that start in the range reaching each step; % from the previous step';
+    if (d.kind !== 'metric') return '';
+    const what = DEFINITIONS[d.metric] || d.metric;
+    const bucket = BUCKET_WORDS[w.interval] || w.interval;
+    if (d.total || (p.viz === 'stat' && d.reduce === 'sum')) return `${what} · total over the range`;
+    if (p.viz === 'stat') return `${what} · last complete ${bucket} bucket`;
+    return `${what} · per ${bucket} bucket${d.per_second ? ', per second' : ''}`;
+  }
+
   async function renderPanel(i, p, w, gen) {
+    const sub = el(i).querySelector('.sub');
+    if (sub) sub.textContent = subtitle(p, w);
     try {
       el(i).dataset.state = 'loading';
       const kind = p.data.kind;
@@ -708,6 +764,12 @@
     board = SPEC.dashboards.find((b) => b.uid === uid) || SPEC.dashboards[0];
     if (!localStorage.getItem('pulse.range')) $('range').value = board.default_range;
     buildGrid();
+    const index = new URLSearchParams(location.hash.split('?')[1] || '').get('panel');
+    const wanted = index === null ? null : `${built}-${index}`;
+    if (wanted !== null && el(wanted)) {
+      el(wanted).classList.add('focus');
+      setTimeout(() => el(wanted) && el(wanted).scrollIntoView({ block: 'start' }), 0);
+    }
     clearInterval(timer);
     timer = setInterval(() => { if ($('auto').checked && !document.hidden) refresh(); }, board.refresh_s * 1000);
     refresh();

@@ -7,8 +7,9 @@ pipeline. Then:
 * the backtest's series (`insights.simseries`) equal the warehouse's METRICS.md answers;
 * detection passes over the warehouse (`insights.runner.run_once`), with ``complete_until``
   held back to just after the outage began, raise one insight within 5 minutes of the
-  start, drill down to ``device=mobile`` as a rate change, recommend checking payment and
-  checkout, and alert nobody twice; once every bucket is complete it resolves itself;
+  start, attribute it to ``device=mobile`` as a rate change with a payment/checkout cause,
+  recommend checking the payment provider and the checkout, and alert nobody twice; once
+  every bucket is complete it resolves itself;
 * the API lists it, acknowledges (admin scope), refuses to act on a resolved insight,
   takes a false-positive label that a later run honours, and serves ``/v1/realtime``.
 """
@@ -117,7 +118,8 @@ def test_insight_lifecycle_on_pipeline_output(pipeline: Client, tmp_path: Path) 
     assert insight.status == "open" and insight.direction == "down"
     assert "device=mobile" in insight.slice, insight.summary
     assert insight.metric in ("conversion_rate", "orders", "revenue")
-    assert insight.explanation == "rate", insight.description
+    assert insight.cause == "checkout", insight.description
+    assert "a rate change inside device=mobile" in insight.explanation, insight.explanation
     assert insight.change < -0.5
     assert "mobile" in insight.recommendation
     assert "payment" in insight.recommendation and "checkout" in insight.recommendation

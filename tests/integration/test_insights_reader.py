@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from insights.reader import first_event, floor, read_frame, refine
+from insights.reader import first_event, floor, funnel_counts, read_frame, refine
 from insights.series import Obs, SeriesKey
 from tests.pipeline import drained_database, utc
 from warehouse.client import Client
@@ -137,3 +137,18 @@ def test_refine_without_a_day_of_history_compares_with_the_window_before(
     # above) is compared with 8-10 (0 of 4)
     out = refine(shop, "conversion_rate", (), D1 + timedelta(hours=10), D1 + timedelta(hours=12))
     assert math.isclose(out["country"].total, 4 / 12 - 0 / 4)
+
+
+def test_funnel_counts_sessions_and_the_steps_they_reached_in_a_slice(shop: Client) -> None:
+    # D2 10-12: 12 sessions, 4 bought a minute after their page view (none added to a cart
+    # nor began a checkout: this shop's buyers go straight to the purchase). Per minute,
+    # summed: a buyer's session counts in two minutes. DE: 6 sessions, 3 bought.
+    since, until = D2 + timedelta(hours=10), D2 + timedelta(hours=12)
+    assert funnel_counts(shop, (), since, until) == {
+        "sessions": 16.0, "carts": 0.0, "checkouts": 0.0, "purchases": 4.0,
+    }  # fmt: skip
+    de = funnel_counts(shop, (("country", "DE"),), since, until)
+    assert de == {"sessions": 9.0, "carts": 0.0, "checkouts": 0.0, "purchases": 3.0}
+    mobile = funnel_counts(shop, (("device", "mobile"),), since, until)
+    assert mobile is not None and mobile["sessions"] == 7.0 and mobile["purchases"] == 1.0
+    assert funnel_counts(shop, (("category", "shoes"),), since, until) is None

@@ -10,6 +10,7 @@ from insights.backtest import (
     BacktestReport,
     IncidentResult,
     _moves,
+    _names,
     _not_target,
     _related,
     format_table,
@@ -54,7 +55,19 @@ def test_only_the_metrics_an_incident_moves_count_and_in_their_direction() -> No
     assert ("conversion_rate", "down") in _moves(parse_incident("conversion_drop:country=DE"))
 
 
-def _result(spec: str, volume: float, ttd: float | None) -> IncidentResult:
+def test_the_slice_named_is_right_when_it_is_the_incidents_or_one_of_its_dimensions() -> None:
+    de, mobile = (("country", "DE"),), (("device", "mobile"),)
+    assert _names(de, "country=DE") and _names(mobile, "country=DE,device=mobile")
+    assert _names((("country", "DE"), ("device", "mobile")), "country=DE,device=mobile")
+    assert _names((("country", "FR"),), "country=DE|FR") and _names((), "all")
+    # the aggregate for a slice's incident, another slice, or a slice for one everywhere
+    assert not _names((), "country=DE") and not _names(mobile, "country=DE")
+    assert not _names(de, "all")
+
+
+def _result(
+    spec: str, volume: float, ttd: float | None, named: str = "", cause: str = ""
+) -> IncidentResult:
     inc = parse_incident(spec)
     why = _not_target(inc, volume)
     return IncidentResult(
@@ -63,6 +76,7 @@ def _result(spec: str, volume: float, ttd: float | None) -> IncidentResult:
         detected=ttd is not None,
         time_to_detect=timedelta(minutes=ttd) if ttd is not None else None,
         insight="", not_target=why, detected_by="orders[country=DE]@1m -40%" if ttd else "",
+        named_slice=named, cause=cause,
     )  # fmt: skip
 
 
@@ -70,11 +84,11 @@ def test_the_table_counts_only_target_incidents_and_says_why_the_others_are_not(
     report = BacktestReport(
         BacktestConfig(),
         (
-            _result("conversion_drop:country=DE,depth=0.4", 6000, 3),
+            _result("conversion_drop:country=DE,depth=0.4", 6000, 3, "country=DE", "checkout"),
             _result("conversion_drop:country=PT,depth=0.4", 40, None),  # too small a slice
             _result("conversion_drop:country=DE,depth=0.2", 6000, None),  # too shallow
             _result("traffic_spike:country=DE", 6000, 2),  # not a target kind
-            _result("traffic_drop:country=DE,depth=0.5", 6000, 9),
+            _result("traffic_drop:country=DE,depth=0.5", 6000, 9, "country=FR", "traffic"),
         ),
         false_insights=(),
         graded_days=5.0,
@@ -86,3 +100,10 @@ def test_the_table_counts_only_target_incidents_and_says_why_the_others_are_not(
     assert "| conversion_drop | 3 | 1 | 1 | 1 |" in table
     assert "Target incidents detected within 5 minutes: 1 of 2; detected at all: 2 of 2" in table
     assert "`orders[country=DE]@1m -40%`" in table
+    assert (
+        "| `country=DE` ✅ | checkout ✅ |" in table and "| `country=FR` ❌ | traffic ✅ |" in table
+    )
+    # three detected incidents with a cause class (a traffic spike has one too)
+    assert (
+        "Attribution over 3 detected incidents: right slice 1 (33%), right cause 2 (67%)" in table
+    )

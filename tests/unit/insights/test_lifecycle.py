@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from insights.attribution import Step
 from insights.drilldown import Contribution
 from insights.engine import Anomaly, AnomalyEvent
 from insights.lifecycle import (
@@ -128,13 +129,33 @@ def test_the_recommendation_names_slice_time_and_what_to_check() -> None:
     assert said.summary.startswith("Conversion in DE on mobile fell 45% since 14:05")
     assert "2.20% observed vs 4.00% expected" in said.description
     assert "country=DE (90% of the change, rate)" in said.description
-    assert "a rate change inside the slice" in said.description
+    assert "A rate change inside country=DE, not a mix shift" in said.description
+    assert "(sessions with a purchase / sessions, per minute)" in said.description
+    steps = (Step("add to cart → checkout", 0.2, 0.5), Step("checkout → purchase", 0.6, 0.6))
+    paid = describe(
+        insight, evidence(cause="checkout", steps=steps, broken="add to cart → checkout"), "UTC"
+    )
+    assert paid.cause == "checkout"
+    assert paid.explanation.startswith("Cause: payment or checkout.")
+    assert "the add to cart → checkout step fell 60%" in paid.explanation
+    assert "check the payment provider and the checkout for DE mobile" in paid.recommendation
     carts = describe(insight, evidence(companions={"add_to_cart_rate": -0.3}), "UTC")
     assert "add-to-cart fell too" in carts.recommendation
     price = describe(insight, evidence(metric="aov", change=2.5, slice=DE,
                                        companions={"orders": 0.01}), "UTC")  # fmt: skip
     assert price.recommendation.startswith("Average order value in DE rose to 3.5×")
     assert "check product prices" in price.recommendation
+    tag = describe(
+        insight,
+        evidence(
+            cause="tracking",
+            metric="sessions",
+            change=-0.3,
+            companions={"sessions": -0.3, "conversion_rate": 0.4},
+        ),
+        "UTC",
+    )
+    assert "page tracking tag" in tag.recommendation and "Cause: tracking." in tag.explanation
     bots = describe(insight, evidence(metric="sessions", change=0.8, slice=(("channel", "social"),),
                                       companions={"add_to_cart_rate": -0.4}), "UTC")  # fmt: skip
     assert "bot traffic" in bots.recommendation
