@@ -17,8 +17,10 @@ from ingest.collector import Collector
 from ingest.fx import load_fx_rates
 from ingest.producer import ConfluentProducer
 from ingest.topics import Topics, ensure_topics
+from insights.runner import DetectConfig
 from warehouse.client import Client, connect
 from warehouse.migrate import migrate
+from warehouse.queries import complete_until
 
 
 @dataclass
@@ -80,6 +82,20 @@ def drained_topics(
         yield client
     finally:
         client.command(f"DROP DATABASE `{database}`")
+
+
+def detection_until(client: Client, until: datetime, live_horizon: timedelta,
+                    **extra: object) -> DetectConfig:  # fmt: skip
+    """Detection over a drained database whose ``complete_until`` is ``until`` (the allowed
+    lateness makes it so), with 4 h of history per interval."""
+    watermark = complete_until(client, timedelta(0))
+    assert watermark is not None
+    return DetectConfig(
+        allowed_lateness=watermark - until,
+        history={"1m": timedelta(hours=4), "1h": timedelta(hours=4)},
+        live_horizon=live_horizon,
+        **extra,  # type: ignore[arg-type]
+    )
 
 
 COUNTRIES = ["DE", "PL", "SE", "HU", "GB", None]

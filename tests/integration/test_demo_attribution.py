@@ -25,18 +25,17 @@ from api.app import create_app
 from api.deps import Services
 from api.keys import KeyStore
 from ingest.simulator import iter_events
-from insights.demo import DEMO_INCIDENT, demo_simulations
+from insights.demo import DEMO_INCIDENT, demo_simulation
 from insights.runner import DetectConfig, run_once
 from tests.conftest import free_port
-from tests.pipeline import drained_database
+from tests.pipeline import detection_until, drained_database
 from tests.servers import serve_in_thread
 from warehouse.client import Client
-from warehouse.queries import complete_until
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2025, 1, 7, 9, 30, tzinfo=UTC)  # when the demo starts its live traffic
-PAST, LIVE = demo_simulations(NOW, rate=30, live=timedelta(minutes=12))
+SIM = demo_simulation(NOW, rate=30, live=timedelta(minutes=12))
 OUTAGE_AT = NOW + timedelta(minutes=1)  # DEMO_INCIDENT: at=+1m
 
 
@@ -44,7 +43,7 @@ OUTAGE_AT = NOW + timedelta(minutes=1)  # DEMO_INCIDENT: at=+1m
 def pipeline(
     broker: Any, warehouse_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Client]:
-    raws = [line for sim in (PAST, LIVE) for _, line in iter_events(sim)]
+    raws = [line for _, line in iter_events(SIM)]
     database = drained_database(broker.bootstrap, warehouse_dsn, raws, tmp_path_factory, "demo")
     with database as (client, drained):
         assert drained.rejected == 0
@@ -52,15 +51,7 @@ def pipeline(
 
 
 def _config(client: Client, until: datetime) -> DetectConfig:
-    """Detection whose ``complete_until`` is ``until`` (the lateness makes it so)."""
-    watermark = complete_until(client, timedelta(0))
-    assert watermark is not None
-    return DetectConfig(
-        allowed_lateness=watermark - until,
-        history={"1m": timedelta(hours=4), "1h": timedelta(hours=4)},
-        live_horizon=timedelta(minutes=30),
-        experiments_every=None,
-    )
+    return detection_until(client, until, timedelta(minutes=30), experiments_every=None)
 
 
 def test_the_demo_outage_is_raised_on_mobile_as_a_payment_problem(

@@ -305,7 +305,8 @@ def test_pages_read_as_a_newcomer_expects(site, warehouse_dsn) -> None:
         gaps = driver.execute_script(
             "return [...document.querySelectorAll('.panel.funnel')].map(p => "
             "p.getBoundingClientRect().height - p.querySelector('h3').offsetHeight "
-            "- p.querySelector('.body').scrollHeight - p.querySelector('.note').offsetHeight)"
+            "- p.querySelector('.sub').offsetHeight - p.querySelector('.body').scrollHeight "
+            "- p.querySelector('.note').offsetHeight)"
         )
         assert gaps and max(gaps) < 40, gaps
         driver.save_screenshot(str(ARTIFACTS / "desktop-funnel.png"))
