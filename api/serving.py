@@ -239,9 +239,14 @@ def run_demo(runtime: Runtime, *, open_page: bool = True, fresh: bool = False) -
         span = backfill_span(now, last, DEMO_HISTORY)
         run = demo_simulation(now, history=span)
 
-        def history_in(events: int) -> None:
-            _console.print(f"Demo: {_span(span)} of history back-filled ({events:,} events); "
-                           "the detector learns from it", highlight=False)  # fmt: skip
+        def history_in(events: int, written: bool) -> None:
+            if written:
+                _console.print(f"Demo: {_span(span)} of history back-filled ({events:,} "
+                               "events); the detector learns from it", highlight=False)  # fmt: skip
+            else:  # a busy machine: the flow is still writing it after 10 minutes
+                _console.print(f"Demo: {_span(span)} of history ({events:,} events) is still "
+                               "being written; the detector starts now and learns from what "
+                               "is in", highlight=False)  # fmt: skip
 
         traffic = DemoTraffic(services.collector, stack.producer, run, detect,
                               on_history=history_in)  # fmt: skip

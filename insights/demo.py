@@ -109,11 +109,12 @@ class DemoTraffic:
         producer: EventProducer,
         run: SimConfig,
         start_detector: Callable[[], _Stoppable],
-        on_history: Callable[[int], object] | None = None,
+        on_history: Callable[[int, bool], object] | None = None,
     ) -> None:
         """``run`` starts at the wall-clock time its first event is due (in the past for a
         back-fill; at now for a resumed demo whose history is in the warehouse).
-        ``on_history`` is told how many events of history are in the warehouse, once."""
+        ``on_history`` is told, once, how many events of history there are and whether they
+        are in the warehouse (False: the flow was still writing them when detection began)."""
         self.collector, self.producer, self.run = collector, producer, run
         self._start_detector = start_detector
         self._on_history = on_history
@@ -134,8 +135,8 @@ class DemoTraffic:
 
     def _detect_when_written(self, history: int) -> None:
         written = _written(history, self.stop)  # after the timeout, detect anyway
-        if written and history and self._on_history is not None and not self.stop.is_set():
-            self._on_history(history)
+        if history and self._on_history is not None and not self.stop.is_set():
+            self._on_history(history, written)
         with self._lock:
             if self.stop.is_set():
                 return
