@@ -63,10 +63,12 @@ def test_a_write_failing_for_a_while_is_retried_and_nothing_is_lost(warehouse: C
         warehouse.command(f"CREATE DATABASE `{database}`")
         migrate(warehouse)
 
-    threading.Thread(target=restore).start()
+    restoring = threading.Thread(target=restore)
+    restoring.start()
     writer.flush()  # returns once the retried write went through
     writer.submit({"sessions": [session("s2", 2)]}, None)
     writer.flush()
+    restoring.join()  # the migration's later steps, before the fixture drops the database
     rows = warehouse.query("SELECT session_key, n_events FROM sessions FINAL ORDER BY 1")
     assert rows.result_rows == [("s1", 1), ("s2", 2)]
     status.check()  # healthy again
