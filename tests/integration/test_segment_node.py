@@ -54,8 +54,8 @@ def test_analytics_node_visit_reaches_the_warehouse(
     api: RunningApi, warehouse_dsn: str, tmp_path: Path
 ) -> None:
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: cannot run @segment/analytics-node")
+    require(node is not None, "node (to run @segment/analytics-node)")
+    assert node is not None
     modules = _node_sdk()
     anon, user = f"anon-{uuid.uuid4().hex[:8]}", f"user-{uuid.uuid4().hex[:8]}"
     args = json.dumps({"host": api.url, "key": api.keys["ingest"], "anon": anon, "user": user})
