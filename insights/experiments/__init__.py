@@ -3,6 +3,9 @@
 Pure: per-variant sufficient statistics in (`VariantSums`), one `MetricResult` per metric
 and non-control variant out, plus the sample-ratio-mismatch check. No I/O, no clients.
 The formulas and where each comes from in gbstats: ``docs/experiments.md``.
+
+scipy.stats is imported inside the functions that use it: it takes over a second to import,
+and every ``pulse`` command imports this package through the detector.
 """
 
 from insights.experiments.analysis import (

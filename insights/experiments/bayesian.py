@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
 
 from insights.experiments.frequentist import (
     BASELINE_VARIATION_ZERO,
@@ -57,6 +56,8 @@ def effect_bayesian_ab_test(a: Statistic, b: Statistic, *, alpha: float = 0.05) 
     # improper prior: the precision it adds is int(False) / variance = 0
     post_prec = 1 / data_variance + 0 / 1
     std_diff = np.sqrt(1 / post_prec)
+    from scipy.stats import norm  # imported here: see insights/experiments/__init__.py
+
     lo, hi = norm.ppf([alpha / 2, 1 - alpha / 2], data_mean, std_diff)
     return BayesianResult(
         expected=float(data_mean),
