@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-
 __all__ = ["SRM_THRESHOLD", "SrmResult", "check_srm", "srm"]
 
 SRM_THRESHOLD = 0.001  # CONTRACT §10: flagged when p < 0.001
