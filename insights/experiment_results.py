@@ -57,6 +57,18 @@ def _span(client: Client, experiment: str) -> tuple[datetime, datetime] | None:
     return _utc(first), _utc(last)
 
 
+def _seen(client: Client, experiment: str) -> bool:
+    rows = client.query(
+        "SELECT count() FROM (SELECT 1 FROM exposures WHERE experiment = {e:String} LIMIT 1)",
+        parameters={"e": experiment},
+    ).result_rows
+    return bool(rows[0][0])
+
+
+def _unknown(experiment: str) -> UnknownExperiment:
+    return UnknownExperiment(f"no experiment {experiment[:64]!r}: no exposure of it was seen")
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -72,13 +84,16 @@ def report_for(
     now: datetime | None = None,
 ) -> ExperimentReport:
     """One experiment's statistics over ``[start, end)`` (defaults: the module's docstring)."""
-    span = _span(client, experiment)
-    if span is None:
-        raise UnknownExperiment(f"no experiment {experiment[:64]!r}: no exposure of it was seen")
-    first, last = span
-    start = start or first
-    end = end or max(now or datetime.now(UTC), last + _MS)
+    if start is None or end is None:  # the defaults need the exposures' span
+        span = _span(client, experiment)
+        if span is None:
+            raise _unknown(experiment)
+        first, last = span
+        start = start or first
+        end = end or max(now or datetime.now(UTC), last + _MS)
     sums = experiment_sums(client, experiment, start, end, cuped=cuped)
+    if not sums.users and not sums.multiple_exposures and not _seen(client, experiment):
+        raise _unknown(experiment)
     declared = experiment_settings(client, experiment) or ExperimentSettings()
     return experiment_report(
         experiment, start, end, sums.users, sums.sums,

@@ -88,7 +88,11 @@ FROM (
         -- a.6 revenue, a.7 version)
         arraySort(a -> (a.2, a.7), arrayFilter(a -> a.1 >= lo_acts AND a.1 < hi, all_acts))
             AS s,
-        arrayFilter((a, i) -> i = length(s) OR s[i + 1].2 != a.2, s, arrayEnumerate(s)) AS acts,
+        -- an act is kept when the next one is another event (event ids are never empty):
+        -- the next ids as a second array, not s[i + 1] inside the lambda (which copies s
+        -- for every element: ~25 % of the query's CPU at 1M users)
+        arrayFilter((a, next) -> next != a.2, s,
+            arrayPopFront(arrayPushBack(arrayMap(a -> a.2, s), ''))) AS acts,
         arrayFilter(a -> a.1 >= first_ts, acts) AS post,
         arrayFilter(a -> a.1 < first_ts AND a.1 >= first_ts - INTERVAL 14 DAY, acts) AS pre,
         arrayExists(a -> a.3 = 1, post) AS conv,

@@ -85,6 +85,13 @@ def test_errors_are_json_with_a_reason(served) -> None:
     url, keys, _ = served
     r = httpx.get(f"{url}/v1/experiments/nope", headers=keys["read"])
     assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
+    span = {"from": FROM.isoformat(), "to": TO.isoformat()}
+    r = httpx.get(f"{url}/v1/experiments/nope", params=span, headers=keys["read"])
+    assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
+    # a known experiment over a range without exposures: a document with no users
+    empty = {"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"}
+    r = httpx.get(f"{url}/v1/experiments/checkout", params=empty, headers=keys["read"])
+    assert r.status_code == 200 and r.json()["variants"] == [], r.text
     bad = {"from": TO.isoformat(), "to": FROM.isoformat()}
     r = httpx.get(f"{url}/v1/experiments/checkout", params=bad, headers=keys["read"])
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("to")
