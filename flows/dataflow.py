@@ -367,7 +367,7 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
             batch = batch_rows([(reads, folded)])
             if bots:
                 batch.tables["bot_events"] = bot_rows(bots, batch.progress)
-            rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes), batch.events,
+            rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes, batch.spans), batch.events,
                         batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
         else:
             progress: Progress = {}

@@ -27,6 +27,7 @@ from warehouse.rollups import EVENTS, MINUTE_MS, STARTS, minutes_of
 from warehouse.schema import MOVES, RELABELS, position
 
 __all__ = [
+    "LONG_SPAN_MS",
     "Batch",
     "Part",
     "Read",
@@ -74,6 +75,12 @@ _SESSION_DELETED = position("sessions", "deleted")
 Progress = dict[tuple[str, int], tuple[int, int]]
 
 
+# A session whose times change marks every minute it spans, up to a day of them (real
+# sessions last minutes to hours); a longer one leaves it to the warehouse, which marks
+# only the minutes in it that hold events, instead of millions of empty ones.
+LONG_SPAN_MS = 86_400_000
+
+
 class Batch(NamedTuple):
     """One batch of the flow's output as warehouse rows."""
 
@@ -83,6 +90,9 @@ class Batch(NamedTuple):
     duplicates: int  # repeated event_ids dropped
     newest_ms: int  # the newest event time read (0: none)
     progress: Progress  # how far each partition was read
+    # (first, last) event times (ms) of sessions too long to list their minutes: the
+    # warehouse marks the minutes in them that hold events (warehouse.rollups.mark_spans)
+    spans: tuple[tuple[int, int], ...] = ()
 
 
 class _Gone(msgspec.Struct, frozen=True, gc=False):
@@ -157,7 +167,11 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
     event_minutes = minutes_of(row[_EVENT_TS] for row in event_rows)  # type: ignore[misc]
     start_minutes = minutes_of(row[_SESSION_START] for row in session_rows  # type: ignore[misc]
                                if not row[_SESSION_DELETED])  # fmt: skip
+    long_spans = []
     for first, last in spans:
+        if last - first > LONG_SPAN_MS:  # a hostile session may span years: see Batch
+            long_spans.append((first, last))
+            continue
         span = range(first - first % MINUTE_MS, last + 1, MINUTE_MS)
         event_minutes.update(span)
         start_minutes.update(span)
@@ -171,7 +185,7 @@ def batch_rows(folded: Iterable[tuple[Sequence[Read], Sequence[StepOutput | None
     newest = max((ts for ts, _ in progress.values()), default=0)
     by_part = {(p.topic, p.partition): (ts, offset) for p, (ts, offset) in progress.items()}
     return Batch(tables, {EVENTS: event_minutes, STARTS: start_minutes},
-                 count - len(dups), len(dups), newest, by_part)  # fmt: skip
+                 count - len(dups), len(dups), newest, by_part, tuple(long_spans))  # fmt: skip
 
 
 Move = tuple[str, str, str, bytes]  # user, old session key, new session key, event times

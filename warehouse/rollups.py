@@ -35,6 +35,7 @@ __all__ = [
     "first_dirty_of",
     "mark_dirty",
     "mark_kind",
+    "mark_spans",
     "minutes_of",
     "rebuild",
     "refresh",
@@ -215,6 +216,33 @@ def minutes_of(ts_ms: Iterable[int]) -> set[int]:
 def mark_dirty(client: Client, minutes: Mapping[int, Iterable[int]], version: int) -> None:
     """Record that minutes (epoch-ms starts, per family) got data written at ``version``."""
     _mark(client, {mark_kind(f, "1m"): ms for f, ms in minutes.items()}, version)
+
+
+_MARK_SPAN = """
+INSERT INTO rollup_marks (kind, minute, dirty, clean)
+SELECT kind, m, {v:UInt64}, 0
+FROM (
+    SELECT DISTINCT toStartOfMinute(ts) AS m FROM events
+    WHERE ts >= {lo:DateTime64(3)} AND ts <= {hi:DateTime64(3)}
+)
+ARRAY JOIN {kinds:Array(UInt8)} AS kind
+"""
+
+
+def mark_spans(client: Client, spans: Iterable[tuple[int, int]], version: int) -> None:
+    """Mark dirty, in both families, the minutes within each (first, last) span (epoch
+    ms, inclusive) that hold events: a long session whose times or attributes changed
+    (flows.rows.LONG_SPAN_MS). Bounded by the events in the span, not by its length."""
+    kinds = [mark_kind(f, "1m") for f in _FAMILIES]
+    merged: list[list[int]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    for first, last in merged:
+        client.command(_MARK_SPAN, parameters={"v": version, "lo": _dt(first), "hi": _dt(last),
+                                               "kinds": kinds})  # fmt: skip
 
 
 def _mark(client: Client, periods: Mapping[int, Iterable[int]], version: int) -> None:

@@ -33,7 +33,7 @@ from warehouse.clock import next_version
 from warehouse.errors import WarehouseError
 from warehouse.identity import apply_relabels
 from warehouse.moves import apply_moves
-from warehouse.rollups import mark_dirty
+from warehouse.rollups import mark_dirty, mark_spans
 from warehouse.schema import COLUMNS, MOVES, RELABELS, TIME_COLUMNS, position
 
 __all__ = [
@@ -68,6 +68,7 @@ class Encoded(NamedTuple):
     lines: dict[str, bytes]
     version: int
     minutes: Mapping[int, Iterable[int]] | None
+    spans: tuple[tuple[int, int], ...] = ()  # whose minutes holding events change
 
     @staticmethod
     def join(batches: Sequence[Encoded]) -> Encoded:
@@ -83,7 +84,8 @@ class Encoded(NamedTuple):
         for b in batches:
             for kind, ms in (b.minutes or {}).items():
                 minutes.setdefault(kind, set()).update(ms)
-        return Encoded(lines, max(b.version for b in batches), minutes)
+        spans = tuple(s for b in batches for s in b.spans)
+        return Encoded(lines, max(b.version for b in batches), minutes, spans)
 
 
 class WarehouseWriter:
@@ -103,7 +105,10 @@ class WarehouseWriter:
 
     @classmethod
     def encode(
-        cls, batch: Mapping[str, Rows], minutes: Mapping[int, Iterable[int]] | None = None
+        cls,
+        batch: Mapping[str, Rows],
+        minutes: Mapping[int, Iterable[int]] | None = None,
+        spans: Sequence[tuple[int, int]] = (),
     ) -> Encoded:
         """Encode a batch's rows (by table, columns as in
         :data:`~warehouse.schema.COLUMNS`), stamped with the next version; the rows given
@@ -111,7 +116,9 @@ class WarehouseWriter:
         process, which must be the order each row's batches are written in: the flow's
         rows belong to one user's shard, encoded and sent to the writer in order. Rows are
         encoded at once, so the many small lists they are made of die young. Needs no
-        warehouse: a flow's workers encode, one process writes."""
+        warehouse: a flow's workers encode, one process writes. ``minutes``: the minutes
+        whose rollups change; ``spans``: (first, last) times whose minutes holding events
+        change (:func:`~warehouse.rollups.mark_spans`)."""
         version = next_version()
         lines = {}
         for table in COLUMNS:
@@ -125,7 +132,7 @@ class WarehouseWriter:
         relabels = batch.get(RELABELS)  # visits identified (warehouse.identity)
         if relabels:
             lines[RELABELS] = _encode_lines(_stamped(relabels, _RELABEL_VERSION, version, ()))
-        return Encoded(lines, version, minutes)
+        return Encoded(lines, version, minutes, tuple(spans))
 
     def write_many(self, batches: Sequence[Encoded]) -> None:
         """Write encoded batches with one insert per table (each row keeps its batch's
@@ -149,6 +156,8 @@ class WarehouseWriter:
                 # arrive out of order, and a mark must be newer than any refresh that
                 # could have read the minute before these rows were in.
                 mark_dirty(self._client, batch.minutes, next_version())
+            if batch.spans:  # after the inserts: the spans' own events are in
+                mark_spans(self._client, batch.spans, next_version())
 
 
 def _stamped(rows: Rows, stamp: int | None, version: int, times: Sequence[int]) -> Rows:

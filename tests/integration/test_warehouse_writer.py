@@ -170,3 +170,30 @@ def test_moves_of_batches_written_together_go_where_the_last_one_says(
     writer.write_many([second, third])  # one write: the inserts, then the moves
     z = f"u1/{T0 - 50 * MIN}"
     assert _keys(warehouse) == {"a": z, "b": z, "c": z, "z": z, "e": z}
+
+
+def test_a_session_spanning_years_marks_only_the_minutes_holding_events(
+    warehouse: Client,
+) -> None:
+    from flows.rows import batch_rows
+    from tests.unit.flows.test_logic import MIN, ev
+    from tests.unit.flows.test_rows import fold
+
+    years = 10 * 365 * 1440 * MIN
+    reads, outs = fold([ev("late", T0 + years, session_id="s"), ev("mid", T0 + 7 * MIN),
+                        ev("early", T0, session_id="s")])  # fmt: skip
+    writer = WarehouseWriter(warehouse)
+    writer.write_many([WarehouseWriter.encode(batch_rows([(reads[:2], outs[:2])]).tables)])
+    batch = batch_rows([(reads[2:], outs[2:])])
+    assert batch.spans == ((T0, T0 + years),)
+    writer.write_many([WarehouseWriter.encode(batch.tables, batch.minutes, batch.spans)])
+    marked = warehouse.query(
+        "SELECT kind, toUnixTimestamp(minute) * 1000 FROM rollup_marks FINAL "
+        "WHERE dirty > clean ORDER BY kind, minute"
+    ).result_rows
+    minutes = [T0, T0 + 7 * MIN, T0 + years]  # those holding events, in both families
+    assert marked == [(k, m) for k in (0, 1) for m in minutes]
+    refresh(warehouse)
+    raw = warehouse.query("SELECT count() FROM events FINAL").result_rows
+    rolled = warehouse.query("SELECT sum(events) FROM rollup_1m FINAL WHERE level = 1")
+    assert rolled.result_rows == raw == [(3,)]

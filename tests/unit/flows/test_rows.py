@@ -154,3 +154,20 @@ def test_an_exposure_is_an_event_row_and_an_exposures_row() -> None:
     # a repeat of the exposure is a duplicate, not a second exposure
     again = batch_rows([fold([exposure, exposure])])
     assert len(again.tables["exposures"]) == 1 and len(again.tables["duplicates"]) == 1
+
+
+def test_a_session_spanning_years_hands_its_span_to_the_warehouse() -> None:
+    # an explicit session written straight to a topic with times years apart: its minutes
+    # would be millions of marks; the span goes to the warehouse (warehouse.rollups.mark_spans)
+    years = 10 * 365 * 1440 * MIN
+    reads, outs = fold([ev("late", T0 + years, session_id="s"), ev("early", T0, session_id="s")])
+    batch = batch_rows([(reads, outs)])
+    assert batch.spans == ((T0, T0 + years),)
+    assert batch.minutes[EVENTS] == {T0, T0 + years}
+    assert len(batch.minutes[STARTS]) <= 2
+    # a day's session still lists its minutes here
+    reads, outs = fold([ev("b", T0 + 600 * MIN, session_id="s"), ev("a", T0, session_id="s")])
+    batch = batch_rows([(reads, outs)])
+    assert batch.spans == () and set(range(T0, T0 + 600 * MIN + 1, MIN)) <= batch.minutes[EVENTS]
+    encoded = WarehouseWriter.encode(batch.tables, batch.minutes, ((1, 2),))
+    assert encoded.spans == ((1, 2),)
