@@ -367,8 +367,8 @@ class _ShardLogic(StatefulBatchLogic[tuple[str, list[Record]], Rows | DeadLetter
             batch = batch_rows([(reads, folded)])
             if bots:
                 batch.tables["bot_events"] = bot_rows(bots, batch.progress)
-            rows = Rows(WarehouseWriter.encode(batch.tables, batch.minutes, batch.spans), batch.events,
-                        batch.duplicates, batch.newest_ms, batch.progress)  # fmt: skip
+            encoded = WarehouseWriter.encode(batch.tables, batch.minutes, batch.spans)
+            rows = Rows(encoded, batch.events, batch.duplicates, batch.newest_ms, batch.progress)
         else:
             progress: Progress = {}
             tables = {"bot_events": bot_rows(bots, progress)} if bots else {}
