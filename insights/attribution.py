@@ -7,8 +7,10 @@ own series (observed against their seasonal expectation since the onset) this mo
 1. **finds the slice that carries the change.** For each one-dimension slice ``v`` of
    country, device and channel, the change of the metric in ``v`` is set against its
    change in the rest of the traffic (the aggregate minus ``v``). A slice carries the
-   change when it moved significantly, the rest moved less than half as much, and the
-   slice holds at least half of the aggregate's change; the largest such contrast wins.
+   change when it moved significantly, the rest moved less than half as much and not
+   beyond its own noise the same way (a change spread over every value of a dimension is
+   the aggregate's), and the slice holds at least half of the aggregate's change; the
+   largest such contrast wins.
    When no slice stands out the change is everywhere (the aggregate). The slice against
    the rest is split exactly into a **rate** change inside the slice and a **mix** shift
    (the slice's share of sessions changing), as in `insights.drilldown`. A rate that
@@ -226,6 +228,11 @@ def _carrier(
         if mine * total <= 0 or abs(z) < _MIN_Z:
             continue
         if abs(theirs) > _CONTRAST * abs(mine) and theirs * mine > 0:
+            continue
+        if theirs * mine > 0 and abs(rest.z(ratio, watched.share)) >= _MIN_Z:
+            # the rest of the shop moved the same way beyond its noise too: the change is
+            # spread over the dimension's values, the aggregate's (one value falling a
+            # little more in the first minutes is chance among some twenty slices)
             continue
         if abs(part.z_beside(rest, ratio, watched.share)) < _MIN_Z:
             continue  # not told apart from the rest of the shop beyond noise

@@ -101,6 +101,28 @@ def test_a_change_everywhere_names_no_slice() -> None:
     assert att.slice == () and att.contributors == ()
 
 
+def test_a_change_spread_over_every_value_of_a_dimension_is_the_aggregates() -> None:
+    # conversion falls everywhere; in these minutes direct fell more (-45%) than the other
+    # channels (-12%), but they fell beyond their noise too: no channel carries it
+    engine = DetectionEngine()
+    rates = {DIRECT: (0.04, 0.022), PAID: (0.04, 0.035)}
+    sessions = {DIRECT: 5500.0, PAID: 4500.0, MOBILE: 6000.0, DESKTOP: 4000.0}
+    for n in range(245):
+        hit = n >= 240
+        rows = {}
+        buyers = {sl: sessions[sl] * r[hit] for sl, r in rates.items()}
+        buyers[()] = sum(buyers.values())
+        for sl in (MOBILE, DESKTOP):  # each device holds both channels alike
+            buyers[sl] = buyers[()] * sessions[sl] / 10000.0
+        for sl, b in buyers.items():
+            n_sessions = sessions.get(sl, 10000.0)
+            rows[SeriesKey("sessions", sl)] = Obs(n_sessions)
+            rows[SeriesKey("conversion_rate", sl)] = Obs(b / n_sessions, n_sessions)
+        engine.step(T0 + timedelta(minutes=n), rows, dict.fromkeys(rows, 0.0))
+    att = attribute(engine, "conversion_rate", (), "1m", *_window(240))
+    assert att.slice == () and att.contributors == ()
+
+
 @pytest.mark.parametrize(
     ("changes", "steps", "cause"),
     [
