@@ -5,8 +5,9 @@ conversion in DE, the dip it leaves in the aggregate, the hourly series an hour 
 become its *members*: `InsightBook.apply` attaches an opened anomaly to an active insight
 when their slices can describe the same traffic (`insights.series.compatible`) and it
 started near the insight's *onset* (a series of the insight coming back — flapping, or
-overshooting as it recovers — joins near its own recovery instead): two incidents an hour
-apart are two insights, however long the first one stays open. Traffic and order
+overshooting as it recovers — joins near its own recovery instead; a later one joins only
+when a change of the insight still under way carries into it, `_carries`): two incidents
+an hour apart are two insights, however long the first one stays open. Traffic and order
 anomalies join only along one slice path (a traffic drop in ``paid`` lowers orders in
 ``paid``, not in ``DE``), and an anomaly inside the slice of a member joins only when
 that member's change explains it (`_explains`: the traffic drop everywhere lowers
@@ -230,6 +231,15 @@ def _explains(wide: Member, a: Anomaly) -> bool:
     return same_way and (linked or metric == wide.metric)
 
 
+def _carries(wide: Member, a: Anomaly) -> bool:
+    """Whether ``wide``'s change, on a slice holding the anomaly's, carries into it: the
+    same direction, and the anomaly's metric one that ``wide``'s moves."""
+    if not contains(parse_slice(wide.slice), a.key.slice):
+        return False
+    same_way = (wide.change > 0) == (a.change > 0)
+    return same_way and a.key.metric in _DRIVES.get(wide.metric, frozenset({wide.metric}))
+
+
 def _related(m: Member, a: Anomaly) -> bool:
     ms, als = parse_slice(m.slice), a.key.slice
     if not compatible(ms, als):
@@ -323,8 +333,13 @@ class InsightBook:
                 default=i.started_at,
             )
             anchor = max(anchor, i.started_at)
-            if not (i.started_at - window <= a.onset + step and a.onset <= anchor + window):
+            if i.started_at - window > a.onset + step:
                 continue
+            if a.onset > anchor + window:
+                # later: only what a change of the insight still under way carries into
+                # (conversion up everywhere, then in GB), not another incident's
+                if not any(m.recovered_at is None and _carries(m, a) for m in i.members):
+                    continue
             if not any(_related(m, a) for m in i.members):
                 continue
             if best is None or i.started_at > best.started_at:

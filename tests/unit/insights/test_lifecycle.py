@@ -88,8 +88,22 @@ def test_a_series_of_the_insight_coming_back_joins_it_near_its_recovery() -> Non
     book.apply([recovered(flapping, 40)])  # back to normal for a while, then down again
     [again] = book.apply([opened(anomaly("sessions", (), 50, change=-0.3))])
     assert len(book.active()) == 1 and len(again.members) == 3
-    book.apply([opened(anomaly("pageviews", (), 51))])  # not one of its series: new
+    book.apply([opened(anomaly("add_to_cart_rate", (), 51))])  # not one of its series: new
     assert len(book.active()) == 2
+
+
+def test_a_later_anomaly_joins_when_a_change_still_under_way_carries_into_it() -> None:
+    book = InsightBook()
+    everywhere = anomaly("conversion_rate", (), change=0.3)
+    book.apply([opened(everywhere), opened(anomaly("orders", (), 1, change=0.3))])
+    gb = (("country", "GB"),)
+    book.apply([opened(anomaly("conversion_rate", gb, 30, change=0.4))])  # still up: joins
+    book.apply([opened(anomaly("conversion_rate", DE, 31, change=-0.4))])  # down: its own
+    book.apply([opened(anomaly("add_to_cart_rate", gb, 32, change=0.4))])  # not carried
+    assert [len(i.members) for i in book.active()] == [3, 1, 1]
+    book.apply([recovered(everywhere, 30)])  # over: a later rise in FR is not carried
+    book.apply([opened(anomaly("conversion_rate", (("country", "FR"),), 40, change=0.4))])
+    assert [len(i.members) for i in book.active()] == [3, 1, 1, 1]
 
 
 def test_a_slice_inside_a_member_joins_only_what_the_members_change_explains() -> None:
