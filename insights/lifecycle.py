@@ -335,11 +335,11 @@ class InsightBook:
             anchor = max(anchor, i.started_at)
             if i.started_at - window > a.onset + step:
                 continue
-            if a.onset > anchor + window:
-                # later: only what a change of the insight still under way carries into
-                # (conversion up everywhere, then in GB), not another incident's
-                if not any(m.recovered_at is None and _carries(m, a) for m in i.members):
-                    continue
+            # later: only what a change of the insight still under way carries into
+            # (conversion up everywhere, then in GB), not another incident's
+            late = a.onset > anchor + window
+            if late and not any(m.recovered_at is None and _carries(m, a) for m in i.members):
+                continue
             if not any(_related(m, a) for m in i.members):
                 continue
             if best is None or i.started_at > best.started_at:

@@ -148,12 +148,29 @@ def test_an_insight_raised_on_a_slice_names_the_aggregate_when_the_rest_moved_to
         ({"sessions": -0.3, "pageviews": -0.5, "conversion_rate": 0.4}, [], "tracking"),
         # ...and the same with fewer page views per session lost (half the page_view
         # events of desktop, the backtest's, in its first minutes)
-        ({"sessions": -0.17, "pageviews": -0.27, "conversion_rate": 0.28,
-          "add_to_cart_rate": 0.18}, [], "tracking"),  # fmt: skip
+        (
+            {
+                "sessions": -0.17,
+                "pageviews": -0.27,
+                "conversion_rate": 0.28,
+                "add_to_cart_rate": 0.18,
+            },
+            [],
+            "tracking",
+        ),
         # a traffic drop's first minutes: the sessions already there keep shopping (rates
         # up) while new ones stop coming, page views per session about as before
-        ({"sessions": -0.31, "pageviews": -0.33, "orders": 0.04, "conversion_rate": 0.32,
-          "add_to_cart_rate": 0.16}, [], "traffic"),  # fmt: skip
+        (
+            {
+                "sessions": -0.31,
+                "pageviews": -0.33,
+                "orders": 0.04,
+                "conversion_rate": 0.32,
+                "add_to_cart_rate": 0.16,
+            },
+            [],
+            "traffic",
+        ),
         ({"sessions": -0.12, "pageviews": -0.13, "conversion_rate": 0.12}, [], ""),
         # add-to-carts lost while purchases go on
         ({"add_to_cart_rate": -0.5, "conversion_rate": 0.0}, [], "tracking"),
