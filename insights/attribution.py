@@ -9,7 +9,10 @@ own series (observed against their seasonal expectation since the onset) this mo
    change in the rest of the traffic (the aggregate minus ``v``). A slice carries the
    change when it moved significantly, the rest moved less than half as much, and the
    slice holds at least half of the aggregate's change; the largest such contrast wins.
-   When no slice stands out the change is everywhere (the aggregate). The slice against
+   When no slice stands out the change is everywhere (the aggregate) — also when the
+   insight was raised on a slice but the rest of the shop moved the same way, in
+   proportion (at least half as much) and beyond its noise: a change spread over every
+   value of a dimension is the aggregate's, whichever value crossed first. The slice against
    the rest is split exactly into a **rate** change inside the slice and a **mix** shift
    (the slice's share of sessions changing), as in `insights.drilldown`. A rate that
    moved only through mix (a high-converting channel losing traffic) is found on
@@ -24,8 +27,8 @@ own series (observed against their seasonal expectation since the onset) this mo
    * ``traffic`` — sessions moved with the shopping rates kept (or bots: more sessions
      that do not shop);
    * ``tracking`` — events of one type vanish while the people are still there: page
-     views fall with conversion rising, add-to-carts fall while purchases go on, or
-     purchases disappear completely while checkouts go on;
+     views per session fall while those left shop as much or more, add-to-carts fall
+     while purchases go on, or purchases disappear completely while checkouts go on;
    * ``pricing`` — order value moved while orders did not;
    * ``product`` — fewer sessions add to cart, and so fewer buy (product pages, search,
      stock);
@@ -246,6 +249,27 @@ def _carrier(
     return out, total
 
 
+def _spread(
+    engine: DetectionEngine, metric: str, sl: Slice, interval: str, since: datetime,
+    until: datetime,
+) -> bool:  # fmt: skip
+    """Whether the change of ``metric`` in ``sl`` is the aggregate's: the whole moved, and
+    the rest of the shop moved the same way, at least half as much and beyond its noise
+    (a traffic drop everywhere first crossing in one country is not that country's; the
+    share keeps a model error of a percent, significant on 40,000 sessions a minute, from
+    counting)."""
+    watched = WATCHED_BY_NAME[metric]
+    ratio = watched.kind == "ratio"
+    whole = _part(engine, metric, (), interval, since, until)
+    part = _part(engine, metric, sl, interval, since, until)
+    if whole is None or part is None or abs(whole.z(ratio, watched.share)) < _MIN_Z:
+        return False
+    rest = whole.minus(part)
+    mine, theirs = part.change(ratio), rest.change(ratio)
+    in_proportion = mine * theirs > 0 and abs(theirs) >= _CONTRAST * abs(mine)
+    return in_proportion and abs(rest.z(ratio, watched.share)) >= _MIN_Z
+
+
 def _window(
     engine: DetectionEngine, metric: str, sl: Slice, interval: str, since: datetime,
     until: datetime,
@@ -276,7 +300,7 @@ def attribute(
     if candidates:
         best = candidates[0]
         scope = ((best.dim, best.value),)
-    elif sl:
+    elif sl and not _spread(engine, metric, sl, interval, since, until):
         scope = sl  # the insight's own slice, when nothing finer stands out overall
     contributors = tuple(c.contribution for c in candidates[:3])
     effect = contributors[0].effect if contributors else ""
@@ -346,10 +370,14 @@ def classify(changes: dict[str, float], steps: tuple[Step, ...] = ()) -> Cause:
     to_buy = step.get("checkout → purchase", step.get("add to cart → purchase",
                       (1 + conversion) / (1 + carts) - 1))  # fmt: skip
     rates_down = min(conversion, carts) <= -_MATERIAL
-    if sessions <= -_NOTED and max(conversion, carts) >= _NOTED:
-        return "tracking"  # page views lost: the one-page sessions vanish, the rest shop
-    if pageviews <= -_MATERIAL and abs(sessions) < _NOTED and not rates_down:
-        return "tracking"  # page views fell while sessions did not: the tag, not visitors
+    per_session = (1 + pageviews) / (1 + sessions) - 1 if sessions > -1 else 0.0
+    if pageviews <= -_NOTED and per_session <= -_NOTED and not rates_down:
+        # the tag loses page views, not visitors: a session vanishes only when all its
+        # page views went, so page views per session fall, and those left shop as much or
+        # more. (Fewer sessions with higher rates alone is also a traffic drop's first
+        # minutes: the sessions already there keep shopping while new ones stop coming,
+        # with their page views per session about as before.)
+        return "tracking"
     if abs(sessions) >= _MATERIAL:
         return "traffic"
     if abs(aov) >= _MATERIAL and abs(orders) < _MATERIAL and not rates_down:

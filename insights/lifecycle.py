@@ -4,8 +4,14 @@ An `Insight` is what a person acts on. The anomalies of one cause — orders, re
 conversion in DE, the dip it leaves in the aggregate, the hourly series an hour later —
 become its *members*: `InsightBook.apply` attaches an opened anomaly to an active insight
 when their slices can describe the same traffic (`insights.series.compatible`) and it
-started near the insight's time; traffic and order anomalies join only along one slice
-path (a traffic drop in ``paid`` lowers orders in ``paid``, not in ``DE``). An insight
+started near the insight's *onset* (a series of the insight coming back — flapping, or
+overshooting as it recovers — joins near its own recovery instead; a later one joins only
+when a change of the insight still under way carries into it, `_carries`): two incidents
+an hour apart are two insights, however long the first one stays open. Traffic and order
+anomalies join only along one slice path (a traffic drop in ``paid`` lowers orders in
+``paid``, not in ``DE``), and an anomaly inside the slice of a member joins only when
+that member's change explains it (`_explains`: the traffic drop everywhere lowers
+sessions and orders in NL, not NL's add-to-cart rate). An insight
 resolves itself once every member is back to normal; people acknowledge, resolve and
 label it (`transition`, `with_feedback`). A ``false_positive`` label mutes new insights
 of the same series and size for a week (`Mute`): later runs learn from it.
@@ -201,10 +207,45 @@ class BookConfig:
     )
 
 
+_DRIVES: dict[str, frozenset[str]] = {
+    "sessions": frozenset({"sessions", "pageviews", "orders", "revenue"}),
+    "pageviews": frozenset({"pageviews", "sessions"}),
+    "orders": frozenset({"orders", "revenue"}),
+    "revenue": frozenset({"revenue"}),
+    "conversion_rate": frozenset({"conversion_rate", "orders", "revenue"}),
+    "add_to_cart_rate": frozenset({"add_to_cart_rate", "conversion_rate", "orders", "revenue"}),
+    "aov": frozenset({"aov", "revenue"}),
+}
+"""Metric -> the metrics its change carries into, in the same direction: fewer sessions
+mean fewer orders, not a lower add-to-cart rate."""
+
+
+def _explains(wide: Member, a: Anomaly) -> bool:
+    """Whether the change of ``wide``, on a slice holding the anomaly's, and the anomaly's
+    can be one: the same direction, and one metric carries into the other (a slice moving
+    as the whole moved, or the slice whose loss shows in the whole). A slice moving in a
+    metric or direction the whole's change does not explain has a cause of its own."""
+    same_way = (wide.change > 0) == (a.change > 0)
+    metric = a.key.metric
+    linked = metric in _DRIVES.get(wide.metric, ()) or wide.metric in _DRIVES.get(metric, ())
+    return same_way and (linked or metric == wide.metric)
+
+
+def _carries(wide: Member, a: Anomaly) -> bool:
+    """Whether ``wide``'s change, on a slice holding the anomaly's, carries into it: the
+    same direction, and the anomaly's metric one that ``wide``'s moves."""
+    if not contains(parse_slice(wide.slice), a.key.slice):
+        return False
+    same_way = (wide.change > 0) == (a.change > 0)
+    return same_way and a.key.metric in _DRIVES.get(wide.metric, frozenset({wide.metric}))
+
+
 def _related(m: Member, a: Anomaly) -> bool:
     ms, als = parse_slice(m.slice), a.key.slice
     if not compatible(ms, als):
         return False
+    if ms != als and contains(ms, als):
+        return _explains(m, a)  # a slice inside the member's: only what its change explains
     a_family = a.key.watched.family
     if (m.family == "traffic") == (a_family == "traffic"):
         return True
@@ -284,10 +325,20 @@ class InsightBook:
         step = timedelta(seconds=INTERVAL_SECONDS[a.key.interval])
         best: Insight | None = None
         for i in self._active.values():
-            # near the insight's newest sign of life: an insight open for hours does not
-            # swallow whatever comes along later
-            last = max((m.recovered_at or m.detected for m in i.members), default=i.detected_at)
-            if not (i.started_at - window <= a.onset + step and a.onset <= last + window):
+            # near the insight's onset: an insight open for an hour does not swallow the
+            # next incident; a series of its own coming back (flapping, or overshooting
+            # as it recovers) joins near its recovery
+            anchor = max(
+                (m.recovered_at or a.onset for m in i.members if m.same_series(a)),
+                default=i.started_at,
+            )
+            anchor = max(anchor, i.started_at)
+            if i.started_at - window > a.onset + step:
+                continue
+            # later: only what a change of the insight still under way carries into
+            # (conversion up everywhere, then in GB), not another incident's
+            late = a.onset > anchor + window
+            if late and not any(m.recovered_at is None and _carries(m, a) for m in i.members):
                 continue
             if not any(_related(m, a) for m in i.members):
                 continue

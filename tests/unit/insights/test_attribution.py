@@ -101,6 +101,34 @@ def test_a_change_everywhere_names_no_slice() -> None:
     assert att.slice == () and att.contributors == ()
 
 
+def test_an_insight_raised_on_a_slice_names_the_aggregate_when_the_rest_moved_too() -> None:
+    # traffic falls 30% everywhere and direct happened to cross first: not direct's
+    engine = DetectionEngine()
+    for n in range(245):
+        f = 0.7 if n >= 240 else 1.0
+        rows = {}
+        for sl, base in {**SESSIONS, (): 1000.0}.items():
+            rows[SeriesKey("sessions", sl)] = Obs(base * f)
+            rows[SeriesKey("pageviews", sl)] = Obs(4 * base * f)
+        engine.step(T0 + timedelta(minutes=n), rows, dict.fromkeys(rows, 0.0))
+    att = attribute(engine, "pageviews", DIRECT, "1m", *_window(240))
+    assert att.slice == () and att.cause == "traffic"
+    # a slice whose rest of the shop held, or moved a little beyond its (Poisson) noise,
+    # is still named
+    engine = _feed(245, 240, sessions_hit=0.5)
+    assert attribute(engine, "pageviews", MOBILE, "1m", *_window(240)).slice == MOBILE
+    shoes: Slice = (("category", "shoes"),)  # not a dimension shared out: its own slice
+    engine = DetectionEngine()
+    for n in range(245):
+        hit = n >= 240
+        rows = {
+            SeriesKey("sessions", shoes): Obs(400.0 + (300.0 if hit else 0.0)),  # +75%
+            SeriesKey("sessions", ()): Obs(4000.0 + (300.0 + 90.0 if hit else 0.0)),
+        }  # the rest: +2.5%, beyond its Poisson noise over 5 minutes (z > 3) but no more
+        engine.step(T0 + timedelta(minutes=n), rows, dict.fromkeys(rows, 0.0))
+    assert attribute(engine, "sessions", shoes, "1m", *_window(240)).slice == shoes
+
+
 @pytest.mark.parametrize(
     ("changes", "steps", "cause"),
     [
@@ -118,6 +146,32 @@ def test_a_change_everywhere_names_no_slice() -> None:
         ),
         # page views lost: one-page sessions vanish, those left convert more
         ({"sessions": -0.3, "pageviews": -0.5, "conversion_rate": 0.4}, [], "tracking"),
+        # ...and the same with fewer page views per session lost (half the page_view
+        # events of desktop, the backtest's, in its first minutes)
+        (
+            {
+                "sessions": -0.17,
+                "pageviews": -0.27,
+                "conversion_rate": 0.28,
+                "add_to_cart_rate": 0.18,
+            },
+            [],
+            "tracking",
+        ),
+        # a traffic drop's first minutes: the sessions already there keep shopping (rates
+        # up) while new ones stop coming, page views per session about as before
+        (
+            {
+                "sessions": -0.31,
+                "pageviews": -0.33,
+                "orders": 0.04,
+                "conversion_rate": 0.32,
+                "add_to_cart_rate": 0.16,
+            },
+            [],
+            "traffic",
+        ),
+        ({"sessions": -0.12, "pageviews": -0.13, "conversion_rate": 0.12}, [], ""),
         # add-to-carts lost while purchases go on
         ({"add_to_cart_rate": -0.5, "conversion_rate": 0.0}, [], "tracking"),
         ({"add_to_cart_rate": -0.5, "conversion_rate": -0.5}, [], "product"),

@@ -29,7 +29,10 @@ def test_a_small_backtest_finds_its_incident_and_grades_it() -> None:
     [result] = report.results
     assert result.detected and result.in_target
     assert result.time_to_detect is not None and result.time_to_detect <= timedelta(minutes=5)
-    assert "stopped" in result.insight
+    # purchases gone everywhere: named on the aggregate, as tracking, when found (it was
+    # "Conversion on desktop stopped", a checkout problem, the slice that crossed first)
+    assert (result.named_slice, result.cause) == ("all", "tracking")
+    assert result.insight.startswith("Conversion overall")
     assert report.graded_days < 0.2 and len(phases) == 4
     table = format_table(report)
     assert "| tracking_loss | 1 | 1 | 1 | 1 |" in table

@@ -62,6 +62,64 @@ def test_unrelated_anomalies_stay_apart() -> None:
     assert sorted(i.slice for i in book.active()) == ["channel=paid", "country=DE", "country=FR"]
 
 
+def test_an_incident_an_hour_into_an_open_insight_is_an_insight_of_its_own() -> None:
+    # the traffic drop everywhere is still open (its orders just recovered) when NL loses
+    # its add-to-carts an hour later: on-call wants two insights, not one
+    book = InsightBook()
+    drop = [anomaly("sessions", ()), anomaly("pageviews", (), 1), anomaly("orders", (), 3)]
+    book.apply([opened(a) for a in drop])
+    book.apply([recovered(drop[2], 50)])  # the orders come back late: the insight is alive
+    nl = (("country", "NL"),)
+    book.apply([opened(anomaly("add_to_cart_rate", nl, 60))])
+    first, second = book.active()
+    assert len(first.members) == 3 and first.slice == "all"
+    assert second.slice == "country=NL" and len(second.members) == 1
+    # a series of the first insight starting a second time an hour in is not the first
+    # incident either
+    book.apply([recovered(drop[1], 20)])
+    book.apply([opened(anomaly("pageviews", nl, 61))])
+    assert [len(i.members) for i in book.active()] == [3, 2]
+
+
+def test_a_series_of_the_insight_coming_back_joins_it_near_its_recovery() -> None:
+    book = InsightBook()
+    flapping = anomaly("sessions", (), change=-0.4)
+    book.apply([opened(flapping), opened(anomaly("orders", (), 1))])
+    book.apply([recovered(flapping, 40)])  # back to normal for a while, then down again
+    [again] = book.apply([opened(anomaly("sessions", (), 50, change=-0.3))])
+    assert len(book.active()) == 1 and len(again.members) == 3
+    book.apply([opened(anomaly("add_to_cart_rate", (), 51))])  # not one of its series: new
+    assert len(book.active()) == 2
+
+
+def test_a_later_anomaly_joins_when_a_change_still_under_way_carries_into_it() -> None:
+    book = InsightBook()
+    everywhere = anomaly("conversion_rate", (), change=0.3)
+    book.apply([opened(everywhere), opened(anomaly("orders", (), 1, change=0.3))])
+    gb = (("country", "GB"),)
+    book.apply([opened(anomaly("conversion_rate", gb, 30, change=0.4))])  # still up: joins
+    book.apply([opened(anomaly("conversion_rate", DE, 31, change=-0.4))])  # down: its own
+    book.apply([opened(anomaly("add_to_cart_rate", gb, 32, change=0.4))])  # not carried
+    assert [len(i.members) for i in book.active()] == [3, 1, 1]
+    book.apply([recovered(everywhere, 30)])  # over: a later rise in FR is not carried
+    book.apply([opened(anomaly("conversion_rate", (("country", "FR"),), 40, change=0.4))])
+    assert [len(i.members) for i in book.active()] == [3, 1, 1, 1]
+
+
+def test_a_slice_inside_a_member_joins_only_what_the_members_change_explains() -> None:
+    book = InsightBook()
+    book.apply([opened(anomaly("sessions", ()))])  # traffic falls everywhere...
+    book.apply([opened(anomaly("orders", DE, 2))])  # ...so do DE's orders: the same incident
+    book.apply([opened(anomaly("conversion_rate", (("country", "FR"),), 3))])  # its own
+    book.apply([opened(anomaly("sessions", (("device", "mobile"),), 4, change=0.6))])  # up
+    assert [len(i.members) for i in book.active()] == [2, 1, 1]
+    # a conversion drop everywhere carries into every slice's conversion and orders
+    book = InsightBook()
+    parts = [anomaly("conversion_rate", ()), anomaly("conversion_rate", DE, 2),
+             anomaly("orders", (("channel", "direct"),), 3), anomaly("orders", (), 4)]  # fmt: skip
+    assert len(book.apply([opened(a) for a in parts])) == 1
+
+
 def test_an_insight_resolves_itself_when_every_member_recovered() -> None:
     book = InsightBook()
     a, b = anomaly("orders", DE), anomaly("revenue", DE, 1)
