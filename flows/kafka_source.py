@@ -120,6 +120,9 @@ class _Partition(StatefulSourcePartition[Any, State]):
         self._next_high = 0.0
         self._next_end_check = 0.0
         self._present: set[str] = set()  # topics known to have this partition
+        # topics found restarted by their end offset, and when: their new id is learnt from
+        # the next lookup begun after that, not counted as another restart
+        self._relearn: dict[str, float] = {}
         self._last_warning = 0.0
         self._assign()
         self._last_read = time.monotonic()
@@ -201,12 +204,17 @@ class _Partition(StatefulSourcePartition[Any, State]):
             _log.warning("Kafka topics %s have a new partition %d: reading it from its start",
                          ", ".join(added), self._partition)  # fmt: skip
             self._assign()
-        self._compare(cluster_id, ids)
+        self._compare(cluster_id, ids, began)
 
-    def _compare(self, cluster_id: str | None, ids: dict[str, str | None]) -> None:
+    def _compare(self, cluster_id: str | None, ids: dict[str, str | None], began: float) -> None:
         new_cluster = self._cluster is not None and cluster_id and cluster_id != self._cluster
         restarted: dict[str, str] = {}
         for topic, topic_id in ids.items():
+            if topic in self._relearn:  # restarted already (_check_ends)
+                if began >= self._relearn[topic]:  # not an answer from before it
+                    del self._relearn[topic]
+                    self._ids[topic] = topic_id
+                continue
             known = self._ids[topic]
             if topic_id is None:
                 if known is not None or self._offsets[topic] > 0:
@@ -267,6 +275,7 @@ class _Partition(StatefulSourcePartition[Any, State]):
                 self._high[topic] = high
         if restarted:
             self._restart(restarted)
+            self._relearn.update(dict.fromkeys(restarted, now))
             self._assign()
 
     def next_batch(self) -> list[Any]:
@@ -282,8 +291,8 @@ class _Partition(StatefulSourcePartition[Any, State]):
         now = time.monotonic()
         if self._errors != errors:  # the broker went away during this fetch: in doubt
             return self._idle(now)
-        self._check_ends(now, bool(msgs))
         if not msgs:
+            self._check_ends(now, False)
             return self._idle(now)
         self._awake = None
         self._last_read = now
@@ -303,6 +312,9 @@ class _Partition(StatefulSourcePartition[Any, State]):
                 by_key[key] = [value]
             else:
                 values.append(value)
+        # after this fetch's records count as read: they came from the partition as it was
+        # fetched, so a restart noticed now loses only what was never fetched
+        self._check_ends(now, True)
         return [(key, (key, values)) for key, values in by_key.items()]
 
     def _idle(self, now: float) -> list[Any]:
@@ -361,6 +373,7 @@ class _Partition(StatefulSourcePartition[Any, State]):
         if error.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
             if topic in self._offsets:
                 self._restart({topic: "no record at the saved offset any more"})
+                self._relearn[topic] = time.monotonic()
                 self._assign()
             return
         now = time.monotonic()
