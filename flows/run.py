@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,10 +29,18 @@ _log = logging.getLogger(__name__)
 
 
 def recovery_config(directory: Path, partitions: int = 1) -> RecoveryConfig:
-    """Bytewax's recovery store under ``directory``, created on first use."""
+    """Bytewax's recovery store under ``directory``, created on first use: in a directory
+    of its own first, so that a flow killed while creating it leaves no half-made partition
+    that the next start would take for a store (Bytewax then refuses to start)."""
     if not any(directory.glob("part-*.sqlite3")):
         directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, partitions)
+        fresh = directory / ".creating"
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir()
+        init_db_dir(fresh, partitions)
+        for part in sorted(fresh.glob("part-*.sqlite3")):
+            part.replace(directory / part.name)
+        shutil.rmtree(fresh, ignore_errors=True)
     return RecoveryConfig(str(directory))
 
 
