@@ -12,9 +12,15 @@ anomalies join only along one slice path (a traffic drop in ``paid`` lowers orde
 ``paid``, not in ``DE``), and an anomaly inside the slice of a member joins only when
 that member's change explains it (`_explains`: the traffic drop everywhere lowers
 sessions and orders in NL, not NL's add-to-cart rate). An insight
-resolves itself once every member is back to normal; people acknowledge, resolve and
-label it (`transition`, `with_feedback`). A ``false_positive`` label mutes new insights
-of the same series and size for a week (`Mute`): later runs learn from it.
+resolves itself once every member is back to normal. As a member's change ends, the
+incident *settles*: an anomaly in a linked metric, in the member's slice or inside it,
+starting within a grouping window of the member's recovery (`_settles`: the sessions
+coming back after a traffic drop have not shopped yet, so conversion dips; purchases held
+back by a checkout failure come in at once) joins its insight — reopening it if it had
+resolved itself — as a member that does not speak for it (`Member.settling`): the same
+incident, not a new page. People acknowledge, resolve and label an insight (`transition`,
+`with_feedback`). A ``false_positive`` label mutes new insights of the same series and
+size for a week (`Mute`): later runs learn from it.
 
 Pure logic: times come from the buckets, storage is `insights.store`.
 """
@@ -79,12 +85,15 @@ class Member:
     expected: float
     change: float
     recovered_at: datetime | None = None
+    settling: bool = False
+    """Joined as the insight settled after it had resolved: part of the incident, but
+    not what it is about (`insights.narrative.headline` passes over it)."""
 
     @classmethod
-    def of(cls, a: Anomaly) -> Member:
+    def of(cls, a: Anomaly, *, settling: bool = False) -> Member:
         return cls(
             a.key.metric, slice_label(a.key.slice), a.key.interval, a.onset, a.detected,
-            a.score, a.observed, a.expected, a.change,
+            a.score, a.observed, a.expected, a.change, settling=settling,
         )  # fmt: skip
 
     @property
@@ -200,7 +209,8 @@ def mutes_from(insights: Iterable[Insight], days: float = 7.0) -> list[Mute]:
 
 @dataclass(frozen=True)
 class BookConfig:
-    """How close in time an anomaly must start to join an insight, per interval."""
+    """How close in time an anomaly must start to join an insight, per interval; also
+    how long a resolved insight settles (an anomaly starting then may reopen it)."""
 
     group_window: dict[str, timedelta] = field(
         default_factory=lambda: {"1m": timedelta(minutes=15), "1h": timedelta(hours=2)}
@@ -229,6 +239,32 @@ def _explains(wide: Member, a: Anomaly) -> bool:
     metric = a.key.metric
     linked = metric in _DRIVES.get(wide.metric, ()) or wide.metric in _DRIVES.get(metric, ())
     return same_way and (linked or metric == wide.metric)
+
+
+_DILUTED = frozenset({"conversion_rate", "add_to_cart_rate"})
+"""The per-session rates: sessions coming back after a traffic drop have not shopped yet,
+so they dip as the traffic recovers (and rise as a spike ends)."""
+
+
+def _settles(m: Member, a: Anomaly, window: timedelta) -> bool:
+    """Whether the anomaly can be ``m``'s change settling, in the member's slice or one
+    inside it (a small slice settling does not move the whole shop), starting between
+    the member's onset and a grouping ``window`` after its recovery: a metric the member
+    carries into moving back the other way (held-back purchases after a checkout
+    failure), or the same way while the member's change was under way (the hourly view
+    found as it ends); a per-session rate as the member's sessions come back, either way.
+    A member that joined settling is not one to settle from (no chains)."""
+    if m.settling or m.recovered_at is None:
+        return False
+    bucket = timedelta(seconds=INTERVAL_SECONDS[a.key.interval])
+    if not m.onset - bucket < a.onset <= m.recovered_at + window:
+        return False
+    if not contains(parse_slice(m.slice), a.key.slice):
+        return False
+    metric = a.key.metric
+    if metric == m.metric or metric in _DRIVES.get(m.metric, ()):
+        return (a.change > 0) != (m.change > 0) or a.onset <= m.recovered_at
+    return m.metric == "sessions" and metric in _DILUTED
 
 
 def _carries(wide: Member, a: Anomaly) -> bool:
@@ -263,6 +299,7 @@ class InsightBook:
     ) -> None:
         self.config = config or BookConfig()
         self._active: dict[str, Insight] = {i.id: i for i in active if i.active}
+        self._settling: dict[str, Insight] = {}  # resolved by themselves not long ago
         self.mutes = list(mutes)
         self.muted = 0
 
@@ -273,11 +310,16 @@ class InsightBook:
         return self._active.get(insight_id)
 
     def put(self, insight: Insight) -> None:
-        """Store a changed insight (a resolved one leaves the active set)."""
+        """Store a changed insight (a resolved one leaves the active set; one that
+        resolved itself settles for a while)."""
         if insight.active:
             self._active[insight.id] = insight
         else:
             self._active.pop(insight.id, None)
+            if insight.resolved_by == "auto":
+                self._settling[insight.id] = insight
+            else:
+                self._settling.pop(insight.id, None)
 
     def apply(self, events: Sequence[AnomalyEvent]) -> list[Insight]:
         """Group opened anomalies and recover members; return every insight changed."""
@@ -299,6 +341,21 @@ class InsightBook:
                 home,
                 members=members,
                 started_at=min(home.started_at, a.onset),
+                updated_at=at,
+            )
+        settled = self._settled(a)
+        if settled is not None:
+            # the same incident settling: joins it, reopened if it had resolved itself
+            # (acknowledged stays acknowledged)
+            reopened = not settled.active
+            return replace(
+                settled,
+                status=("acknowledged" if settled.acknowledged_at else "open")
+                if reopened
+                else settled.status,
+                resolved_at=None,
+                resolved_by="",
+                members=(*settled.members, Member.of(a, settling=True)),
                 updated_at=at,
             )
         if any(m.silences(a) for m in self.mutes):
@@ -344,6 +401,25 @@ class InsightBook:
                 continue
             if best is None or i.started_at > best.started_at:
                 best = i
+        return best
+
+    def _settled(self, a: Anomaly) -> Insight | None:
+        """The insight, active or resolved by itself, whose change the anomaly can be
+        settling (the latest recovered such); forgets resolved ones settled for long."""
+        window = self.config.group_window.get(a.key.interval, timedelta(minutes=15))
+        longest = max(self.config.group_window.values(), default=window)
+        for key, i in list(self._settling.items()):
+            # anomalies come in bucket order; a coarse one starts up to a bucket
+            # before it is found
+            if key in self._active or (i.resolved_at or i.updated_at) + 2 * longest < a.onset:
+                del self._settling[key]
+        best: Insight | None = None
+        best_at = a.onset
+        for i in (*self._active.values(), *self._settling.values()):
+            for m in i.members:
+                rec = m.recovered_at
+                if rec is not None and _settles(m, a, window) and (best is None or rec > best_at):
+                    best, best_at = i, rec
         return best
 
     def _recover(self, ev: AnomalyEvent) -> Insight | None:

@@ -80,8 +80,10 @@ class Evidence:
 
 
 def headline(insight: Insight) -> Member:
-    """The member that speaks for the insight (still-open members first)."""
-    pool = insight.open_members or list(insight.members)
+    """The member that speaks for the insight (still-open members first; never one that
+    joined as it settled)."""
+    own = [m for m in insight.members if not m.settling] or list(insight.members)
+    pool = [m for m in own if m.recovered_at is None] or own
     traffic = [m for m in pool if m.family == "traffic"]
     # traffic and rates moving opposite ways in one slice (bots: more sessions, fewer
     # add-to-carts; lost page tags: fewer sessions, higher conversion): traffic speaks

@@ -18,7 +18,7 @@ from insights.lifecycle import (
     transition,
     with_feedback,
 )
-from insights.narrative import Evidence, describe, severity
+from insights.narrative import Evidence, describe, headline, severity
 from insights.series import SeriesKey, Slice
 
 T = datetime(2025, 1, 8, 13, 5, tzinfo=UTC)
@@ -88,7 +88,7 @@ def test_a_series_of_the_insight_coming_back_joins_it_near_its_recovery() -> Non
     book.apply([recovered(flapping, 40)])  # back to normal for a while, then down again
     [again] = book.apply([opened(anomaly("sessions", (), 50, change=-0.3))])
     assert len(book.active()) == 1 and len(again.members) == 3
-    book.apply([opened(anomaly("add_to_cart_rate", (), 51))])  # not one of its series: new
+    book.apply([opened(anomaly("aov", (), 51))])  # not one of its series: new
     assert len(book.active()) == 2
 
 
@@ -130,6 +130,103 @@ def test_an_insight_resolves_itself_when_every_member_recovered() -> None:
     assert done.status == "resolved" and done.resolved_by == "auto"
     assert done.resolved_at == b.detected + timedelta(minutes=22)
     assert book.active() == []
+
+
+def test_an_anomaly_as_a_resolved_insight_settles_reopens_it_and_does_not_speak_for_it() -> None:
+    paid: Slice = (("channel", "paid"),)
+    book = InsightBook()
+    drop = anomaly("sessions", paid, change=-0.3)
+    [first] = book.apply([opened(drop)])
+    [done] = book.apply([recovered(drop, 40)])  # traffic is back at T+43...
+    assert done.status == "resolved"
+    # ... the sessions coming back have not shopped yet: conversion dips in paid
+    [again] = book.apply([opened(anomaly("conversion_rate", paid, 45, change=-0.2))])
+    assert again.id == first.id and again.status == "open" and again.resolved_at is None
+    assert [m.settling for m in again.members] == [False, True]
+    assert headline(again).metric == "sessions"  # still a traffic drop
+    assert book.active() == [again]
+
+
+def test_an_open_insight_takes_the_dip_as_its_traffic_comes_back() -> None:
+    book = InsightBook()
+    drop = anomaly("sessions", (), change=-0.3)
+    book.apply([opened(drop), opened(anomaly("orders", (), 2, change=-0.3))])
+    book.apply([recovered(drop, 40)])  # the sessions are back at T+43, orders still low
+    es = (("country", "ES"),)
+    [one] = book.apply([opened(anomaly("conversion_rate", es, 44, change=-0.4))])
+    assert len(book.active()) == 1 and one.members[-1].settling
+    # a rate moving the same way in a slice after the aggregate's rate recovered is not
+    # its change settling (a rebound would be)
+    book = InsightBook()
+    up = anomaly("conversion_rate", (), change=0.3)
+    book.apply([opened(up), opened(anomaly("orders", (), 1, change=0.3))])
+    book.apply([recovered(up, 30)])
+    book.apply([opened(anomaly("conversion_rate", (("country", "FR"),), 40, change=0.4))])
+    book.apply([opened(anomaly("conversion_rate", (("country", "FI"),), 41, change=-0.4))])
+    assert [len(i.members) for i in book.active()] == [3, 1]
+
+
+def test_what_a_settling_insight_does_not_take() -> None:
+    paid: Slice = (("channel", "paid"),)
+    book = InsightBook()
+    drop = anomaly("sessions", paid, change=-0.3)
+    book.apply([opened(drop)])
+    [done] = book.apply([recovered(drop, 40)])  # resolved at T+43
+    # a metric the traffic does not touch, a slice off its path
+    book.apply([opened(anomaly("aov", paid, 45))])
+    book.apply([opened(anomaly("conversion_rate", (("channel", "email"),), 46))])
+    assert len(book.active()) == 2 and done.id not in {i.id for i in book.active()}
+    # the whole shop: a slice settling does not move it (the next incident everywhere)
+    book = InsightBook()
+    book.apply([opened(drop)])
+    [done] = book.apply([recovered(drop, 40)])
+    [whole] = book.apply([opened(anomaly("conversion_rate", (), 45, change=-0.3))])
+    assert whole.id != done.id
+    # after the window (15 minutes for 1-minute series)
+    book = InsightBook()
+    book.apply([opened(drop)])
+    [done] = book.apply([recovered(drop, 40)])
+    [later] = book.apply([opened(anomaly("conversion_rate", paid, 59, change=-0.2))])
+    assert later.id != done.id
+    # the window runs from the first resolution: reopened and resolved again, it does
+    # not start over (a chain of settling anomalies would swallow the next incident)
+    book = InsightBook()
+    book.apply([opened(drop)])
+    [done] = book.apply([recovered(drop, 40)])  # resolved at T+43
+    dip = anomaly("conversion_rate", paid, 45, change=-0.2)
+    [again] = book.apply([opened(dip)])
+    assert again.id == done.id
+    book.apply([recovered(dip, 5)])  # resolved again at T+53
+    [next_one] = book.apply([opened(anomaly("orders", paid, 60, change=-0.9))])
+    assert next_one.id != done.id
+    # one a person resolved stays resolved
+    book = InsightBook()
+    drop = anomaly("sessions", DE, change=-0.3)
+    [insight] = book.apply([opened(drop)])
+    book.put(transition(insight, "resolve", T + timedelta(minutes=10)))
+    [other] = book.apply([opened(anomaly("conversion_rate", DE, 12, change=-0.2))])
+    assert other.id != insight.id
+
+
+def test_a_rebound_and_the_hourly_view_of_a_resolved_incident_reopen_it() -> None:
+    book = InsightBook()
+    drop = anomaly("conversion_rate", (), change=-0.3)
+    [first] = book.apply([opened(drop)])
+    book.apply([recovered(drop, 42)])  # resolved at T+45
+    # the purchases held back come in: orders rise in PL (inside the aggregate)
+    [again] = book.apply([opened(anomaly("orders", (("country", "PL"),), 55, change=0.8))])
+    assert again.id == first.id
+    # acknowledged before it resolved: stays acknowledged when it reopens
+    book = InsightBook()
+    aov = anomaly("aov", (("channel", "organic"),), change=-0.8)
+    [first] = book.apply([opened(aov)])
+    book.put(transition(first, "ack", T + timedelta(minutes=5)))
+    [done] = book.apply([recovered(aov, 42)])
+    assert done.status == "resolved"
+    hourly = anomaly("aov", (("channel", "organic"),), -5, change=-0.2, interval="1h")
+    hourly = replace(hourly, detected=T + timedelta(minutes=55))
+    [again] = book.apply([opened(hourly)])
+    assert again.id == first.id and again.status == "acknowledged"
 
 
 def test_people_acknowledge_resolve_and_label() -> None:
