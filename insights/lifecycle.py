@@ -298,8 +298,12 @@ class InsightBook:
         config: BookConfig | None = None,
     ) -> None:
         self.config = config or BookConfig()
-        self._active: dict[str, Insight] = {i.id: i for i in active if i.active}
-        self._settling: dict[str, Insight] = {}  # resolved by themselves not long ago
+        given = list(active)
+        self._active: dict[str, Insight] = {i.id: i for i in given if i.active}
+        # resolved by themselves not long ago (given ones too: a restart keeps them)
+        self._settling: dict[str, Insight] = {
+            i.id: i for i in given if not i.active and i.resolved_by == "auto"
+        }
         self.mutes = list(mutes)
         self.muted = 0
 
@@ -416,6 +420,10 @@ class InsightBook:
         best: Insight | None = None
         best_at = a.onset
         for i in (*self._active.values(), *self._settling.values()):
+            if i.feedback == "false_positive" or any(
+                m.same_series(a) and m.onset == a.onset for m in i.members
+            ):
+                continue  # labelled not real; or its own change seen again (a restart)
             for m in i.members:
                 rec = m.recovered_at
                 if rec is not None and _settles(m, a, window) and (best is None or rec > best_at):

@@ -30,7 +30,7 @@ from insights.alerts import AlertConfig, Delivery, Notifier
 from insights.drilldown import Decomposition
 from insights.engine import AnomalyEvent, DetectionEngine, EngineConfig
 from insights.experiment_checks import check_experiments
-from insights.lifecycle import Insight, InsightBook, mutes_from
+from insights.lifecycle import BookConfig, Insight, InsightBook, mutes_from
 from insights.narrative import describe, gather
 from insights.reader import Frame, first_event, floor, funnel_counts, read_frame, refine
 from insights.series import INTERVAL_SECONDS, Selection, SeriesKey, Slice, Volume, select_series
@@ -105,9 +105,16 @@ class PassReport:
     delivery: Delivery | None
 
 
+_SETTLING = 2 * max(BookConfig().group_window.values())
+"""How far back resolved insights may still take an anomaly of their incident settling."""
+
+
 def _new_state(store: InsightStore, config: DetectConfig, now: datetime) -> Detection:
     mutes = mutes_from(store.labelled(now - timedelta(days=config.mute_days)), config.mute_days)
-    return Detection(DetectionEngine(config.engine), InsightBook(store.active(), mutes))
+    # the insights that resolved themselves lately still settle (insights.lifecycle)
+    settling = store.resolved_by_themselves(now - _SETTLING)
+    book = InsightBook([*store.active(), *settling], mutes)
+    return Detection(DetectionEngine(config.engine), book)
 
 
 def _remember_volumes(state: Detection, interval: str, frame: Frame) -> None:

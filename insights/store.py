@@ -146,6 +146,16 @@ class InsightStore:
         rows = self.client.query(f"{_SELECT} WHERE status != 'resolved'").result_rows
         return [_insight(r) for r in rows]
 
+    def resolved_by_themselves(self, since: datetime) -> list[Insight]:
+        """Insights that resolved themselves since ``since`` (still settling: an anomaly
+        of the incident settling may reopen them, `insights.lifecycle`)."""
+        rows = self.client.query(
+            f"{_SELECT} WHERE status = 'resolved' AND resolved_by = 'auto'"
+            " AND resolved_at >= {since:DateTime64(3)}",
+            parameters={"since": as_utc(since)},
+        ).result_rows
+        return [_insight(r) for r in rows]
+
     def labelled(self, since: datetime) -> list[Insight]:
         """Insights labelled since ``since`` (for the detector's mutes)."""
         rows = self.client.query(

@@ -166,6 +166,23 @@ def test_an_open_insight_takes_the_dip_as_its_traffic_comes_back() -> None:
     assert [len(i.members) for i in book.active()] == [3, 1]
 
 
+def test_a_restart_keeps_what_settles_but_not_what_was_labelled_false() -> None:
+    paid: Slice = (("channel", "paid"),)
+    book = InsightBook()
+    drop = anomaly("sessions", paid, change=-0.3)
+    book.apply([opened(drop)])
+    [done] = book.apply([recovered(drop, 40)])
+    dip = anomaly("conversion_rate", paid, 45, change=-0.2)
+    [again] = InsightBook([done]).apply([opened(dip)])  # a new book: the detector restarted
+    assert again.id == done.id and again.status == "open"
+    # its own change found again after the restart is not a settling (the mutes decide)
+    [same] = InsightBook([done]).apply([opened(drop)])
+    assert same.members[-1].settling is False
+    labelled = with_feedback(done, "false_positive", "", T)
+    [other] = InsightBook([labelled]).apply([opened(dip)])
+    assert other.id != done.id
+
+
 def test_what_a_settling_insight_does_not_take() -> None:
     paid: Slice = (("channel", "paid"),)
     book = InsightBook()
