@@ -2,7 +2,7 @@
 
 Every row of the user goes: events (orders and experiment exposures are events of their
 types; an exposure's ``exposures`` row goes with it, and so do the experiment query's rows
-of the user: ``experiment_users``, ``exposed_users``, ``user_acts``), sessions (with the
+of the user: ``experiment_users``, ``exposed_users``, ``user_acts``, ``experiment_values``), sessions (with the
 tombstones of its merged derived sessions, whose keys carry the user id), and the
 ``duplicates`` rows of its repeated events. The rollups hold no id (their exact sets are
 of 64-bit hashes), but the user's share of them must go: the minutes of its events and of
@@ -63,6 +63,9 @@ _DELETES = (
     "DELETE FROM experiment_users WHERE user_id = {u:String}",
     "DELETE FROM exposed_users WHERE user_id = {u:String}",
     "DELETE FROM user_acts WHERE user_id = {u:String}",
+    # the kept values (010_experiment_values.sql): their experiments' kept sums no longer
+    # match their rows' fingerprint, so queries stop reading them until the next refresh
+    "DELETE FROM experiment_values WHERE user_id = {u:String}",
     "DELETE FROM events WHERE user_id = {u:String}",
     "DELETE FROM bot_events WHERE user_id = {u:String}",  # CONTRACT §9: stored, so erased
 )

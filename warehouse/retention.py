@@ -43,8 +43,12 @@ _EXPERIMENT_DELETES = (
     "AND arrayAll(a -> a.1 < {h:DateTime64(3)}, acts)",
     "DELETE FROM exposed_users WHERE (user_id, experiment) NOT IN "
     "(SELECT user_id, experiment FROM exposures)",
+    # the kept values of the users whose rows went (the others' stay: a query uses them
+    # only while the horizon is 14 days before every user's first exposure)
+    "DELETE FROM experiment_values WHERE (experiment, user_id) NOT IN "
+    "(SELECT experiment, user_id FROM experiment_users)",
 )
-_MASKED = (*_WHERE, "experiment_users", "exposed_users")
+_MASKED = (*_WHERE, "experiment_users", "exposed_users", "experiment_values")
 
 
 @dataclass(frozen=True)
