@@ -37,7 +37,7 @@ from ingest.fx import FxRates
 from ingest.privacy import EdgePrivacy
 from warehouse.client import connect, presence_check
 from warehouse.erasure import erase_rows
-from warehouse.experiment_values import refresh as refresh_experiments
+from warehouse.experiment_totals import refresh as refresh_experiments
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.retention import expunge, purge
@@ -211,8 +211,8 @@ class _Rollups:
         until = complete_until(self._client, self._lateness)
         if until is not None:
             refresh(self._client, until)
-        # the experiments' kept values and sums (warehouse/experiment_values.py); a mark
-        # younger than a second may belong to a write of another writer still committing
+        # the experiments' kept sums (warehouse/experiment_totals.py); a write younger than
+        # a second may be another writer's, still committing
         refresh_experiments(self._client, settle=_SETTLE)
         self._last = time.monotonic()
         ROLLUP_REFRESH.observe(self._last - began)

@@ -34,7 +34,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from warehouse.experiment_values import fast_sums
+from warehouse.experiment_totals import kept_sums
 from warehouse.experiments_sql import RANGE_SQL, ROWS_SQL, SUMS_SQL
 from warehouse.queries import QueryError, check_range
 
@@ -97,8 +97,8 @@ class ExperimentSums:
     users: dict[str, int]
     sums: dict[str, dict[str, float]]
     multiple_exposures: int
-    # which path answered: "totals" (kept per-variant sums), "values" (kept per-user
-    # values), "rows" (the array query over experiment_users)
+    # which path answered: "totals" (the kept per-variant sums of the whole experiment:
+    # warehouse.experiment_totals) or "rows" (the array query over experiment_users)
     path: str = "rows"
 
 
@@ -146,8 +146,9 @@ def experiment_sums(
     """One experiment over ``[start, end)`` (see the module's docstring); ``cuped=False``
     reads no events before ``start`` (the pre-period's sums are then partial)."""
     check_range(start, end)
-    fast = fast_sums(client, experiment, start, end, cuped=cuped, limit=MAX_VARIANTS + 2)
-    path, rows = fast if fast is not None else ("rows", _rows(client, experiment, start, end, cuped))
+    path, rows = "totals", kept_sums(client, experiment, start, end)
+    if rows is None:
+        path, rows = "rows", _rows(client, experiment, start, end, cuped)
     users: dict[str, int] = {}
     sums: dict[str, dict[str, float]] = {}
     multiple = 0

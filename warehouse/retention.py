@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
+from warehouse.experiment_totals import mark_written
 from warehouse.rollups import refresh
 
 __all__ = ["Purged", "expunge", "horizon_of", "purge"]
@@ -43,12 +44,8 @@ _EXPERIMENT_DELETES = (
     "AND arrayAll(a -> a.1 < {h:DateTime64(3)}, acts)",
     "DELETE FROM exposed_users WHERE (user_id, experiment) NOT IN "
     "(SELECT user_id, experiment FROM exposures)",
-    # the kept values of the users whose rows went (the others' stay: a query uses them
-    # only while the horizon is 14 days before every user's first exposure)
-    "DELETE FROM experiment_values WHERE (experiment, user_id) NOT IN "
-    "(SELECT experiment, user_id FROM experiment_users)",
 )
-_MASKED = (*_WHERE, "experiment_users", "exposed_users", "experiment_values")
+_MASKED = (*_WHERE, "experiment_users", "exposed_users")
 
 
 @dataclass(frozen=True)
@@ -105,4 +102,7 @@ def purge(client: Client, retention: timedelta, now: datetime) -> Purged:
     if rows["exposures"] or rows["user_acts"]:
         for sql in _EXPERIMENT_DELETES:
             client.command(sql, parameters=params)
+        # the kept sums of every experiment are taken again (warehouse.experiment_totals)
+        marked = client.query("SELECT DISTINCT experiment FROM experiment_marks").result_rows
+        mark_written(client, [str(e) for (e,) in marked])
     return Purged(horizon, rows)

@@ -1,10 +1,10 @@
-"""The whole-experiment fast paths (warehouse/experiment_values.py: kept per-user values and
-per-variant sums) against the array query over ``experiment_users`` and the raw tables, on
-adversarial data: batches in any order and written again, newer versions of an event (one
-moved in time), users exposed to two variants, late purchases and exposures after a
-refresh, erasure, retention, and ranges at the edges of the data. Whatever path answers,
-the sums are the array query's; the path taken is checked too, so a fast path that stopped
-being used would fail here.
+"""The kept per-variant sums of whole experiments (warehouse/experiment_totals.py) against
+the array query over ``experiment_users`` and the raw tables, on adversarial data: batches
+in any order and written again, newer versions of an event (one moved in time), users
+exposed to two variants, late purchases and exposures after a refresh, erasure, retention,
+and ranges at the edges of the data. Whatever path answers, the sums are the array
+query's; the path taken is checked too, so kept sums used when stale, or no longer used
+at all, fail here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import warehouse.experiments as experiments
 from insights.experiments.report import experiment_report
 from tests.integration.test_experiment_users import _at, _insert, _random_rows, _raw
 from warehouse.erasure import erase_rows
-from warehouse.experiment_values import refresh
+from warehouse.experiment_totals import refresh
 from warehouse.experiments import SUM_COLUMNS, experiment_sums
 from warehouse.retention import purge
 
@@ -29,7 +29,7 @@ _PRE = {c for c in SUM_COLUMNS if "pre" in c}
 def _sums(client, start, end, *, cuped=True, arrays=False, monkeypatch=None):
     if arrays:
         with monkeypatch.context() as m:
-            m.setattr(experiments, "fast_sums", lambda *a, **k: None)
+            m.setattr(experiments, "kept_sums", lambda *a, **k: None)
             return experiment_sums(client, "checkout", start, end, cuped=cuped)
     return experiment_sums(client, "checkout", start, end, cuped=cuped)
 
@@ -43,7 +43,7 @@ def _agree(client, monkeypatch, start, end, path: str) -> None:
         assert rows.path == "rows"
         assert fast.users == rows.users and fast.multiple_exposures == rows.multiple_exposures
         # without CUPED the array query reads no event before `from`, so its pre-period
-        # sums are partial (and unused); the kept values hold the whole pre-period
+        # sums are partial (and unused); the kept sums hold the whole pre-period
         columns = SUM_COLUMNS if cuped else [c for c in SUM_COLUMNS if c not in _PRE]
         for variant in rows.sums:
             want = [rows.sums[variant][c] for c in columns]
@@ -78,11 +78,13 @@ def _close(a, b) -> bool:
 
 def _span(client):
     first, last, act = client.query(
-        "SELECT min(first_exposure), max(last_exposure), max(last_act) "
-        "FROM experiment_values FINAL WHERE experiment = 'checkout'"
+        "SELECT first_exposure, last_exposure, last_act "
+        "FROM experiment_totals FINAL WHERE experiment = 'checkout'"
     ).result_rows[0]
-    return first.replace(tzinfo=_at(0).tzinfo), last.replace(tzinfo=_at(0).tzinfo), act.replace(
-        tzinfo=_at(0).tzinfo
+    return (
+        first.replace(tzinfo=_at(0).tzinfo),
+        last.replace(tzinfo=_at(0).tzinfo),
+        act.replace(tzinfo=_at(0).tzinfo),
     )
 
 
@@ -100,24 +102,26 @@ def test_the_fast_paths_answer_as_the_array_query_on_adversarial_data(
     # versions differ in ts: that user is always read from its row)
     _insert(warehouse, [], [[_at(30), "p-new", "purchase", "u1", "o-new", 10.0, 1, 1]])
     _insert(warehouse, [], [[_at(30), "p-new", "purchase", "u1", "o-new", 99.5, 1, 2]])
-    _insert(warehouse, [], [[_at(31), "p-mv", "purchase", "u2", "o-mv", 5.0, 1, 1],
-                            [_at(31 - 24 * 30), "p-mv", "purchase", "u2", "o-mv", 5.0, 1, 2]])  # fmt: skip
+    moved = [[_at(31), "p-mv", "purchase", "u2", "o-mv", 5.0, 1, 1],
+             [_at(31 - 24 * 30), "p-mv", "purchase", "u2", "o-mv", 5.0, 1, 2]]  # fmt: skip
+    _insert(warehouse, [], moved)
     # before any refresh: every user dirty, the array query answers
     whole = (_at(-24 * 60), _at(24 * 60))
     _agree(warehouse, monkeypatch, *whole, path="rows")
 
-    done = refresh(warehouse)
-    assert done.users == 400
-    # u2's moved event: the values path, u2 from its row
-    _agree(warehouse, monkeypatch, *whole, path="values")
+    assert refresh(warehouse).experiments == ["checkout"]
+    # u2's moved event: never from the kept sums (a range could keep its other version)
+    _agree(warehouse, monkeypatch, *whole, path="rows")
     erase_rows(warehouse, "u2")
-    assert refresh(warehouse).experiments == 1
+    _agree(warehouse, monkeypatch, *whole, path="rows")  # erased since the sums were taken
+    assert refresh(warehouse).experiments == ["checkout"]
     _agree(warehouse, monkeypatch, *whole, path="totals")
+    assert refresh(warehouse).experiments == []  # nothing written since
 
-    # a replay of some rows after the refresh (a few dozen users: dirty, nothing changes)
-    again = rows[:40]
+    # a replay of rows after the refresh: written, so the array query until the next one
+    again = rows[: len(rows) // 3]
     _insert(warehouse, [r for k, r in again if k == "x"], [r for k, r in again if k == "e"])
-    _agree(warehouse, monkeypatch, *whole, path="values")
+    _agree(warehouse, monkeypatch, *whole, path="rows")
     refresh(warehouse)
     _agree(warehouse, monkeypatch, *whole, path="totals")
 
@@ -128,7 +132,7 @@ def test_the_fast_paths_answer_as_the_array_query_on_adversarial_data(
             [[_at(2), "p-late1", "purchase", "u4", "o-l1", 12.5, 1, 1],
              [_at(28 * 24), "p-late2", "purchase", "u5", "o-l2", 7.25, 1, 1],
              [_at(26 * 24 + 1), "c-new", "add_to_cart", "new", "", None, 0, 1]])  # fmt: skip
-    _agree(warehouse, monkeypatch, *whole, path="values")
+    _agree(warehouse, monkeypatch, *whole, path="rows")
     refresh(warehouse)
     _agree(warehouse, monkeypatch, *whole, path="totals")
 
@@ -140,11 +144,9 @@ def test_the_fast_paths_answer_as_the_array_query_on_adversarial_data(
     _agree(warehouse, monkeypatch, first, end - _MS, path="rows")  # cuts the last one
     _agree(warehouse, monkeypatch, _at(5 * 24), _at(6 * 24), path="rows")
 
-    # erasure: gone from the kept rows at once; the sums are taken again at the refresh
+    # erasure: the kept sums are not read until taken again without the user
     erase_rows(warehouse, "u5")
-    left = warehouse.query("SELECT count() FROM experiment_values WHERE user_id = 'u5'")
-    assert left.result_rows[0][0] == 0
-    _agree(warehouse, monkeypatch, *whole, path="values")
+    _agree(warehouse, monkeypatch, *whole, path="rows")
     refresh(warehouse)
     _agree(warehouse, monkeypatch, *whole, path="totals")
 
@@ -154,26 +156,15 @@ def test_the_fast_paths_answer_as_the_array_query_on_adversarial_data(
     _agree(warehouse, monkeypatch, *whole, path="rows")
 
 
-def test_many_dirty_users_are_read_from_their_rows(warehouse, monkeypatch) -> None:
-    exposures, events = _random_rows(random.Random(5), 200)
-    _insert(warehouse, exposures, events)
-    refresh(warehouse)
-    whole = (_at(-24 * 60), _at(24 * 60))
-    _agree(warehouse, monkeypatch, *whole, path="totals")
-    # 100 of 200 users written again: over the share the values path takes
-    _insert(warehouse, exposures[:150], [])
-    _agree(warehouse, monkeypatch, *whole, path="rows")
-
-
-def test_a_young_mark_waits_for_the_next_refresh(warehouse) -> None:
+def test_a_young_write_waits_for_the_next_refresh(warehouse) -> None:
     _insert(warehouse, [["checkout", "a", _at(1), "x1", "B", 1]], [])
-    assert refresh(warehouse, settle=timedelta(hours=1)).users == 0
-    assert refresh(warehouse).users == 1
+    assert refresh(warehouse, settle=timedelta(hours=1)).experiments == []
+    assert refresh(warehouse).experiments == ["checkout"]
     got = experiment_sums(warehouse, "checkout", _at(0), _at(2))
     assert got.path == "totals" and got.users == {"B": 1}
 
 
-def test_the_migration_marks_the_users_already_there(warehouse_dsn, tmp_path) -> None:
+def test_the_migration_marks_the_experiments_already_there(warehouse_dsn, tmp_path) -> None:
     import shutil
 
     from warehouse.client import connect
@@ -190,7 +181,7 @@ def test_the_migration_marks_the_users_already_there(warehouse_dsn, tmp_path) ->
         exposures, events = _random_rows(random.Random(3), 60)
         _insert(client, exposures, events)
         migrate(client)
-        assert refresh(client).users == 60
+        assert refresh(client).experiments == ["checkout"]
         got = experiment_sums(client, "checkout", _at(-24 * 60), _at(24 * 60))
         assert got.path == "totals"
         assert got.users == {v: n for v, (n, _) in _raw(
