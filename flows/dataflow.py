@@ -37,6 +37,7 @@ from ingest.fx import FxRates
 from ingest.privacy import EdgePrivacy
 from warehouse.client import connect, presence_check
 from warehouse.erasure import erase_rows
+from warehouse.experiment_totals import refresh as refresh_experiments
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.retention import expunge, purge
@@ -182,6 +183,9 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
         return _WarehousePartition(writer, rollups, client, config.idle_tick_s)
 
 
+_SETTLE = timedelta(seconds=1)
+
+
 class _Rollups:
     """Keeps the rollups current: every few seconds, recompute the dirty minutes that are
     complete (older than the watermark minus the allowed lateness). A refresh that took
@@ -207,6 +211,9 @@ class _Rollups:
         until = complete_until(self._client, self._lateness)
         if until is not None:
             refresh(self._client, until)
+        # the experiments' kept sums (warehouse/experiment_totals.py); a write younger than
+        # a second may be another writer's, still committing
+        refresh_experiments(self._client, settle=_SETTLE)
         self._last = time.monotonic()
         ROLLUP_REFRESH.observe(self._last - began)
         self._gap_s = max(self._every_s, 4 * (self._last - began))

@@ -20,6 +20,7 @@ from clickhouse_connect.driver.client import Client
 
 from ingest.errors import PulseError
 from insights.experiments.report import ExperimentReport, experiment_report
+from warehouse.experiment_totals import kept_span
 from warehouse.experiments import (
     MAX_VARIANTS,
     ExperimentSettings,
@@ -47,6 +48,9 @@ class UnknownExperiment(PulseError, LookupError):
 
 
 def _span(client: Client, experiment: str) -> tuple[datetime, datetime] | None:
+    kept = kept_span(client, experiment)  # current kept sums know it: no scan of exposures
+    if kept is not None:
+        return kept
     rows = client.query(
         "SELECT min(ts), max(ts), count() FROM exposures WHERE experiment = {e:String}",
         parameters={"e": experiment},

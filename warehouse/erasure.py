@@ -2,7 +2,8 @@
 
 Every row of the user goes: events (orders and experiment exposures are events of their
 types; an exposure's ``exposures`` row goes with it, and so do the experiment query's rows
-of the user: ``experiment_users``, ``exposed_users``, ``user_acts``), sessions (with the
+of the user: ``experiment_users``, ``exposed_users``, ``user_acts``, and the kept sums of
+its experiments are not read until the refresh takes them again), sessions (with the
 tombstones of its merged derived sessions, whose keys carry the user id), and the
 ``duplicates`` rows of its repeated events. The rollups hold no id (their exact sets are
 of 64-bit hashes), but the user's share of them must go: the minutes of its events and of
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
+from warehouse.experiment_totals import mark_written
 from warehouse.rollups import EVENTS, STARTS, mark_dirty
 
 __all__ = ["KINDS", "audit", "count_rows", "erase_rows", "flow_has_read"]
@@ -86,8 +88,16 @@ def erase_rows(client: Client, user_id: str) -> dict[str, int]:
     both = minutes[EVENTS] | minutes[STARTS]
     if not any(counts.values()) and not both:
         return counts
+    experiments = [
+        str(e)
+        for (e,) in client.query(
+            "SELECT DISTINCT experiment FROM exposed_users WHERE user_id = {u:String}",
+            parameters={"u": user_id},
+        ).result_rows
+    ]
     for sql in _DELETES:
         client.command(sql, parameters={"u": user_id})
+    mark_written(client, experiments)  # after the deletes: sums taken now are without it
     if both:
         mark_dirty(client, {EVENTS: both, STARTS: both}, time.time_ns())
     return counts

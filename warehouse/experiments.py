@@ -34,6 +34,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from warehouse.experiment_totals import kept_sums
+from warehouse.experiments_sql import RANGE_SQL, ROWS_SQL, SUMS_SQL
 from warehouse.queries import QueryError, check_range
 
 __all__ = [
@@ -65,56 +67,13 @@ SUM_COLUMNS = (
 # One pass over the experiment's rows: per user, array functions over its own exposures
 # and acts. Measured on 1M users (docs/benchmarks.md), every `if` around them to skip
 # empty arrays or users with all exposures in the range cost more than it saved.
-_SUMS_SQL = """
-WITH
-    (SELECT toDateTime64(max(until), 3, 'UTC') FROM purged_until) AS horizon,
-    greatest({lo:DateTime64(3)}, horizon) AS lo,
-    greatest({pre_lo:DateTime64(3)}, horizon) AS lo_acts,
-    {hi:DateTime64(3)} AS hi
-SELECT variant, count(),
-    sum(conv), sum(conv_p), sum(conv * conv_p),
-    sum(atc), sum(atc_p), sum(atc * atc_p),
-    sum(orders), sum(orders * orders), sum(orders_p), sum(orders_p * orders_p),
-    sum(orders * orders_p),
-    sumKahan(revenue), sumKahan(revenue * revenue), sumKahan(revenue_p),
-    sumKahan(revenue_p * revenue_p), sumKahan(revenue * revenue_p),
-    sumKahan(revenue * orders)
-FROM (
-    SELECT
-        if(arrayUniq(arrayMap(x -> x.2, ex)) = 1, ex[1].2, '') AS variant,
-        ex[1].1 AS first_ts,
-        -- the acts in [pre_lo, to), then the newest version of each event (a.1 ts,
-        -- a.2 event_id, a.3 kind: 1 purchase 2 cart, a.4 is_order, a.5 order_id,
-        -- a.6 revenue, a.7 version)
-        arraySort(a -> (a.2, a.7), arrayFilter(a -> a.1 >= lo_acts AND a.1 < hi, all_acts))
-            AS s,
-        -- an act is kept when the next one is another event (event ids are never empty):
-        -- the next ids as a second array, not s[i + 1] inside the lambda (which copies s
-        -- for every element: ~25 % of the query's CPU at 1M users)
-        arrayFilter((a, next) -> next != a.2, s,
-            arrayPopFront(arrayPushBack(arrayMap(a -> a.2, s), ''))) AS acts,
-        arrayFilter(a -> a.1 >= first_ts, acts) AS post,
-        arrayFilter(a -> a.1 < first_ts AND a.1 >= first_ts - INTERVAL 14 DAY, acts) AS pre,
-        arrayExists(a -> a.3 = 1, post) AS conv,
-        arrayExists(a -> a.3 = 2, post) AS atc,
-        arrayUniq(arrayMap(a -> a.5, arrayFilter(a -> a.4 = 1, post))) AS orders,
-        arraySum(a -> if(a.4 = 1, a.6, 0), post) AS revenue,
-        arrayExists(a -> a.3 = 1, pre) AS conv_p,
-        arrayExists(a -> a.3 = 2, pre) AS atc_p,
-        arrayUniq(arrayMap(a -> a.5, arrayFilter(a -> a.4 = 1, pre))) AS orders_p,
-        arraySum(a -> if(a.4 = 1, a.6, 0), pre) AS revenue_p
-    FROM (
-        -- the exposures in the range (retained), in time order
-        SELECT arraySort(arrayFilter(x -> x.1 >= lo AND x.1 < hi, exposures)) AS ex,
-            acts AS all_acts
-        FROM experiment_users FINAL
-        WHERE experiment = {e:String} AND last_exposure >= lo AND first_exposure < hi
-    )
-    WHERE notEmpty(ex)
-)
+_SUMS_SQL = f"""
+WITH {RANGE_SQL}
+SELECT {SUMS_SQL}
+FROM ({ROWS_SQL.replace("__USERS__", "")})
 GROUP BY variant
 ORDER BY variant
-LIMIT {limit:UInt32}
+LIMIT {{limit:UInt32}}
 """
 
 _LIST_SQL = """
@@ -138,6 +97,9 @@ class ExperimentSums:
     users: dict[str, int]
     sums: dict[str, dict[str, float]]
     multiple_exposures: int
+    # which path answered: "totals" (the kept per-variant sums of the whole experiment:
+    # warehouse.experiment_totals) or "rows" (the array query over experiment_users)
+    path: str = "rows"
 
 
 @dataclass(frozen=True)
@@ -184,17 +146,9 @@ def experiment_sums(
     """One experiment over ``[start, end)`` (see the module's docstring); ``cuped=False``
     reads no events before ``start`` (the pre-period's sums are then partial)."""
     check_range(start, end)
-    pre_lo = start - PRE_PERIOD if cuped else start
-    rows = client.query(
-        _SUMS_SQL,
-        parameters={
-            "e": experiment,
-            "lo": start,
-            "hi": end,
-            "pre_lo": pre_lo,
-            "limit": MAX_VARIANTS + 2,
-        },
-    ).result_rows
+    path, rows = "totals", kept_sums(client, experiment, start, end)
+    if rows is None:
+        path, rows = "rows", _rows(client, experiment, start, end, cuped)
     users: dict[str, int] = {}
     sums: dict[str, dict[str, float]] = {}
     multiple = 0
@@ -206,7 +160,25 @@ def experiment_sums(
         sums[variant] = {c: _number(v) for c, v in zip(SUM_COLUMNS, values, strict=True)}
     if len(users) > MAX_VARIANTS:
         raise QueryError(f"experiment: over {MAX_VARIANTS} variants; not an A/B test")
-    return ExperimentSums(experiment, start, end, users, sums, multiple)
+    return ExperimentSums(experiment, start, end, users, sums, multiple, path)
+
+
+def _rows(
+    client: Client, experiment: str, start: datetime, end: datetime, cuped: bool
+) -> list[Any]:
+    pre_lo = start - PRE_PERIOD if cuped else start
+    return list(
+        client.query(
+            _SUMS_SQL,
+            parameters={
+                "e": experiment,
+                "lo": start,
+                "hi": end,
+                "pre_lo": pre_lo,
+                "limit": MAX_VARIANTS + 2,
+            },
+        ).result_rows
+    )
 
 
 def _number(value: Any) -> float:

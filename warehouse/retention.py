@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
+from warehouse.experiment_totals import mark_written
 from warehouse.rollups import refresh
 
 __all__ = ["Purged", "expunge", "horizon_of", "purge"]
@@ -101,4 +102,7 @@ def purge(client: Client, retention: timedelta, now: datetime) -> Purged:
     if rows["exposures"] or rows["user_acts"]:
         for sql in _EXPERIMENT_DELETES:
             client.command(sql, parameters=params)
+        # the kept sums of every experiment are taken again (warehouse.experiment_totals)
+        marked = client.query("SELECT DISTINCT experiment FROM experiment_marks").result_rows
+        mark_written(client, [str(e) for (e,) in marked])
     return Purged(horizon, rows)
