@@ -84,7 +84,7 @@ def _in_process(bootstrap: str, bodies: list[bytes]) -> tuple[int, float, float]
             sent_at=parsed.sent_at,
             context=parsed.context,
         )
-        result = collector.submit(done.raws, batch, source="segment", originals=done.originals)
+        result = collector.submit(done.events, batch, source="segment", originals=done.originals)
         accepted += result.accepted
     batch.wait(120)
     took, cpu = time.perf_counter() - began, time.process_time() - cpu

@@ -115,15 +115,21 @@ class EdgePrivacy:
 
     pseudonymize: Pseudonymizer | None = None
 
-    def accepted(self, event: Event, raw: bytes, client_ip: str | None = None) -> Event:
+    def accepted(
+        self, event: Event, raw: bytes | dict[str, Any], client_ip: str | None = None
+    ) -> Event:
         """The event as it may be stored: ``country`` derived from its ``ip`` when absent
         (else from ``client_ip``, the address of the browser that sent it), the user id
-        pseudonymised when configured. (``ip`` itself is not part of :class:`Event`: it
-        is never re-encoded.)"""
+        pseudonymised when configured. ``raw``: the event's JSON, or its fields (see
+        :meth:`~ingest.collector.Collector.submit`). (``ip`` itself is not part of
+        :class:`Event`: it is never re-encoded.)"""
         changes: dict[str, str] = {}
         if event.country is None:
             ip: object = client_ip
-            if b'"ip"' in raw:
+            if isinstance(raw, dict):
+                if "ip" in raw:
+                    ip = raw["ip"]
+            elif b'"ip"' in raw:
                 try:
                     ip = _ip_of(raw).ip
                 except msgspec.MsgspecError:

@@ -149,7 +149,7 @@ async def _collect(
         messages, received_ms=received_ms, kind=kind, sent_at=sent_at, context=context
     )
     await services.collector.ingest_async(
-        done.raws,
+        done.events,
         source="segment",
         timeout=services.delivery_timeout_s,
         client_ip=browser_address(request, services.trusted_proxies),
