@@ -123,7 +123,7 @@ class EdgePrivacy:
         pseudonymised when configured. ``raw``: the event's JSON, or its fields (see
         :meth:`~ingest.collector.Collector.submit`). (``ip`` itself is not part of
         :class:`Event`: it is never re-encoded.)"""
-        changes: dict[str, str] = {}
+        country = None
         if event.country is None:
             ip: object = client_ip
             if isinstance(raw, dict):
@@ -135,13 +135,14 @@ class EdgePrivacy:
                 except msgspec.MsgspecError:
                     ip = None
             country = country_of_ip(ip)
-            if country is not None:
-                changes["country"] = country
-        if self.pseudonymize is not None:
-            changes["user_id"] = self.pseudonymize(event.user_id)
-            if event.anonymous_id is not None:
-                changes["anonymous_id"] = self.pseudonymize(event.anonymous_id)
-        return msgspec.structs.replace(event, **changes) if changes else event
+        if self.pseudonymize is None:  # the usual case, without building keyword arguments
+            return event if country is None else msgspec.structs.replace(event, country=country)
+        changes = {"user_id": self.pseudonymize(event.user_id)}
+        if event.anonymous_id is not None:
+            changes["anonymous_id"] = self.pseudonymize(event.anonymous_id)
+        if country is not None:
+            changes["country"] = country
+        return msgspec.structs.replace(event, **changes)
 
     def dead_letter(self, raw: bytes) -> tuple[bytes, list[str]]:
         """A rejected event's bytes as they may be stored, and what was removed or replaced

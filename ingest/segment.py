@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
 
@@ -409,7 +409,7 @@ def _parse_time(value: object) -> int | None:
         return None
     if ts.tzinfo is None:
         return None
-    return int(ts.astimezone(UTC).timestamp() * 1000)
+    return int(ts.timestamp() * 1000)  # aware: the same instant as in UTC
 
 
 # A client sends the same sentAt with every message of a batch (or of a few batches).

@@ -224,6 +224,13 @@ def test_a_message_sent_at_of_null_is_no_clock_at_all() -> None:
     assert done.events[0]["ts"] == NOW_MS - 3_660_000
 
 
+def test_a_time_at_the_edge_of_the_calendar_is_judged_not_a_crash() -> None:
+    # in UTC this is in year 0, which datetime cannot hold (it raised OverflowError)
+    msg = {**track("X"), "timestamp": "0001-01-01T00:00:00+01:00"}
+    checked = validate(translate(msg, received_ms=NOW_MS), now_ms=NOW_MS, currencies=CURRENCIES)
+    assert not isinstance(checked, Event) and checked.reason.startswith("ts:")
+
+
 def test_batch_context_is_the_default_context() -> None:
     msg = {k: v for k, v in track("X").items()}
     out = event_of(msg, context={"userAgent": "UA/1"})
