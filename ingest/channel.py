@@ -39,16 +39,34 @@ _SOCIAL = ("facebook", "instagram", "twitter", "linkedin", "pinterest", "reddit"
            "youtube", "snapchat", "tumblr", "threads", "mastodon", "vk", "whatsapp")  # fmt: skip
 _SOCIAL_HOSTS = frozenset({"t.co", "x.com", "lnkd.in", "fb.me", "m.me"})
 _MAIL_HOSTS = ("mail.google.", "outlook.live.", "mail.yahoo.", "webmail.")
+_MAX_CACHED = 512  # longer starts of a URL are not kept in the cache
 
 
 def _host(url: str | None) -> str:
     if not url:
         return ""
+    start = url.find("//")
+    if start < 0:  # no authority (urlsplit still decides: it drops tabs, newlines)
+        return _host_of(url)
+    # the authority ends at the first of / ? # after "//": the host depends on what comes
+    # before that alone, which repeats from one URL of a site to the next (cached)
+    end = len(url)
+    for delimiter in "/?#":
+        found = url.find(delimiter, start + 2, end)
+        if found >= 0:
+            end = found
+    return _host_of(url) if end > _MAX_CACHED else _cached_host_of(url[:end])
+
+
+def _host_of(url: str) -> str:
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
         return ""
     return host.removeprefix("www.")
+
+
+_cached_host_of = lru_cache(maxsize=4096)(_host_of)
 
 
 def _labelled(host: str, names: tuple[str, ...]) -> bool:

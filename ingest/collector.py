@@ -10,11 +10,12 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from prometheus_client import Counter
 
-from ingest.events import MAX_EVENT_BYTES, Event, encode_event, validate
+from ingest.events import MAX_EVENT_BYTES, Event, encode_event, validate, validate_fields
 from ingest.privacy import EdgePrivacy
 from ingest.producer import Batch, EventProducer
 from ingest.topics import TOPIC_BY_TYPE, Topics
@@ -108,10 +109,11 @@ class Collector:
         self._clock = clock
         # CONTRACT §11: an address only derives a country; ids pseudonymised if configured
         self._privacy = privacy or EdgePrivacy()
+        self._topic_of = {kind: topics.for_type(kind) for kind in TOPIC_BY_TYPE}
 
     def submit(
         self,
-        raws: Iterable[bytes],
+        raws: Iterable[bytes | dict[str, Any]],
         batch: Batch,
         *,
         source: str,
@@ -120,33 +122,43 @@ class Collector:
         originals: Sequence[bytes] | None = None,
     ) -> IngestResult:
         """Validate and queue ``raws`` on ``batch`` (the caller waits for delivery).
-        ``client_ip``: the sending browser's address, for the country of events that carry
-        neither ``country`` nor ``ip`` (docs/events.md); used, never stored. ``originals``:
-        what the client sent for each of ``raws`` when that was translated (a Segment
-        message, docs/events.md): a rejected event's dead letter keeps those bytes."""
+        Each event is its JSON bytes, or its fields when a translator made them from what
+        the client sent (a Segment message, :mod:`ingest.segment`): judged by the same
+        rules (:func:`~ingest.events.validate_fields`). ``client_ip``: the sending
+        browser's address, for the country of events that carry neither ``country`` nor
+        ``ip`` (docs/events.md); used, never stored. ``originals``: what the client sent
+        for each of ``raws`` when that was translated: a rejected event's dead letter keeps
+        those bytes."""
         result = IngestResult()
         bots = 0
         now_ms = self._clock()
-        topics, currencies, privacy = self._topics, self._currencies, self._privacy
+        currencies, privacy, topic_of = self._currencies, self._privacy, self._topic_of
+        send = batch.send
         for index, raw in enumerate(raws, start=start):
-            checked = validate(raw, now_ms=now_ms, currencies=currencies)
+            if isinstance(raw, dict):
+                checked = validate_fields(raw, now_ms=now_ms, currencies=currencies)
+            else:
+                checked = validate(raw, now_ms=now_ms, currencies=currencies)
             if isinstance(checked, Event):
                 checked = privacy.accepted(checked, raw, client_ip)
                 if checked.bot or (checked.user_agent is not None and is_bot(checked.user_agent)):
                     checked = _as_bot(checked)
                     bots += 1
-                batch.send(
-                    topics.for_type(checked.type),
+                kind = checked.type
+                send(
+                    topic_of.get(kind) or self._topics.for_type(kind),
                     # the visitor: both parts of an anonymous-then-identified visit carry
                     # the anonymous id, so they share a partition and a shard of the flow
                     (checked.anonymous_id or checked.user_id).encode(),
                     encode_event(checked),
                 )
                 result.accepted += 1
-                if checked.type not in TOPIC_BY_TYPE:
-                    result.general.append(GeneralEvent(index, checked.type))
+                if kind not in TOPIC_BY_TYPE:
+                    result.general.append(GeneralEvent(index, kind))
             else:
-                original = raw if originals is None else originals[index - start]
+                original = originals[index - start] if originals is not None else raw
+                if not isinstance(original, bytes):  # fields without their message's bytes
+                    original = msgspec.json.encode(original)
                 self.dead_letter(batch, original, checked.reason, source=source)
                 result.rejected.append(RejectedEvent(index, checked.reason))
         EVENTS_ACCEPTED.labels(source).inc(result.accepted)
@@ -183,7 +195,7 @@ class Collector:
 
     async def ingest_async(
         self,
-        raws: Sequence[bytes],
+        raws: Sequence[bytes | dict[str, Any]],
         *,
         source: str,
         timeout: float = 30.0,

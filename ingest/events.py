@@ -12,9 +12,10 @@ that depends on the clock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -33,6 +34,7 @@ __all__ = [
     "check",
     "encode_event",
     "validate",
+    "validate_fields",
 ]
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -154,6 +156,23 @@ def validate(
     except msgspec.DecodeError as exc:
         return Rejection(f"not valid JSON: {exc}")
     except RecursionError:  # msgspec recurses into the nesting of an unknown field
+        return Rejection("nested too deeply: an event is a flat object")
+    return check(event, currencies=currencies, now_ms=now_ms)
+
+
+def validate_fields(
+    fields: Mapping[str, Any], *, now_ms: int | None, currencies: frozenset[str]
+) -> Event | Rejection:
+    """:func:`validate` for an event whose JSON is already decoded — what a translator
+    made of a client's message (a Segment message, docs/sending-events.md): the same rules
+    and reasons, without writing the fields as JSON to read them again. The size limit
+    is not applied: it is the client's message that has one. Fields the model does not
+    have (``ip``) are left out."""
+    try:
+        event = msgspec.convert(fields, Event)
+    except msgspec.ValidationError as exc:
+        return Rejection(_reason(str(exc)))
+    except RecursionError:
         return Rejection("nested too deeply: an event is a flat object")
     return check(event, currencies=currencies, now_ms=now_ms)
 

@@ -115,27 +115,34 @@ class EdgePrivacy:
 
     pseudonymize: Pseudonymizer | None = None
 
-    def accepted(self, event: Event, raw: bytes, client_ip: str | None = None) -> Event:
+    def accepted(
+        self, event: Event, raw: bytes | dict[str, Any], client_ip: str | None = None
+    ) -> Event:
         """The event as it may be stored: ``country`` derived from its ``ip`` when absent
         (else from ``client_ip``, the address of the browser that sent it), the user id
-        pseudonymised when configured. (``ip`` itself is not part of :class:`Event`: it
-        is never re-encoded.)"""
-        changes: dict[str, str] = {}
+        pseudonymised when configured. ``raw``: the event's JSON, or its fields (see
+        :meth:`~ingest.collector.Collector.submit`). (``ip`` itself is not part of
+        :class:`Event`: it is never re-encoded.)"""
+        country = None
         if event.country is None:
             ip: object = client_ip
-            if b'"ip"' in raw:
+            if isinstance(raw, dict):
+                if "ip" in raw:
+                    ip = raw["ip"]
+            elif b'"ip"' in raw:
                 try:
                     ip = _ip_of(raw).ip
                 except msgspec.MsgspecError:
                     ip = None
             country = country_of_ip(ip)
-            if country is not None:
-                changes["country"] = country
-        if self.pseudonymize is not None:
-            changes["user_id"] = self.pseudonymize(event.user_id)
-            if event.anonymous_id is not None:
-                changes["anonymous_id"] = self.pseudonymize(event.anonymous_id)
-        return msgspec.structs.replace(event, **changes) if changes else event
+        if self.pseudonymize is None:  # the usual case, without building keyword arguments
+            return event if country is None else msgspec.structs.replace(event, country=country)
+        changes = {"user_id": self.pseudonymize(event.user_id)}
+        if event.anonymous_id is not None:
+            changes["anonymous_id"] = self.pseudonymize(event.anonymous_id)
+        if country is not None:
+            changes["country"] = country
+        return msgspec.structs.replace(event, **changes)
 
     def dead_letter(self, raw: bytes) -> tuple[bytes, list[str]]:
         """A rejected event's bytes as they may be stored, and what was removed or replaced

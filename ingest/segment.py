@@ -11,14 +11,20 @@ The mapping follows Segment's E-commerce spec v2 as CONTRACT §9 lists it; unkno
 left out, never an error. Identity: ``userId`` when present, else ``anonymousId``; a message
 carrying both (or an ``alias`` with its ``previousId``) also says which anonymous id that
 user had, in the event's ``anonymous_id``, so the flow can stitch the visit together.
+
+Speed (docs/benchmarks.md): a message is decoded straight into :class:`Message`, which
+keeps only the fields the mapping reads (a message whose shape does not fit is decoded
+again as plain JSON and read the same way), and becomes the event's fields, which the
+collector validates as they are: no JSON is written and read again between the two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Final
 
 import msgspec
 
@@ -30,8 +36,10 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "SKEW_TOLERANCE_MS",
     "Batch",
+    "Message",
     "SegmentError",
     "Translation",
+    "decode_message",
     "parse_single",
     "split_batch",
     "translate",
@@ -70,6 +78,130 @@ class SegmentError(ValueError):
     """A body that is not a Segment batch or message at all."""
 
 
+class _Absent:
+    """The value of a field the message does not have (``sentAt``: absent means the
+    batch's, ``null`` means none)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = _Absent()
+
+
+# What the mapping reads of a message, and nothing else. Values stay as the client sent
+# them (``Any``): the mapping and the event's validation judge them, never the decoder.
+# Not tracked by the garbage collector: decoded JSON holds no reference cycle.
+class _Page(msgspec.Struct, gc=False):
+    url: Any = None
+    referrer: Any = None
+
+
+class _Campaign(msgspec.Struct, gc=False):
+    medium: Any = None
+    source: Any = None
+
+
+class _Context(msgspec.Struct, gc=False):
+    ip: Any = None
+    userAgent: Any = None
+    page: _Page | None = None
+    campaign: _Campaign | None = None
+    sessionId: Any = None
+
+
+class _Properties(msgspec.Struct, gc=False):
+    product_id: Any = None
+    sku: Any = None
+    id: Any = None
+    category: Any = None
+    price: Any = None
+    quantity: Any = None
+    currency: Any = None
+    value: Any = None
+    revenue: Any = None
+    total: Any = None
+    order_id: Any = None
+    checkout_id: Any = None
+    products: Any = None
+    query: Any = None
+    results_count: Any = None
+    experiment_id: Any = None
+    experiment_name: Any = None
+    variation_id: Any = None
+    variation_name: Any = None
+    url: Any = None
+    referrer: Any = None
+
+
+class Message(msgspec.Struct, gc=False):
+    """A Segment message as the mapping reads it (a field the client did not send, or sent
+    as ``null``, is None; ``context``/``properties`` that are not objects are None)."""
+
+    type: Any = None
+    messageId: Any = None
+    userId: Any = None
+    anonymousId: Any = None
+    previousId: Any = None
+    event: Any = None
+    timestamp: Any = None
+    originalTimestamp: Any = None
+    sentAt: Any = ABSENT
+    context: _Context | None = None
+    properties: _Properties | None = None
+
+
+_PROPERTIES = _Properties.__struct_fields__
+
+
+def _message_of(value: Mapping[str, Any]) -> Message:
+    """A decoded JSON object as a :class:`Message`: what :data:`_message` would have
+    decoded, with a ``context``, ``context.page``/``campaign`` or ``properties`` that is
+    not an object left out (the mapping reads those as absent)."""
+    props = value.get("properties")
+    return Message(
+        type=value.get("type"),
+        messageId=value.get("messageId"),
+        userId=value.get("userId"),
+        anonymousId=value.get("anonymousId"),
+        previousId=value.get("previousId"),
+        event=value.get("event"),
+        timestamp=value.get("timestamp"),
+        originalTimestamp=value.get("originalTimestamp"),
+        sentAt=value.get("sentAt", ABSENT),
+        context=_context_of(value.get("context")),
+        properties=(
+            _Properties(**{name: props.get(name) for name in _PROPERTIES})
+            if isinstance(props, dict)
+            else None
+        ),
+    )
+
+
+def _context_of(value: object) -> _Context | None:
+    """A decoded ``context`` object as a :class:`_Context` (None if it is not an object)."""
+    if isinstance(value, _Context) or value is None:
+        return value
+    if not isinstance(value, dict):
+        return None
+    page, campaign = value.get("page"), value.get("campaign")
+    return _Context(
+        ip=value.get("ip"),
+        userAgent=value.get("userAgent"),
+        page=(
+            _Page(url=page.get("url"), referrer=page.get("referrer"))
+            if isinstance(page, dict)
+            else None
+        ),
+        campaign=(
+            _Campaign(medium=campaign.get("medium"), source=campaign.get("source"))
+            if isinstance(campaign, dict)
+            else None
+        ),
+        sessionId=value.get("sessionId"),
+    )
+
+
 class _BatchBody(msgspec.Struct):
     batch: list[msgspec.Raw]
     writeKey: Any = None
@@ -88,6 +220,7 @@ class Batch:
 
 
 _batch = msgspec.json.Decoder(_BatchBody)
+_message = msgspec.json.Decoder(Message)
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
 
@@ -121,81 +254,58 @@ def parse_single(body: bytes) -> tuple[dict[str, Any], str | None]:
     return message, key if isinstance(key, str) else None
 
 
-def decode_message(raw: bytes) -> dict[str, Any] | str:
+def decode_message(raw: bytes) -> Message | str:
     """One message's bytes -> the message, or why it is not one."""
     if len(raw) > MAX_MESSAGE_BYTES:
         return f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
+    try:
+        return _message.decode(raw)
+    except (msgspec.MsgspecError, RecursionError):
+        pass  # not JSON, not an object, or a context that is not one: read it as JSON
     try:
         message = _any.decode(raw)
     except RecursionError:
         return "nested too deeply"
     except msgspec.DecodeError as exc:
         return f"not valid JSON: {exc}"
-    return message if isinstance(message, dict) else "not a JSON object"
+    return _message_of(message) if isinstance(message, dict) else "not a JSON object"
 
 
 def translate(
-    message: Mapping[str, Any],
+    message: Message | Mapping[str, Any],
     *,
     received_ms: int,
     kind: str | None = None,
     sent_at: object = None,
     context: Mapping[str, Any] | None = None,
 ) -> bytes | str:
-    """One Segment message -> the bytes of a §5 event, or why it cannot be one.
+    """One Segment message -> the JSON bytes of a §5 event, or why it cannot be one.
 
     ``kind``: the message type given by the route (single-message routes), else the
     message's ``type``; ``sent_at``/``context``: the batch's, used when the message has
     none; ``received_ms``: when Pulse received it, against which ``sentAt`` measures the
-    client's clock skew."""
-    kind = kind or message.get("type")
-    if not isinstance(kind, str) or kind not in KINDS:
-        return f"type: expected one of {', '.join(KINDS)}"
-    event_id = message.get("messageId")
-    if not isinstance(event_id, str):
-        return "messageId: required string"
-    ids = _identity(message, kind)
-    if isinstance(ids, str):
-        return ids
-    user_id, anonymous_id = ids
-    ts = _timestamp(message, received_ms, sent_at)
-    if isinstance(ts, str):
-        return ts
-    ctx = message.get("context")
-    if not isinstance(ctx, dict):
-        ctx = context if isinstance(context, dict) else {}
-    props = message.get("properties")
-    if not isinstance(props, dict):
-        props = {}
-    event: dict[str, Any] = {"event_id": event_id, "ts": ts, "user_id": user_id}
-    if anonymous_id is not None:
-        event["anonymous_id"] = anonymous_id
-    _context(event, ctx, props)
-    if kind in ("page", "screen"):
-        event["type"] = "page_view"
-    elif kind == "track":
-        name = message.get("event")
-        if not isinstance(name, str) or not name:
-            return "event: a track message needs its event name"
-        event["type"] = _TRACKS.get(name, name)
-        _properties(event, props)
-    else:  # identify, alias, group: general events that carry who the visitor is
-        event["type"] = kind
-    return _encode(event)
+    client's clock skew. (The routes use :func:`translate_all`, which hands the collector
+    the event's fields instead of their JSON.)"""
+    if not isinstance(message, Message):
+        message = _message_of(message)
+    fields = _event(message, received_ms, kind, _parse_time(sent_at), _context_of(context))
+    return fields if isinstance(fields, str) else _encode(fields)
 
 
 @dataclass(frozen=True, slots=True)
 class Translation:
-    """Messages made events: the events' bytes, each one's original message bytes (for its
-    dead letter if the collector rejects it), and the messages that could not become one."""
+    """Messages made events: each event's fields (for
+    :meth:`~ingest.collector.Collector.submit`, which validates them), each one's original
+    message bytes (for its dead letter if the collector rejects it), and the messages that
+    could not become one."""
 
-    raws: list[bytes]
+    events: list[dict[str, Any]]
     originals: list[bytes]
     refused: list[tuple[bytes, str]]
 
 
 def translate_all(
-    messages: Iterable[tuple[bytes, Mapping[str, Any] | str]],
+    messages: Iterable[tuple[bytes, Message | Mapping[str, Any] | str]],
     *,
     received_ms: int,
     kind: str | None = None,
@@ -203,30 +313,73 @@ def translate_all(
     context: Mapping[str, Any] | None = None,
 ) -> Translation:
     """:func:`translate` over ``(original bytes, decoded message or why not)`` pairs, ready
-    for :meth:`~ingest.collector.Collector.submit` (``originals``) and dead letters."""
+    for :meth:`~ingest.collector.Collector.submit` (``originals``) and dead letters. The
+    batch's ``sentAt`` and ``context`` are read once for all its messages."""
     out = Translation([], [], [])
+    sent = _parse_time(sent_at)
+    ctx = _context_of(context)
     for original, message in messages:
-        event = (
-            message
-            if isinstance(message, str)
-            else translate(
-                message, received_ms=received_ms, kind=kind, sent_at=sent_at, context=context
-            )
-        )
+        if isinstance(message, str):
+            event: dict[str, Any] | str = message
+        else:
+            if not isinstance(message, Message):
+                message = _message_of(message)
+            event = _event(message, received_ms, kind, sent, ctx)
         if isinstance(event, str):
             out.refused.append((original, event))
         else:
-            out.raws.append(event)
+            out.events.append(event)
             out.originals.append(original)
     return out
 
 
-def _identity(message: Mapping[str, Any], kind: str) -> tuple[str, str | None] | str:
+def _event(
+    message: Message,
+    received_ms: int,
+    kind: str | None,
+    batch_sent_ms: int | None,
+    context: _Context | None,
+) -> dict[str, Any] | str:
+    """The §5 fields of one message (as :func:`translate` describes), or why there are
+    none; ``batch_sent_ms``: the batch's ``sentAt``, parsed."""
+    kind = kind or message.type
+    if not isinstance(kind, str) or kind not in KINDS:
+        return f"type: expected one of {', '.join(KINDS)}"
+    event_id = message.messageId
+    if not isinstance(event_id, str):
+        return "messageId: required string"
+    ids = _identity(message, kind)
+    if isinstance(ids, str):
+        return ids
+    user_id, anonymous_id = ids
+    ts = _timestamp(message, received_ms, batch_sent_ms)
+    if isinstance(ts, str):
+        return ts
+    ctx = message.context if message.context is not None else context
+    props = message.properties if message.properties is not None else _NO_PROPERTIES
+    event: dict[str, Any] = {"event_id": event_id, "ts": ts, "user_id": user_id}
+    if anonymous_id is not None:
+        event["anonymous_id"] = anonymous_id
+    _context(event, ctx, props)
+    if kind == "page" or kind == "screen":
+        event["type"] = "page_view"
+    elif kind == "track":
+        name = message.event
+        if not isinstance(name, str) or not name:
+            return "event: a track message needs its event name"
+        event["type"] = _TRACKS.get(name, name)
+        _properties(event, props)
+    else:  # identify, alias, group: general events that carry who the visitor is
+        event["type"] = kind
+    return event
+
+
+def _identity(message: Message, kind: str) -> tuple[str, str | None] | str:
     """(user_id, anonymous id of that user) from ``userId``/``anonymousId``/``previousId``."""
-    user = _id(message.get("userId"))
-    anonymous = _id(message.get("anonymousId"))
+    user = _id(message.userId)
+    anonymous = _id(message.anonymousId)
     if kind == "alias":  # alias(previousId -> userId): the earlier id is the anonymous part
-        previous = _id(message.get("previousId"))
+        previous = _id(message.previousId)
         if user is None or previous is None:
             return "alias: needs userId and previousId"
         return user, previous if previous != user else None
@@ -256,23 +409,30 @@ def _parse_time(value: object) -> int | None:
         return None
     if ts.tzinfo is None:
         return None
-    return int(ts.astimezone(UTC).timestamp() * 1000)
+    return int(ts.timestamp() * 1000)  # aware: the same instant as in UTC
 
 
-def _timestamp(message: Mapping[str, Any], received_ms: int, batch_sent_at: object) -> int | str:
+# A client sends the same sentAt with every message of a batch (or of a few batches).
+_parse_sent = lru_cache(maxsize=256)(_parse_time)
+
+
+def _timestamp(message: Message, received_ms: int, batch_sent_ms: int | None) -> int | str:
     """The event time: ``timestamp``, else ``originalTimestamp``, else the receive time;
-    moved by the client's clock skew (receive time - ``sentAt``) when that is over
-    :data:`SKEW_TOLERANCE_MS`."""
-    for name in ("timestamp", "originalTimestamp"):
-        value = message.get(name)
-        if value is not None:
-            ts = _parse_time(value)
-            if ts is None:
-                return f"{name}: expected an ISO 8601 time with an offset"
-            break
+    moved by the client's clock skew (receive time - ``sentAt``, the message's else the
+    batch's) when that is over :data:`SKEW_TOLERANCE_MS`."""
+    value, name = message.timestamp, "timestamp"
+    if value is None:
+        value, name = message.originalTimestamp, "originalTimestamp"
+        if value is None:
+            return received_ms
+    ts = _parse_time(value)
+    if ts is None:
+        return f"{name}: expected an ISO 8601 time with an offset"
+    sent_at = message.sentAt
+    if sent_at is ABSENT:
+        sent = batch_sent_ms
     else:
-        return received_ms
-    sent = _parse_time(message.get("sentAt", batch_sent_at))
+        sent = _parse_sent(sent_at) if isinstance(sent_at, str) else None
     if sent is not None and abs(received_ms - sent) > SKEW_TOLERANCE_MS:
         ts += received_ms - sent
     return ts
@@ -282,77 +442,74 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _context(event: dict[str, Any], ctx: Mapping[str, Any], props: Mapping[str, Any]) -> None:
+_NO_PROPERTIES = _Properties()
+
+
+def _context(event: dict[str, Any], ctx: _Context | None, props: _Properties) -> None:
     """The §5 context fields from the message's ``context`` (and a page's properties)."""
-    ip = ctx.get("ip")
-    if isinstance(ip, str):
-        event["ip"] = ip
-    if (ua := _text(ctx.get("userAgent"))) is not None:
-        event["user_agent"] = ua
-        event["device"] = device_from_user_agent(ua)  # enriched at the edge (ua-parser)
-    page = ctx.get("page")
-    page = page if isinstance(page, dict) else {}
-    url = _text(page.get("url")) or _text(props.get("url"))
-    referrer = _text(page.get("referrer")) or _text(props.get("referrer"))
+    url = referrer = medium = source = None
+    if ctx is not None:
+        ip = ctx.ip
+        if isinstance(ip, str):
+            event["ip"] = ip
+        if (ua := _text(ctx.userAgent)) is not None:
+            event["user_agent"] = ua
+            event["device"] = device_from_user_agent(ua)  # enriched at the edge (ua-parser)
+        page = ctx.page
+        if page is not None:
+            url, referrer = _text(page.url), _text(page.referrer)
+        session = ctx.sessionId
+        if isinstance(session, int | str) and not isinstance(session, bool) and session != "":
+            event["session_id"] = str(session)
+        campaign = ctx.campaign
+        if campaign is not None:
+            medium, source = _text(campaign.medium), _text(campaign.source)
+    url = url or _text(props.url)
+    referrer = referrer or _text(props.referrer)
     if url is not None:
         event["page"] = url
     if referrer is not None:
         event["referrer"] = referrer
-    session = ctx.get("sessionId")
-    if isinstance(session, int | str) and not isinstance(session, bool) and session != "":
-        event["session_id"] = str(session)
-    campaign = ctx.get("campaign")
-    campaign = campaign if isinstance(campaign, dict) else {}
-    event["channel"] = channel_of(
-        medium=_text(campaign.get("medium")),
-        source=_text(campaign.get("source")),
-        referrer=referrer,
-        page=url,
-    )
+    event["channel"] = channel_of(medium=medium, source=source, referrer=referrer, page=url)
 
 
-def _amount(props: Mapping[str, Any], *names: str) -> object:
-    """The first of ``names`` present in ``props`` (a §5 validation judges its value)."""
-    for name in names:
-        value = props.get(name)
+def _first(*values: object) -> object:
+    """The first of ``values`` that is present (a §5 validation judges it)."""
+    for value in values:
         if value is not None:
             return value
     return None
 
 
-def _product_id(props: Mapping[str, Any]) -> object:
-    return _amount(props, "product_id", "sku", "id")
-
-
-def _properties(event: dict[str, Any], props: Mapping[str, Any]) -> None:
+def _properties(event: dict[str, Any], props: _Properties) -> None:
     """The type's fields from a track's ``properties`` (E-commerce spec v2)."""
     kind = event["type"]
-    if kind in ("product_view", "add_to_cart", "remove_from_cart"):
-        _put(event, "product_id", _product_id(props))
-        _put(event, "category", props.get("category"))
-        _put(event, "price", props.get("price"))
-        _put(event, "quantity", props.get("quantity"))
+    if kind == "product_view" or kind == "add_to_cart" or kind == "remove_from_cart":
+        _put(event, "product_id", _first(props.product_id, props.sku, props.id))
+        _put(event, "category", props.category)
+        _put(event, "price", props.price)
+        _put(event, "quantity", props.quantity)
         _currency(event, props, "price")
     elif kind == "begin_checkout":
-        _put(event, "cart_value", _amount(props, "value", "revenue", "total"))
+        _put(event, "cart_value", _first(props.value, props.revenue, props.total))
         _currency(event, props, "cart_value")
     elif kind == "purchase":
-        _put(event, "order_id", _amount(props, "order_id", "checkout_id"))
-        products = props.get("products")
+        _put(event, "order_id", _first(props.order_id, props.checkout_id))
+        products = props.products
         items = [_item(p) for p in products] if isinstance(products, list) else []
         if items:
             event["items"] = items
-        revenue = _amount(props, "revenue", "total")
+        revenue = _first(props.revenue, props.total)
         if revenue is None and items:
             revenue = _items_total(items)
         _put(event, "revenue", revenue)
         _currency(event, props, "revenue")
     elif kind == "search":
-        _put(event, "query", props.get("query"))
-        _put(event, "results_count", props.get("results_count"))
+        _put(event, "query", props.query)
+        _put(event, "results_count", props.results_count)
     elif kind == "experiment_exposure":
-        _put(event, "experiment", _amount(props, "experiment_id", "experiment_name"))
-        _put(event, "variant", _amount(props, "variation_id", "variation_name"))
+        _put(event, "experiment", _first(props.experiment_id, props.experiment_name))
+        _put(event, "variant", _first(props.variation_id, props.variation_name))
 
 
 def _put(event: dict[str, Any], name: str, value: object) -> None:
@@ -360,8 +517,8 @@ def _put(event: dict[str, Any], name: str, value: object) -> None:
         event[name] = value
 
 
-def _currency(event: dict[str, Any], props: Mapping[str, Any], amount: str) -> None:
-    currency = props.get("currency")
+def _currency(event: dict[str, Any], props: _Properties, amount: str) -> None:
+    currency = props.currency
     if isinstance(currency, str):
         event["currency"] = currency.upper()
     elif currency is not None:
@@ -375,7 +532,8 @@ def _item(product: object) -> object:
     if not isinstance(product, dict):
         return product
     item: dict[str, Any] = {}
-    _put(item, "product_id", _product_id(product))
+    _put(item, "product_id", _first(product.get("product_id"), product.get("sku"),
+                                    product.get("id")))  # fmt: skip
     _put(item, "category", product.get("category"))
     _put(item, "price", product.get("price"))
     _put(item, "quantity", product.get("quantity"))

@@ -7,13 +7,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
 from ingest.collector import Collector, IngestResult, RejectedEvent
 from ingest.producer import EventProducer
-from ingest.segment import translate_all
+from ingest.segment import decode_message, translate_all
 from ingest.simulator import SimConfig, iter_events
 from ingest.simulator.segment import iter_segment
 from ingest.simulator.timeutil import to_ms
@@ -21,7 +20,6 @@ from ingest.simulator.timeutil import to_ms
 __all__ = ["publish"]
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 _CHUNK = 2_000
 
@@ -61,9 +59,10 @@ def publish(
         nonlocal chunk, sent
         if chunk and segment:
             done = translate_all(
-                ((raw, _decode(raw)) for raw in chunk), received_ms=time.time_ns() // 1_000_000
+                ((raw, decode_message(raw)) for raw in chunk),
+                received_ms=time.time_ns() // 1_000_000,
             )
-            result.merge(collector.submit(done.raws, batch, source="segment", start=sent,
+            result.merge(collector.submit(done.events, batch, source="segment", start=sent,
                                           originals=done.originals))  # fmt: skip
             for raw, reason in done.refused:
                 collector.dead_letter(batch, raw, reason, source="segment")

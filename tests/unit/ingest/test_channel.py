@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ingest.channel import channel_of
+from ingest.channel import _host, _host_of, channel_of
 
 SHOP = "https://shop.example/p/1"
 
@@ -35,3 +37,17 @@ def test_channel_rules(
     medium: str | None, source: str | None, referrer: str | None, page: str | None, channel: str
 ) -> None:
     assert channel_of(medium=medium, source=source, referrer=referrer, page=page) == channel
+
+
+_URL_PARTS = st.sampled_from(
+    ["https:", "http:", "//", "/", "?", "#", ":", "@", "[", "]", "::1", "\t", "\n", " ", "www.",
+     "Shop.Example", "a.b", "x=//y", "80", "user", "%20", "é", "mailto:", ""]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(url=st.lists(_URL_PARTS | st.text(max_size=4), max_size=10).map("".join))
+def test_a_host_read_from_the_start_of_a_url_is_the_one_of_the_whole_url(url: str) -> None:
+    # hosts are cached by the URL up to the end of its authority: the same answer as
+    # urlsplit on the whole URL, whatever the URL
+    assert _host(url) == _host_of(url)

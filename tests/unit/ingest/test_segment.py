@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ingest.events import Event, validate
+from ingest.events import Event, validate, validate_fields
 from ingest.fx import load_fx_rates
-from ingest.segment import SegmentError, decode_message, parse_single, split_batch, translate
+from ingest.segment import (
+    Message,
+    SegmentError,
+    decode_message,
+    parse_single,
+    split_batch,
+    translate,
+    translate_all,
+)
 
 NOW_MS = int(datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp() * 1000)
 TS = "2026-11-20T11:59:00.000Z"
@@ -205,10 +214,44 @@ def test_sent_at_corrects_a_client_clock_that_is_off() -> None:
     assert event_of(no_time)["ts"] == NOW_MS
 
 
+def test_a_message_sent_at_of_null_is_no_clock_at_all() -> None:
+    # the message's own sentAt (even null) counts, not the batch's
+    msg = {**track("X"), "timestamp": "2026-11-20T10:59:00Z", "sentAt": None}
+    assert event_of(msg, sent_at="2026-11-20T11:00:00Z")["ts"] == NOW_MS - 3_660_000
+    raw = json.dumps(msg).encode()
+    done = translate_all([(raw, decode_message(raw))], received_ms=NOW_MS,
+                         sent_at="2026-11-20T11:00:00Z")  # fmt: skip
+    assert done.events[0]["ts"] == NOW_MS - 3_660_000
+
+
+def test_a_time_at_the_edge_of_the_calendar_is_judged_not_a_crash() -> None:
+    # in UTC this is in year 0, which datetime cannot hold (it raised OverflowError)
+    msg = {**track("X"), "timestamp": "0001-01-01T00:00:00+01:00"}
+    checked = validate(translate(msg, received_ms=NOW_MS), now_ms=NOW_MS, currencies=CURRENCIES)
+    assert not isinstance(checked, Event) and checked.reason.startswith("ts:")
+
+
 def test_batch_context_is_the_default_context() -> None:
     msg = {k: v for k, v in track("X").items()}
     out = event_of(msg, context={"userAgent": "UA/1"})
     assert out["user_agent"] == "UA/1"
+
+
+def test_a_message_of_an_unusual_shape_is_read_as_plain_json() -> None:
+    # the usual shape is decoded straight into a Message; a context that is not an object
+    # does not fit it, and the message is read again as JSON, its context left out
+    usual = decode_message(json.dumps({**track("X"), "context": {"ip": "1.2.3.4"}}).encode())
+    assert isinstance(usual, Message) and usual.context is not None
+    odd = decode_message(json.dumps({**track("X"), "context": "x", "userId": 7}).encode())
+    assert isinstance(odd, Message) and odd.context is None and odd.userId == 7
+    page = {**track("X"), "context": {"page": [1], "campaign": 2, "userAgent": "UA/1"}}
+    read = decode_message(json.dumps(page).encode())
+    assert isinstance(read, Message) and read.context is not None
+    assert (read.context.page, read.context.campaign, read.context.userAgent) == (
+        None,
+        None,
+        "UA/1",
+    )
 
 
 def test_split_batch_keeps_each_message_bytes() -> None:
@@ -278,3 +321,28 @@ def test_any_message_becomes_an_event_or_a_reason(message: dict) -> None:
         return
     checked = validate(out, now_ms=NOW_MS, currencies=CURRENCIES)
     assert isinstance(checked, Event) or checked.reason  # judged like any event, never raises
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=st.fixed_dictionaries({}, optional=_FIELDS), sent_at=_FIELDS["sentAt"])
+def test_the_routes_path_gives_what_translate_gives(message: dict, sent_at: object) -> None:
+    # the routes decode each message's bytes straight into a Message (or again as plain
+    # JSON when its shape does not fit) and hand the collector the event's fields;
+    # translate() reads the decoded JSON and writes the event as JSON: same event, same
+    # verdict, same reason
+    try:
+        raw = msgspec.json.encode(message)
+        assume(msgspec.json.decode(raw) == message)  # NaN, huge integers: not JSON
+    except (msgspec.EncodeError, OverflowError):
+        assume(False)
+    decoded = decode_message(raw)
+    assert isinstance(decoded, Message)
+    done = translate_all([(raw, decoded)], received_ms=NOW_MS, sent_at=sent_at)
+    expected = translate(message, received_ms=NOW_MS, sent_at=sent_at)
+    if isinstance(expected, str):
+        assert done.refused == [(raw, expected)] and not done.events
+        return
+    assert done.originals == [raw] and not done.refused
+    assert msgspec.json.encode(done.events[0]) == expected
+    fields = validate_fields(done.events[0], now_ms=NOW_MS, currencies=CURRENCIES)
+    assert fields == validate(expected, now_ms=NOW_MS, currencies=CURRENCIES)
