@@ -70,7 +70,8 @@ FROM (
         arrayUniq(arrayMap(a -> (a.2, a.1), all_acts)) != arrayUniq(arrayMap(a -> a.2, all_acts))
             AS moved
     FROM (
-        SELECT arraySort(exposures) AS ex, acts AS all_acts
+        SELECT arraySort(arrayFilter(x -> x.1 < {cut:DateTime64(3)}, exposures)) AS ex,
+            arrayFilter(a -> a.1 < {cut:DateTime64(3)}, acts) AS all_acts
         FROM experiment_users FINAL
         WHERE experiment = {e:String}
     )
@@ -93,9 +94,9 @@ FROM experiment_marks
 GROUP BY experiment
 """
 # The write count a take's sums hold (read before the take: every write it counts is
-# visible to the take's snapshot), and when it was read
+# visible to the take's snapshot), the newest time those writes hold, and when it was read
 _WRITES_SQL = """
-SELECT sum(writes), toUnixTimestamp64Nano(now64(9))
+SELECT sum(writes), max(until), toUnixTimestamp64Nano(now64(9))
 FROM experiment_marks WHERE experiment = {e:String}
 """
 _KEPT_WRITES_SQL = "SELECT experiment, writes, taken FROM experiment_totals FINAL"
@@ -161,12 +162,13 @@ def refresh(
 
 
 def _take(client: Client, experiment: str, max_variants: int) -> bool:
-    # the count first: every write it counts is committed, so in the take's snapshot; a
-    # write the snapshot holds beyond it is only ever extra (whole_sums then waits for
-    # the next take, as that write adds before the sums' end)
-    writes, taken = client.query(_WRITES_SQL, parameters={"e": experiment}).result_rows[0]
+    # the count first: every write it counts is committed, so in the take's snapshot; the
+    # data a write the snapshot holds beyond it adds after the counted writes' newest time
+    # is left out (a late one is not: whole_sums then waits for the next take)
+    writes, until, taken = client.query(_WRITES_SQL, parameters={"e": experiment}).result_rows[0]
+    cut = _utc(until) + _MS
     rows = client.query(
-        _TAKE_SQL, parameters={"e": experiment, "limit": max_variants + 2}
+        _TAKE_SQL, parameters={"e": experiment, "cut": cut, "limit": max_variants + 2}
     ).result_rows
     if not rows or len(rows) > max_variants + 1:
         return False
