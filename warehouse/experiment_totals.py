@@ -3,9 +3,11 @@ sums"; warehouse/sql/010_experiment_totals.sql).
 
 :func:`refresh` (the flow's refresh, every few seconds, beside the rollups') takes, for
 every experiment written since its sums were last taken, the array query's answer over
-all its data — per variant n and the sums of :data:`warehouse.experiments.SUM_COLUMNS` —
-with what a range must cover for it to be that range's answer, and the experiment's write
-count (``experiment_marks``) it was taken at.
+all the data its write count counted — per variant n and the sums of
+:data:`warehouse.experiments.SUM_COLUMNS` — with what a range must cover for it to be
+that range's answer, and the experiment's write count (``experiment_marks``) it was taken
+at (read before the take, which leaves out the data after the counted writes' newest time:
+warehouse/sql/011_experiment_live.sql).
 
 :func:`kept_sums` answers ``[from, to)`` from them when nothing was written to the
 experiment since (the write count is unchanged: replays, late events, moves, relabels,
@@ -50,8 +52,8 @@ __all__ = [
 
 PRE_PERIOD = timedelta(days=14)
 # A live experiment's sums are taken at most this often: a take reads every user's row
-# (~0.5 s of CPU at 1M users, docs/benchmarks.md), so a busy 1M-user experiment costs the
-# flow ~2 % of a core, while a reader sees data at most ~LIVE_EVERY old.
+# (0.6-0.8 s of CPU at 1M users, docs/benchmarks.md), so a busy 1M-user experiment costs
+# the flow <= ~2.5 % of a core, while a reader sees data at most ~LIVE_EVERY old.
 LIVE_EVERY = timedelta(seconds=30)
 # Kept sums older than this are never read while writes continue: LIVE_EVERY, plus the
 # flow's refresh interval (5 s, spaced out to 4x a slow refresh) and the take's own time,
@@ -59,8 +61,9 @@ LIVE_EVERY = timedelta(seconds=30)
 LIVE_BOUND = timedelta(seconds=60)
 _MS = timedelta(milliseconds=1)
 
-# The array query over all of one experiment's data (no range: every exposure, every act),
-# with, per variant, the span a range must cover and the users with moved events.
+# The array query over one experiment's data before `cut` (every exposure, every act the
+# counted writes hold; a write committed after the count adds after it, unless late), with,
+# per variant, the span a range must cover and the users with moved events.
 _TAKE_SQL = """
 SELECT __SUMS__, min(first_ts), max(last_ts), max(last_act), sum(moved)
 FROM (
@@ -84,8 +87,8 @@ LIMIT {limit:UInt32}
     "__PER_USER__", PER_USER_SQL.replace("__ACTS__", "all_acts")
 )
 
-# Per experiment: its write count, and whether its newest write is older than `settle` (a
-# write still committing is not read half done).
+# Per experiment: its write count, whether its newest write is older than `settle` (a
+# quiet experiment is taken at once; a live one at most every LIVE_EVERY), and the time.
 _MARKS_SQL = """
 SELECT experiment, sum(writes),
     max(written) < toUnixTimestamp64Nano(now64(9)) - {settle_ns:UInt64},
