@@ -1,7 +1,7 @@
 """Latency of ``GET /v1/experiments/{key}`` for an experiment with 1M exposed users over 30 days.
 
     .venv/bin/python bench/experiments.py [--events 20000000] [--users 1000000] [--runs 20]
-                                          [--dir PATH]
+                                          [--dir PATH] [--live]
 
 Fills a fresh chDB warehouse inside ClickHouse: the events of ``bench/query.py``
 (``events_fill_sql``: 30 days, ~3M users, the simulator's type mix, purchases with
@@ -20,6 +20,14 @@ p95 <= 200 ms. ``--dir`` keeps the warehouse. The range covers every user's hist
 the kept per-variant sums answer it (warehouse/experiment_totals.py, taken by a refresh
 as the flow does); the array query over the same range, which answers ranges that cut a
 user's history, is timed alone too.
+
+``--live``: a writer thread adds, every 0.5 s, 10 new users' exposures and purchases
+(after the data's end, as a running experiment's traffic) during the timed requests, and
+the kept sums are taken again as the flow does for a live experiment (before each block
+of requests, when over ``LIVE_EVERY`` old; its time and CPU are printed, outside the timed
+windows). The requests without a range are then answered from sums taken before the
+newest writes (path ``live``, ``to`` their data's end). The writer's own inserts run
+during the timed windows: their CPU is in the numbers.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -95,6 +104,39 @@ def prepared(where: Path, events: int, users: int):  # type: ignore[no-untyped-d
     return client
 
 
+class _Writer(threading.Thread):
+    """``--live``: new users' exposures and purchases every 0.5 s, after the data's end."""
+
+    def __init__(self, client, after: datetime) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(daemon=True)
+        self.client, self.after, self.stop, self.users = client, after, threading.Event(), 0
+
+    def run(self) -> None:
+        from tests.integration.test_experiment_users import EVENT_COLUMNS, EXPOSURE_COLUMNS
+
+        while not self.stop.wait(0.5):
+            exposures, events = [], []
+            for _ in range(10):
+                i, self.users = self.users, self.users + 1
+                at = self.after + timedelta(seconds=i)
+                exposures.append([KEY, f"live{i}", at, f"xl{i}", ("control", "B")[i % 2], 1])
+                events.append([at + timedelta(milliseconds=500), f"pl{i}", "purchase",
+                               f"live{i}", f"ol{i}", 20.0, 1, 1])  # fmt: skip
+            self.client.insert("events", events, column_names=EVENT_COLUMNS)
+            self.client.insert("exposures", exposures, column_names=EXPOSURE_COLUMNS)
+
+
+def _retake(client) -> None:  # type: ignore[no-untyped-def]
+    """What the flow's refresh does for a live experiment (at most every LIVE_EVERY)."""
+    from warehouse.experiment_totals import refresh
+
+    t, c0 = time.perf_counter(), time.process_time()
+    taken = refresh(client, settle=timedelta(seconds=1)).experiments
+    if taken:
+        print(f"live refresh: kept sums of {taken} in {time.perf_counter() - t:.1f} s "
+              f"({time.process_time() - c0:.2f} s CPU)")  # fmt: skip
+
+
 def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
@@ -105,6 +147,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--dir", type=Path, help="keep (and reuse) the warehouse here")
+    parser.add_argument(
+        "--live", action="store_true", help="a writer adds exposures and purchases meanwhile"
+    )
     args = parser.parse_args()
     where = args.dir or Path(tempfile.mkdtemp(prefix="pulse-bench-exp-"))
     client = prepared(where, args.events, args.users)
@@ -116,7 +161,7 @@ def main() -> None:
     from tests.conftest import free_port
     from tests.servers import serve_in_thread
     from warehouse.experiments import _rows as array_query
-    from warehouse.experiments import experiment_sums
+    from warehouse.experiments import experiment_sums, whole_experiment_sums
 
     store = KeyStore(where / "keys.json")
     headers = {"Authorization": f"Bearer {store.create('read')}"}
@@ -126,6 +171,12 @@ def main() -> None:
     base = {"from": START.isoformat(), "to": end.isoformat()}
     rows = []
     exposed = client.query("SELECT uniqExact(user_id) FROM exposures").result_rows[0][0]
+    writer = None
+    if args.live:
+        last = client.query("SELECT max(ts) FROM events").result_rows[0][0]
+        writer = _Writer(client, last.replace(tzinfo=UTC) + timedelta(hours=1))
+        writer.start()
+        time.sleep(1)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=120) as c:
             for label, extra in (("plain", {}), ("cuped=true", {"cuped": "true"}),
@@ -134,6 +185,8 @@ def main() -> None:
                                  ("no from/to, cuped=true", {"from": None, "to": None,
                                                              "cuped": "true"})):  # fmt: skip
                 params = {k: v for k, v in {**base, **extra}.items() if v is not None}
+                if writer is not None:
+                    _retake(client)
                 times = []
                 for n in range(3 + args.runs):
                     t = time.perf_counter()
@@ -150,9 +203,10 @@ def main() -> None:
                         path = experiment_sums(client, KEY, START, end, cuped="cuped" in extra).path
                     else:  # what the API does without a range: its defaults, the sums, the
                         # statistics (timed), then which path answered (not timed)
-                        report = report_for(client, KEY, cuped="cuped" in extra)
+                        report_for(client, KEY, cuped="cuped" in extra)
                         took, c1 = time.perf_counter(), time.process_time()
-                        path = experiment_sums(client, KEY, report.start, report.end).path
+                        whole = whole_experiment_sums(client, KEY, datetime.now(UTC))
+                        path = whole.path if whole is not None else "rows"
                         t, c0 = t + time.perf_counter() - took, c0 + time.process_time() - c1
                     sql.append((time.perf_counter() - t) * 1000)
                     cpu.append((time.process_time() - c0) * 1000)
@@ -168,6 +222,11 @@ def main() -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+        if writer is not None:
+            writer.stop.set()
+            writer.join(10)
+            print(f"live: {writer.users:,} users written meanwhile; the last answer's range "
+                  f"{doc['from']} .. {doc['to']}")  # fmt: skip
     users = {v["variant"]: v["users"] for v in doc["variants"]}
     print(f"\nGET /v1/experiments/{KEY} over 30 days: {exposed:,} exposed users "
           f"({users}, {doc['multiple_exposures']:,} with two variants), "

@@ -5,7 +5,10 @@ the experiment insights. The warehouse gives the sums (``warehouse.experiments``
 
 Where the contract is silent: without ``from`` the range starts at the experiment's first
 exposure, without ``to`` it ends now (or just after its last exposure, when that is later:
-events may be up to 24 h ahead). An experiment nobody was exposed to is unknown (404).
+events may be up to 24 h ahead). Without either, a live experiment answered from its kept
+sums ends just after the newest exposure or act they hold (docs/experiments.md, "Live
+experiments"): the range they are exact for. An experiment nobody was exposed to is
+unknown (404).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from warehouse.experiments import (
     experiment_sums,
     list_experiments,
     put_experiment_settings,
+    whole_experiment_sums,
 )
 from warehouse.queries import QueryError
 
@@ -88,14 +92,20 @@ def report_for(
     now: datetime | None = None,
 ) -> ExperimentReport:
     """One experiment's statistics over ``[start, end)`` (defaults: the module's docstring)."""
-    if start is None or end is None:  # the defaults need the exposures' span
+    sums = None
+    if start is None and end is None:  # the kept sums may answer, with their own range
+        sums = whole_experiment_sums(client, experiment, now or datetime.now(UTC))
+    if sums is not None:
+        start, end = sums.start, sums.end
+    elif start is None or end is None:  # the defaults need the exposures' span
         span = _span(client, experiment)
         if span is None:
             raise _unknown(experiment)
         first, last = span
         start = start or first
         end = end or max(now or datetime.now(UTC), last + _MS)
-    sums = experiment_sums(client, experiment, start, end, cuped=cuped)
+    if sums is None:
+        sums = experiment_sums(client, experiment, start, end, cuped=cuped)
     if not sums.users and not sums.multiple_exposures and not _seen(client, experiment):
         raise _unknown(experiment)
     declared = experiment_settings(client, experiment) or ExperimentSettings()

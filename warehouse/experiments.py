@@ -34,7 +34,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from warehouse.experiment_totals import kept_sums
+from warehouse.experiment_totals import kept_sums, whole_sums
 from warehouse.experiments_sql import RANGE_SQL, ROWS_SQL, SUMS_SQL
 from warehouse.queries import QueryError, check_range
 
@@ -49,6 +49,7 @@ __all__ = [
     "experiment_sums",
     "list_experiments",
     "put_experiment_settings",
+    "whole_experiment_sums",
 ]
 
 PRE_PERIOD = timedelta(days=14)  # docs/experiments.md: the CUPED covariate's window
@@ -98,7 +99,8 @@ class ExperimentSums:
     sums: dict[str, dict[str, float]]
     multiple_exposures: int
     # which path answered: "totals" (the kept per-variant sums of the whole experiment:
-    # warehouse.experiment_totals) or "rows" (the array query over experiment_users)
+    # warehouse.experiment_totals), "live" (the same, taken before writes that all lie at
+    # or after `end`) or "rows" (the array query over experiment_users)
     path: str = "rows"
 
 
@@ -149,6 +151,23 @@ def experiment_sums(
     path, rows = "totals", kept_sums(client, experiment, start, end)
     if rows is None:
         path, rows = "rows", _rows(client, experiment, start, end, cuped)
+    return _summary(experiment, start, end, rows, path)
+
+
+def whole_experiment_sums(client: Client, experiment: str, now: datetime) -> ExperimentSums | None:
+    """The question without a range from the kept sums, with the range they answer
+    (``warehouse.experiment_totals.whole_sums``), or None: the caller picks the range and
+    calls :func:`experiment_sums`."""
+    whole = whole_sums(client, experiment, now)
+    if whole is None:
+        return None
+    path = "live" if whole.live else "totals"
+    return _summary(experiment, whole.start, whole.end, whole.rows, path)
+
+
+def _summary(
+    experiment: str, start: datetime, end: datetime, rows: list[Any], path: str
+) -> ExperimentSums:
     users: dict[str, int] = {}
     sums: dict[str, dict[str, float]] = {}
     multiple = 0
