@@ -18,7 +18,13 @@ import pytest
 import warehouse.experiments as experiments
 from insights.experiment_results import report_for
 from insights.experiments.report import experiment_report
-from tests.integration.test_experiment_users import _at, _insert, _random_rows, _raw
+from tests.integration.test_experiment_users import (
+    _at,
+    _insert,
+    _insert_shuffled,
+    _random_rows,
+    _raw,
+)
 from warehouse.client import connect
 from warehouse.erasure import erase_rows
 from warehouse.experiment_totals import refresh, whole_sums
@@ -96,11 +102,7 @@ def test_the_fast_paths_answer_as_the_array_query_on_adversarial_data(
 ) -> None:
     rng = random.Random(17)
     exposures, events = _random_rows(rng, 400)
-    rows = [("x", r) for r in exposures] + [("e", r) for r in events]
-    rng.shuffle(rows)
-    for i in range(0, len(rows), 53):
-        chunk = rows[i : i + 53]
-        _insert(warehouse, [r for k, r in chunk if k == "x"], [r for k, r in chunk if k == "e"])
+    rows = _insert_shuffled(warehouse, rng, exposures, events, 53)
     # a newer version of a purchase with other revenue; another moved in time (its
     # versions differ in ts: that user is always read from its row)
     _insert(warehouse, [], [[_at(30), "p-new", "purchase", "u1", "o-new", 10.0, 1, 1]])

@@ -17,6 +17,7 @@ import pytest
 from warehouse.client import connect
 from warehouse.erasure import erase_rows
 from warehouse.experiments import MAX_VARIANTS, SUM_COLUMNS, experiment_sums
+from warehouse.experiments_sql import SUMS_SQL
 from warehouse.migrate import SQL_DIR, migrate
 from warehouse.retention import purge
 
@@ -67,19 +68,12 @@ per_user AS (
     FROM exposed AS x LEFT JOIN acts AS a ON a.user_id = x.user_id
     GROUP BY x.user_id, x.variant
 )
-SELECT variant, count(),
-    sum(conv), sum(conv_p), sum(conv * conv_p),
-    sum(atc), sum(atc_p), sum(atc * atc_p),
-    sum(orders), sum(orders * orders), sum(orders_p), sum(orders_p * orders_p),
-    sum(orders * orders_p),
-    sumKahan(revenue), sumKahan(revenue * revenue), sumKahan(revenue_p),
-    sumKahan(revenue_p * revenue_p), sumKahan(revenue * revenue_p),
-    sumKahan(revenue * orders)
+SELECT __SUMS__
 FROM per_user
 GROUP BY variant
 ORDER BY variant
 LIMIT {limit:UInt32}
-"""
+""".replace("__SUMS__", SUMS_SQL)  # the same sums; the per-user values from the raw rows
 
 
 def _raw(client, experiment: str, start: datetime, end: datetime, cuped: bool = True):
@@ -153,15 +147,21 @@ def _insert(client, exposures, events) -> None:
         client.insert("exposures", exposures, column_names=EXPOSURE_COLUMNS)
 
 
+def _insert_shuffled(client, rng: random.Random, exposures, events, batch: int):
+    """Arrival in small batches of shuffled rows: purchases before exposures and after.
+    Returns the rows in their order of arrival, tagged ``x`` (exposure) or ``e`` (event)."""
+    rows = [("x", r) for r in exposures] + [("e", r) for r in events]
+    rng.shuffle(rows)
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        _insert(client, [r for k, r in chunk if k == "x"], [r for k, r in chunk if k == "e"])
+    return rows
+
+
 def test_equal_to_the_raw_tables_in_any_arrival_order_and_when_written_again(warehouse) -> None:
     rng = random.Random(8)
     exposures, events = _random_rows(rng, 300)
-    # arrival in small batches of shuffled rows: purchases before exposures and after
-    rows = [("x", r) for r in exposures] + [("e", r) for r in events]
-    rng.shuffle(rows)
-    for i in range(0, len(rows), 37):
-        chunk = rows[i : i + 37]
-        _insert(warehouse, [r for k, r in chunk if k == "x"], [r for k, r in chunk if k == "e"])
+    rows = _insert_shuffled(warehouse, rng, exposures, events, 37)
     ranges = _ranges(rng)
     for start, end in ranges:
         _same(warehouse, "checkout", start, end)
