@@ -41,7 +41,7 @@ from warehouse.experiment_totals import refresh as refresh_experiments
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.retention import expunge, purge
-from warehouse.rollups import refresh
+from warehouse.rollups import refresh, settled_until
 from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
 __all__ = ["build_flow"]
@@ -208,7 +208,12 @@ class _Rollups:
             return
         began = time.monotonic()
         self._maybe_purge()
-        until = complete_until(self._client, self._lateness)
+        # At stop (and after an erasure), everything complete; in between, not beyond a
+        # partition still draining a backlog (warehouse.rollups.settled_until).
+        if force:
+            until = complete_until(self._client, self._lateness)
+        else:
+            until = settled_until(self._client, self._lateness, datetime.now(UTC))
         if until is not None:
             refresh(self._client, until)
         # the experiments' kept sums (warehouse/experiment_totals.py); a write younger than

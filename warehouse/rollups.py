@@ -19,7 +19,7 @@ for it: whole days, then hours, then minutes, and the rest from raw events
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
@@ -39,6 +39,7 @@ __all__ = [
     "minutes_of",
     "rebuild",
     "refresh",
+    "settled_until",
 ]
 
 MINUTE_MS = 60_000
@@ -90,55 +91,80 @@ _FAN_OUT = """ARRAY JOIN [
     (0, c, d, ch), (1, '', '', ''), (2, c, '', ''), (3, '', d, ''), (4, '', '', ch)
 ] AS lv"""
 
+# The minutes as epoch seconds: a list of a week of minutes is bound and parsed in a
+# quarter of the time a list of DateTime takes (~25 ms instead of ~90 per use).
 _IN_MINUTES = (
     "{col} >= {{lo:DateTime64(3)}} AND {col} < {{hi:DateTime64(3)}}"
-    " AND toStartOfMinute({col}) IN {{mins:Array(DateTime)}}"
+    " AND toUInt32(toStartOfMinute({col})) IN {{mins:Array(UInt32)}}"
 )
 
+# The sessions whose attributes a minute's events need. Read without FINAL: an older
+# version of a moved event only adds a key whose attributes are looked up for nothing.
 _KEYS = f"""keys AS (
-    SELECT DISTINCT session_key FROM events FINAL WHERE {_IN_MINUTES.format(col="ts")}
+    SELECT DISTINCT session_key FROM events WHERE {_IN_MINUTES.format(col="ts")}
 )"""
 
-# Recompute minutes from the raw tables. Combinations a minute no longer has (a session's
-# attributes changed) are rewritten as zero rows.
-_REFRESH_EVENTS = f"""
-INSERT INTO rollup_1m
+# A refresh writes each row once, and its keys are unique (GROUP BY): ReplacingMergeTree's
+# merge of the inserted block (optimize_on_insert) would only copy every exact set again,
+# half of the insert's cost (docs/benchmarks.md, issue #21).
+_INSERT_SETTINGS = "SETTINGS optimize_on_insert = 0"
+
+# One row per (level, minute, combination) of the minutes' events.
+_EVENT_CELLS = f"""
 WITH {_KEYS},
 attrs AS (
     SELECT session_key, country AS c, device AS d, channel AS ch
     FROM sessions FINAL WHERE deleted = 0 AND session_key IN keys
 )
+SELECT lv.1 AS level, toStartOfMinute(ts) AS t, lv.2 AS country, lv.3 AS device,
+       lv.4 AS channel,
+       count() AS events, countIf(type IN ('page_view', 'product_view')) AS pageviews,
+       countIf(is_order = 1) AS orders,
+       sumIf(coalesce(revenue_eur, 0), is_order = 1) AS revenue,
+       sumIf(arraySum(items.quantity), is_order = 1) AS units,
+       uniqExactState(cityHash64(user_id)) AS visitors,
+       uniqExactState(cityHash64(session_key)) AS sessions,
+       uniqExactStateIf(cityHash64(session_key), type = 'purchase') AS purchase_sessions,
+       uniqExactStateIf(cityHash64(session_key), type = 'add_to_cart') AS cart_sessions
+FROM (
+    SELECT ts, type, is_order, revenue_eur, items.quantity, user_id, session_key, c, d, ch
+    FROM events FINAL ANY LEFT JOIN attrs USING (session_key)
+    WHERE {_IN_MINUTES.format(col="ts")}
+) {_FAN_OUT}
+GROUP BY level, t, country, device, channel
+"""
+
+# Minutes that have rows already: recomputed, and the combinations a minute no longer has
+# (a session's attributes changed) rewritten as zero rows.
+_REFRESH_EVENTS = f"""
+INSERT INTO rollup_1m
 SELECT level, t, country, device, channel, {_EVENT_MEASURES}, {{v:UInt64}} AS version
 FROM (
-    SELECT lv.1 AS level, toStartOfMinute(ts) AS t, lv.2 AS country, lv.3 AS device,
-           lv.4 AS channel,
-           count() AS events, countIf(type IN ('page_view', 'product_view')) AS pageviews,
-           countIf(is_order = 1) AS orders,
-           sumIf(coalesce(revenue_eur, 0), is_order = 1) AS revenue,
-           sumIf(arraySum(items.quantity), is_order = 1) AS units,
-           uniqExactState(cityHash64(user_id)) AS visitors,
-           uniqExactState(cityHash64(session_key)) AS sessions,
-           uniqExactStateIf(cityHash64(session_key), type = 'purchase') AS purchase_sessions,
-           uniqExactStateIf(cityHash64(session_key), type = 'add_to_cart') AS cart_sessions
-    FROM (
-        SELECT ts, type, is_order, revenue_eur, items.quantity, user_id, session_key, c, d, ch
-        FROM events FINAL ANY LEFT JOIN attrs USING (session_key)
-        WHERE {_IN_MINUTES.format(col="ts")}
-    ) {_FAN_OUT}
-    GROUP BY level, t, country, device, channel
+    {_EVENT_CELLS}
     UNION ALL
     SELECT level, t, country, device, channel, 0, 0, 0, 0, 0, {_EMPTY_SETS}
     FROM rollup_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
     GROUP BY level, t, country, device, channel
 )
 GROUP BY level, t, country, device, channel
+{_INSERT_SETTINGS}
+"""
+
+# Minutes without rows yet (a backlog's): nothing to zero, so each row is written as
+# computed, without merging its sets again.
+_FIRST_EVENTS = f"""
+INSERT INTO rollup_1m
+SELECT *, finalizeAggregation(visitors), finalizeAggregation(sessions),
+       finalizeAggregation(purchase_sessions), finalizeAggregation(cart_sessions),
+       {{v:UInt64}} AS version
+FROM ({_EVENT_CELLS})
+{_INSERT_SETTINGS}
 """
 
 # Sessions that start in the minutes and whose first event carries their key (a key that
 # only existed before a crash has none: see 002_events.sql). Only events at a session's
 # start time are looked at: the minutes of long sessions are many and large.
-_REFRESH_STARTS = f"""
-INSERT INTO starts_1m
+_START_CELLS = f"""
 WITH starting AS (
     SELECT session_key, start, end, n_events, n_pageviews, country, device, channel
     FROM sessions FINAL WHERE deleted = 0 AND {_IN_MINUTES.format(col="start")}
@@ -147,23 +173,35 @@ keys AS (
     SELECT DISTINCT session_key FROM events FINAL
     WHERE {_IN_MINUTES.format(col="ts")} AND ts IN (SELECT start FROM starting)
 )
+SELECT lv.1 AS level, toStartOfMinute(start) AS t, lv.2 AS country, lv.3 AS device,
+       lv.4 AS channel, count() AS started, countIf(n_events = 1) AS bounces,
+       sum(n_pageviews) AS start_pageviews,
+       sum((toUnixTimestamp64Milli(end) - toUnixTimestamp64Milli(start)) / 1000)
+           AS start_duration_s
+FROM (
+    SELECT start, end, n_events, n_pageviews, country AS c, device AS d, channel AS ch
+    FROM starting WHERE session_key IN keys
+) {_FAN_OUT}
+GROUP BY level, t, country, device, channel
+"""
+
+_REFRESH_STARTS = f"""
+INSERT INTO starts_1m
 SELECT level, t, country, device, channel, {_START_MEASURES}, {{v:UInt64}} AS version
 FROM (
-    SELECT lv.1 AS level, toStartOfMinute(start) AS t, lv.2 AS country, lv.3 AS device,
-           lv.4 AS channel, count() AS started, countIf(n_events = 1) AS bounces,
-           sum(n_pageviews) AS start_pageviews,
-           sum((toUnixTimestamp64Milli(end) - toUnixTimestamp64Milli(start)) / 1000)
-               AS start_duration_s
-    FROM (
-        SELECT start, end, n_events, n_pageviews, country AS c, device AS d, channel AS ch
-        FROM starting WHERE session_key IN keys
-    ) {_FAN_OUT}
-    GROUP BY level, t, country, device, channel
+    {_START_CELLS}
     UNION ALL
     SELECT level, t, country, device, channel, 0, 0, 0, 0
     FROM starts_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
 )
 GROUP BY level, t, country, device, channel
+{_INSERT_SETTINGS}
+"""
+
+_FIRST_STARTS = f"""
+INSERT INTO starts_1m
+SELECT *, {{v:UInt64}} AS version FROM ({_START_CELLS})
+{_INSERT_SETTINGS}
 """
 
 # An hour (a UTC day) from the minutes (hours) below it, one grouping level at a time
@@ -179,11 +217,12 @@ FROM {source} FINAL
 WHERE level = {{level:UInt8}} AND t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
   AND {start}(t) IN {{starts:Array(DateTime)}}
 GROUP BY level, tt, country, device, channel
-SETTINGS max_block_size = 8
+SETTINGS max_block_size = 8, optimize_on_insert = 0
 """
+# Per family: table prefix, minute SQL (minutes with rows, minutes without), measures.
 _FAMILIES = {
-    EVENTS: ("rollup", _REFRESH_EVENTS, _EVENT_MEASURES),
-    STARTS: ("starts", _REFRESH_STARTS, _START_MEASURES),
+    EVENTS: ("rollup", (_REFRESH_EVENTS, _FIRST_EVENTS), _EVENT_MEASURES),
+    STARTS: ("starts", (_REFRESH_STARTS, _FIRST_STARTS), _START_MEASURES),
 }
 
 # Minutes before the retention's horizon (``purged_until``, warehouse.retention) are never
@@ -342,12 +381,16 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
 
 
 def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> None:
-    prefix, minute_sql, measures = _FAMILIES[family]
+    prefix, (again_sql, first_sql), measures = _FAMILIES[family]
     lo, hi = _dt(starts[0]), _dt(starts[-1] + _PERIOD_MS[grain])
     periods = [_dt(m) for m in starts]
     if grain == "1m":
-        params = {"lo": lo, "hi": hi, "mins": periods, "v": next_version()}
-        client.command(minute_sql, parameters=params)
+        seen = _with_rows(client, f"{prefix}_1m", starts)
+        again = [m for m in starts if m in seen]
+        first = [m for m in starts if m not in seen]
+        for sql, mins in ((again_sql, again), (first_sql, first)):
+            if mins:
+                client.command(sql, parameters={**_minutes(mins), "v": next_version()})
         return
     source = GRAINS[GRAINS.index(grain) - 1]
     sql = _REFRESH_COARSER.format(
@@ -357,6 +400,53 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
     for level in sorted(set(LEVELS.values())):
         params = {"level": level, "lo": lo, "hi": hi, "starts": periods, "v": next_version()}
         client.command(sql, parameters=params)
+
+
+def _minutes(minutes: list[int]) -> dict[str, object]:
+    """The parameters of :data:`_IN_MINUTES` for sorted minute starts (epoch ms)."""
+    return {"lo": _dt(minutes[0]), "hi": _dt(minutes[-1] + MINUTE_MS),
+            "mins": [m // 1000 for m in minutes]}  # fmt: skip
+
+
+def _with_rows(client: Client, table: str, minutes: list[int]) -> set[int]:
+    """Which of ``minutes`` (sorted epoch-ms starts) have rows in ``table``, zero rows
+    included: only those can hold combinations their events no longer have."""
+    rows = client.query(
+        f"SELECT DISTINCT toUInt32(t) FROM {table} WHERE {_IN_MINUTES.format(col='t')}",
+        parameters=_minutes(minutes),
+    ).result_rows
+    return {int(r[0]) * 1000 for r in rows}
+
+
+# Partitions the flow wrote this recently are still being read: one far behind the others
+# is draining a backlog, not quiet (the flow writes a partition's progress with every batch).
+_READING = timedelta(minutes=1)
+
+_SETTLED = """
+SELECT min(m) FROM (
+    SELECT max(max_ts) AS m, max(updated_at) AS u FROM flow_progress GROUP BY topic, partition
+) WHERE m >= (SELECT max(max_ts) FROM flow_progress) - INTERVAL 1 HOUR
+     OR (u >= {since:DateTime64(3)} AND m >= {earliest:DateTime64(3)})
+"""
+
+
+def settled_until(client: Client, allowed_lateness: timedelta, now: datetime) -> datetime | None:
+    """How far the flow's periodic refresh recomputes: ``complete_until``
+    (warehouse.queries), and no further than the newest event of any partition the flow
+    wrote within :data:`_READING` before ``now``.
+
+    ``complete_until`` leaves out partitions over an hour behind the newest, so that a quiet
+    one does not hold it back; but while a backlog drains (a restart after downtime, a
+    history replayed), a large topic's partitions are weeks behind a small topic's that are
+    already read to their end. Minutes recomputed then would get the rest of their events
+    soon after and be recomputed again: on a shop's history, twice the refresh's work for
+    nothing (docs/benchmarks.md, issue #21). Readers are not affected: they read a dirty
+    minute from the raw tables either way."""
+    params = {"since": aware(now) - _READING, "earliest": datetime(1971, 1, 1, tzinfo=UTC)}
+    rows = client.query(_SETTLED, parameters=params).result_rows
+    if not rows or rows[0][0] is None or rows[0][0].year < 1971:
+        return None
+    return rows[0][0].replace(tzinfo=UTC) - allowed_lateness
 
 
 def rebuild(client: Client, *, chunk: int = 1440) -> int:

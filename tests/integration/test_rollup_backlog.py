@@ -1,0 +1,157 @@
+"""Rollups of a backlog spread thinly over weeks of event time (issue #21): refreshed a
+piece at a time while more of it is written, with sessions whose attributes change after
+their minutes were rolled up, they equal the rollups rebuilt from scratch; and the flow's
+periodic refresh waits for a partition still draining a backlog."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from flows.logic import UserState, enrich, step
+from flows.rows import Part, Read, batch_rows
+from ingest.events import Event, Item
+from tests.unit.flows.test_logic import FX, MIN, RULES, T0
+from warehouse.queries import complete_until
+from warehouse.rollups import GRAINS, rebuild, refresh, settled_until
+from warehouse.writer import WarehouseWriter
+
+pytestmark = pytest.mark.integration
+
+DAY = 1440 * MIN
+PART = Part("user.pageviews", 0)
+
+
+def _visits(days: int, seed: int = 7) -> dict[str, list[list[Event]]]:
+    """A dozen users visiting every few hours for ``days`` days: a few events a visit,
+    two minutes apart, some carts and orders, each visit from a country, device and
+    channel of its own."""
+    rng = random.Random(seed)
+    users: dict[str, list[list[Event]]] = {}
+    for u in range(12):
+        visits, t, n = [], T0 + rng.randrange(0, 6 * 60) * MIN, 0
+        while t < T0 + days * DAY:
+            where = {"country": rng.choice(["DE", "FR", "NL"]),
+                     "device": rng.choice(["desktop", "mobile"]),
+                     "channel": rng.choice(["direct", "paid", "email"])}  # fmt: skip
+            visit = []
+            for i in range(rng.randrange(1, 5)):
+                n += 1
+                kind = rng.choice(["page_view", "product_view", "add_to_cart", "purchase"])
+                fields: dict[str, object] = {}
+                if kind == "add_to_cart":
+                    fields = {"product_id": "p1", "price": 5.0, "currency": "EUR"}
+                elif kind == "purchase":
+                    items = [Item(product_id="p1", price=5.0, quantity=2)]
+                    fields = {"order_id": f"o{u}-{n}", "revenue": 10.0, "currency": "EUR",
+                              "items": items}  # fmt: skip
+                visit.append(Event(event_id=f"e{u}-{n}", type=kind, ts=t + i * 2 * MIN,
+                                   user_id=f"u{u}", **where, **fields))  # type: ignore[arg-type]  # fmt: skip
+            visits.append(visit)
+            t += rng.randrange(3 * 60, 9 * 60) * MIN
+        users[f"u{u}"] = visits
+    return users
+
+
+def _write(client: Client, states: dict[str, UserState | None], events: list[Event]) -> None:
+    """Fold events in order (each user's state kept in ``states``) and write them as one
+    batch, as the flow does."""
+    reads, outs = [], []
+    for offset, event in enumerate(events):
+        enriched = enrich(event, FX)
+        state, out = step(states.get(event.user_id), enriched, RULES)
+        states[event.user_id] = state
+        reads.append(Read(enriched, PART, offset))
+        outs.append(out)
+    batch = batch_rows([(reads, outs)])
+    WarehouseWriter(client).write_many(
+        [WarehouseWriter.encode(batch.tables, batch.minutes, batch.spans)]
+    )
+
+
+_TABLES = {
+    "rollup": "events, pageviews, orders, revenue, units, n_visitors, n_sessions, "
+    "n_purchase_sessions, n_cart_sessions, finalizeAggregation(visitors), "
+    "finalizeAggregation(sessions), finalizeAggregation(purchase_sessions), "
+    "finalizeAggregation(cart_sessions)",
+    "starts": "started, bounces, start_pageviews, start_duration_s",
+}
+
+
+def _rollups(client: Client) -> dict[str, list[tuple[object, ...]]]:
+    """Every rollup row with data (zero rows stand for combinations a minute lost)."""
+    found = {}
+    for prefix, measures in _TABLES.items():
+        some = "events" if prefix == "rollup" else "started"
+        for grain in GRAINS:
+            found[f"{prefix}_{grain}"] = client.query(
+                f"SELECT level, t, country, device, channel, {measures} "
+                f"FROM {prefix}_{grain} FINAL WHERE {some} > 0 "
+                "ORDER BY level, t, country, device, channel"
+            ).result_rows
+    return found
+
+
+def test_a_backlog_over_weeks_refreshed_piecewise_equals_a_rebuild(warehouse: Client) -> None:
+    users = _visits(days=21)
+    # The backlog arrives a week at a time, each week refreshed before the next arrives.
+    # After each refresh, a late page view (within the allowed lateness) from another
+    # country joins each user's last visit of the week and becomes its session's first
+    # event: the session's attributes change after its minutes were rolled up.
+    refreshed, states = 0, {}
+    for week in range(3):
+        lo, hi = T0 + week * 7 * DAY, T0 + (week + 1) * 7 * DAY
+        visits = {u: [v for v in vs if lo <= v[0].ts < hi] for u, vs in users.items()}
+        _write(warehouse, states, [e for vs in visits.values() for v in vs for e in v])
+        refreshed += refresh(warehouse, datetime.fromtimestamp(hi / 1000, UTC))
+        late = [Event(event_id=f"late-{u}-{week}", type="page_view", ts=vs[-1][0].ts - MIN,
+                      user_id=u, country="BE", device=vs[-1][0].device,
+                      channel=vs[-1][0].channel) for u, vs in visits.items() if vs]  # fmt: skip
+        _write(warehouse, states, late)
+    assert refreshed > 0
+    refresh(warehouse)
+    # the combinations the late events' sessions had before are zero rows now
+    zeros = warehouse.query(
+        "SELECT count() FROM rollup_1m FINAL WHERE level = 0 AND events = 0"
+    ).result_rows
+    assert zeros[0][0] > 0
+    piecewise = _rollups(warehouse)
+    assert all(piecewise.values())
+    events = warehouse.query("SELECT count() FROM events FINAL").result_rows[0][0]
+    assert sum(r[5] for r in piecewise["rollup_1d"] if r[0] == 1) == events
+    assert any(r[2] == "BE" for r in piecewise["starts_1m"])
+
+    for table in [*piecewise, "rollup_marks"]:
+        warehouse.command(f"TRUNCATE TABLE {table}")
+    rebuild(warehouse)
+    assert _rollups(warehouse) == piecewise
+
+
+def _progress(client: Client, rows: list[tuple[str, int, datetime, datetime]]) -> None:
+    client.insert(
+        "flow_progress",
+        [[topic, partition, ts, 1, written] for topic, partition, ts, written in rows],
+        column_names=["topic", "partition", "max_ts", "offset", "updated_at"],
+    )
+
+
+def test_the_periodic_refresh_waits_for_a_partition_draining_a_backlog(
+    warehouse: Client,
+) -> None:
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    lateness = timedelta(minutes=10)
+    oct27, sep22 = datetime(2026, 10, 27, tzinfo=UTC), datetime(2026, 9, 22, tzinfo=UTC)
+    _progress(warehouse, [
+        ("user.purchases", 0, oct27, now - timedelta(seconds=40)),  # read to its end
+        ("user.pageviews", 0, sep22, now - timedelta(seconds=1)),  # weeks behind, being read
+        ("user.erasures", 0, datetime(1970, 1, 1, tzinfo=UTC), now),  # no event time
+    ])  # fmt: skip
+    # the pageviews are over an hour behind: complete_until does not wait for them ...
+    assert complete_until(warehouse, lateness) == oct27 - lateness
+    # ... but their minutes are still coming: the refresh waits
+    assert settled_until(warehouse, lateness, now) == sep22 - lateness
+    # once that partition is no longer written (read to its end, or quiet), it does not
+    assert settled_until(warehouse, lateness, now + timedelta(minutes=2)) == oct27 - lateness
