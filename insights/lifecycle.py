@@ -216,6 +216,12 @@ class BookConfig:
         default_factory=lambda: {"1m": timedelta(minutes=15), "1h": timedelta(hours=2)}
     )
 
+    @property
+    def settling_for(self) -> timedelta:
+        """How long after resolving itself an insight may still be reopened: twice the
+        longest window (a coarse anomaly starts up to a bucket before it is found)."""
+        return 2 * max(self.group_window.values(), default=timedelta(minutes=15))
+
 
 _DRIVES: dict[str, frozenset[str]] = {
     "sessions": frozenset({"sessions", "pageviews", "orders", "revenue"}),
@@ -411,11 +417,9 @@ class InsightBook:
         """The insight, active or resolved by itself, whose change the anomaly can be
         settling (the latest recovered such); forgets resolved ones settled for long."""
         window = self.config.group_window.get(a.key.interval, timedelta(minutes=15))
-        longest = max(self.config.group_window.values(), default=window)
+        horizon = self.config.settling_for
         for key, i in list(self._settling.items()):
-            # anomalies come in bucket order; a coarse one starts up to a bucket
-            # before it is found
-            if key in self._active or (i.resolved_at or i.updated_at) + 2 * longest < a.onset:
+            if key in self._active or (i.resolved_at or i.updated_at) + horizon < a.onset:
                 del self._settling[key]
         best: Insight | None = None
         best_at = a.onset

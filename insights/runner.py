@@ -105,14 +105,10 @@ class PassReport:
     delivery: Delivery | None
 
 
-_SETTLING = 2 * max(BookConfig().group_window.values())
-"""How far back resolved insights may still take an anomaly of their incident settling."""
-
-
 def _new_state(store: InsightStore, config: DetectConfig, now: datetime) -> Detection:
     mutes = mutes_from(store.labelled(now - timedelta(days=config.mute_days)), config.mute_days)
     # the insights that resolved themselves lately still settle (insights.lifecycle)
-    settling = store.resolved_by_themselves(now - _SETTLING)
+    settling = store.resolved_by_themselves(now - BookConfig().settling_for)
     book = InsightBook([*store.active(), *settling], mutes)
     return Detection(DetectionEngine(config.engine), book)
 

@@ -36,7 +36,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from warehouse.clock import next_version
-from warehouse.experiments_sql import PER_USER_SQL, SUMS_SQL
+from warehouse.experiments_sql import PER_USER_SQL, PRE_PERIOD, SUMS_SQL
 
 __all__ = [
     "LIVE_BOUND",
@@ -50,7 +50,6 @@ __all__ = [
     "whole_sums",
 ]
 
-PRE_PERIOD = timedelta(days=14)
 # A live experiment's sums are taken at most this often: a take reads every user's row
 # (0.6-0.8 s of CPU at 1M users, docs/benchmarks.md), so a busy 1M-user experiment costs
 # the flow <= ~2.5 % of a core, while a reader sees data at most ~LIVE_EVERY old.

@@ -29,13 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from warehouse.experiment_totals import kept_sums, whole_sums
-from warehouse.experiments_sql import RANGE_SQL, ROWS_SQL, SUMS_SQL
+from warehouse.experiments_sql import PRE_PERIOD, RANGE_SQL, ROWS_SQL, SUMS_SQL
 from warehouse.queries import QueryError, check_range
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "whole_experiment_sums",
 ]
 
-PRE_PERIOD = timedelta(days=14)  # docs/experiments.md: the CUPED covariate's window
 MAX_VARIANTS = 100  # more variants than any A/B test has: a bounded document
 _MULTIPLE = ""  # the group of users exposed to more than one variant
 

@@ -1,14 +1,19 @@
 """The SQL the experiment queries share (``warehouse.experiments``, the array query over
-``experiment_users``; ``warehouse.experiment_values``, the kept per-user values and sums):
-one text for a user's values, so the paths cannot differ."""
+``experiment_users``; ``warehouse.experiment_totals``, the kept per-variant sums): one
+text for a user's values, so the paths cannot differ."""
 
 from __future__ import annotations
 
-__all__ = ["PER_USER_SQL", "RANGE_SQL", "ROWS_SQL", "SUMS_SQL"]
+from datetime import timedelta
+
+__all__ = ["PER_USER_SQL", "PRE_PERIOD", "RANGE_SQL", "ROWS_SQL", "SUMS_SQL"]
+
+# docs/experiments.md: the CUPED covariate's window (the SQL's ``INTERVAL 14 DAY``)
+PRE_PERIOD = timedelta(days=14)
 
 # One user's values from their row: ``ex`` their exposures (sorted), ``__ACTS__`` the acts
-# to read (all of them, or those of a range). The array query and the refresh of the
-# per-user scalars (warehouse.experiment_values) share it, so the two cannot differ.
+# to read (all of them, or those of a range). The array query and the take of the kept
+# sums (warehouse.experiment_totals) share it, so the two cannot differ.
 PER_USER_SQL = """
         if(arrayUniq(arrayMap(x -> x.2, ex)) = 1, ex[1].2, '') AS variant,
         ex[1].1 AS first_ts,
