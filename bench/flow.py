@@ -46,11 +46,12 @@ def _free_port() -> int:
 
 
 def _run_processes(
-    n: int, bootstrap: str, dsn: str, home: str, idle: float
+    n: int, bootstrap: str, dsn: str, home: str, idle: float, broker_pid: int | None
 ) -> tuple[float, list[float]]:
     """Drain with ``n`` Bytewax processes as ``pulse flow --processes n`` runs them; wall
-    seconds (idle wait subtracted) and the CPU seconds of each process (sampled from
-    /proc every 50 ms while it runs: its last ~50 ms, at exit, are not counted)."""
+    seconds (idle wait subtracted) and the CPU seconds of each flow process (sampled from
+    /proc every 50 ms while it runs: its last ~50 ms, at exit, are not counted). The
+    broker, also a child of this process, is not one of them."""
     from api.runtime import FLOW_ENTRY_POINT
     from flows.run import run_processes
 
@@ -63,6 +64,8 @@ def _run_processes(
     def sample() -> None:
         while not done.wait(0.05):
             for pid in _children():
+                if pid == broker_pid:
+                    continue
                 with contextlib.suppress(OSError, IndexError):  # it has just ended
                     cpu[pid] = _cpu_seconds(pid)
 
@@ -262,7 +265,9 @@ def main() -> None:
         idle = args.idle
         if args.processes > 1:
             client.close()  # chDB: the process holding the sink opens the warehouse
-            elapsed, cpus = _run_processes(args.processes, broker.bootstrap, dsn, tmp, idle)
+            elapsed, cpus = _run_processes(
+                args.processes, broker.bootstrap, dsn, tmp, idle, broker.pid
+            )
             broker_cpu = _cpu_seconds(broker.pid) - broker_cpu0
             stored, span = _written(connect(dsn))
             each = ", ".join(f"{c / result.accepted * 1e6:.1f}" for c in cpus)

@@ -172,11 +172,16 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
         config = self._config
         client = connect(config.warehouse_dsn, config.database)
         migrate(client)  # whichever runner started the flow, the schema is there
-        # one retention pass per warehouse, not one per writer
-        rollups = _Rollups(client, config, purges=for_part == self.list_parts()[0])
+        # one retention pass per warehouse, not one per writer; the refresh on a client of
+        # its own, so that it runs beside the writes
+        rollups = _Rollups(
+            connect(config.warehouse_dsn, config.database, create=False),
+            config,
+            purges=for_part == self.list_parts()[0],
+        )
         writer = BackgroundWriter(
             WarehouseWriter(client, presence_check(config.warehouse_dsn)),
-            after=rollups.maybe_refresh,
+            after=rollups.after_write,
             stop=config.stop,
             status=config.write_status,
         )
@@ -188,8 +193,16 @@ _SETTLE = timedelta(seconds=1)
 
 class _Rollups:
     """Keeps the rollups current: every few seconds, recompute the dirty minutes that are
-    complete (older than the watermark minus the allowed lateness). A refresh that took
-    long spaces the next ones out, so it never takes more than ~1/5 of the sink's time."""
+    complete (older than the watermark minus the allowed lateness).
+
+    The periodic refresh runs on a thread of its own, on its own client, beside the
+    writes (``warehouse.rollups.refresh`` is safe against concurrent writes): a backlog's
+    minutes are recomputed while the rest of it is still written, on the core the flow's
+    thread leaves, and neither the writes nor an epoch's snapshot wait for a refresh
+    (docs/benchmarks.md, issue #21). A refresh that took long spaces the next ones out, so
+    it never takes more than about half of the time. The retention pass runs between two
+    writes, never during a refresh; at stop and after an erasure the caller refreshes
+    everything complete itself, after any refresh under way."""
 
     def __init__(self, client: Any, config: FlowConfig, *, purges: bool = True) -> None:
         self._client = client
@@ -202,36 +215,70 @@ class _Rollups:
         self._purge_every_s = config.retention_every_s
         self._clock = config.clock
         self._purged: float | None = None  # when the last retention pass ran (clock)
+        self._busy = threading.Lock()  # one refresh or retention pass at a time
+        self._written = threading.Event()  # writes since the refresh thread last looked
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pulse-rollups", daemon=True)
+        self._thread.start()
+
+    def after_write(self) -> None:
+        """After each write (on the writer's thread): the retention pass when one is due,
+        and a word to the refresh thread."""
+        if self._purge_due():
+            with self._busy:
+                self._maybe_purge()
+        self._written.set()
+
+    def _run(self) -> None:
+        while True:
+            self._written.wait()  # an idle sink still writes now and then (idle_tick_s)
+            if self._closing.wait(max(0.0, self._gap_s - (time.monotonic() - self._last))):
+                return
+            self._written.clear()
+            try:
+                self.maybe_refresh()
+            except Exception as exc:  # the marks stay: the next refresh recomputes them
+                _log.warning("refreshing the rollups failed: %s", exc)
+
+    def close(self) -> None:
+        """Stop the refresh thread (after the refresh under way, if any)."""
+        self._closing.set()
+        self._written.set()
+        self._thread.join()
 
     def maybe_refresh(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self._last < self._gap_s:
-            return
-        began = time.monotonic()
-        self._maybe_purge()
-        # At stop (and after an erasure), everything complete; in between, not beyond a
-        # partition still draining a backlog (warehouse.rollups.settled_until).
-        if force:
-            until = complete_until(self._client, self._lateness)
-        else:
-            until = settled_until(self._client, self._lateness, datetime.now(UTC))
-        if until is not None:
-            refresh(self._client, until)
-        # the experiments' kept sums (warehouse/experiment_totals.py); a write younger than
-        # a second may be another writer's, still committing
-        refresh_experiments(self._client, settle=_SETTLE)
-        self._last = time.monotonic()
-        ROLLUP_REFRESH.observe(self._last - began)
-        self._gap_s = max(self._every_s, 4 * (self._last - began))
+        """Refresh now (``force``: everything complete, whenever the last one ran), else if
+        the last refresh is long enough ago."""
+        with self._busy:
+            if not force and time.monotonic() - self._last < self._gap_s:
+                return
+            began = time.monotonic()
+            # At stop (and after an erasure), everything complete; in between, not beyond
+            # a partition still draining a backlog (warehouse.rollups.settled_until).
+            if force:
+                until = complete_until(self._client, self._lateness)
+            else:
+                until = settled_until(self._client, self._lateness, datetime.now(UTC))
+            if until is not None:
+                refresh(self._client, until)
+            # the experiments' kept sums (warehouse/experiment_totals.py); a write younger
+            # than a second may be another writer's, still committing
+            refresh_experiments(self._client, settle=_SETTLE)
+            self._last = time.monotonic()
+            ROLLUP_REFRESH.observe(self._last - began)
+            self._gap_s = max(self._every_s, self._last - began)
+
+    def _purge_due(self) -> bool:
+        return self._purges and (
+            self._purged is None or self._clock() - self._purged >= self._purge_every_s
+        )
 
     def _maybe_purge(self) -> None:
         """At start and then every so often: a retention pass (PULSE_RETENTION), and the
         rows deleted since (by it or by erasures) rewritten out of their parts on disk."""
-        now = self._clock()
-        if not self._purges or (
-            self._purged is not None and now - self._purged < self._purge_every_s
-        ):
+        if not self._purge_due():
             return
-        self._purged = now
+        now = self._purged = self._clock()
         if self._retention is not None:
             purged = purge(self._client, self._retention, datetime.fromtimestamp(now, UTC))
             if any(purged.rows.values()):
@@ -270,6 +317,7 @@ class _WarehousePartition(StatefulSinkPartition[Rows, None]):
     def close(self) -> None:
         self._idle.set()
         self._writer.flush()
+        self._rollups.close()
         try:
             self._rollups.maybe_refresh(force=True)
         except Exception as exc:  # the marks stay: the next start recomputes them

@@ -1,11 +1,13 @@
 """Rollups of a backlog spread thinly over weeks of event time (issue #21): refreshed a
 piece at a time while more of it is written, with sessions whose attributes change after
-their minutes were rolled up, they equal the rollups rebuilt from scratch; and the flow's
+their minutes were rolled up, they equal the rollups rebuilt from scratch, also when the
+refresh runs on a client of its own beside the writes (as the flow runs it); and the flow's
 periodic refresh waits for a partition still draining a backlog."""
 
 from __future__ import annotations
 
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +17,7 @@ from flows.logic import UserState, enrich, step
 from flows.rows import Part, Read, batch_rows
 from ingest.events import Event, Item
 from tests.unit.flows.test_logic import FX, MIN, RULES, T0
+from warehouse.client import connect
 from warehouse.queries import complete_until
 from warehouse.rollups import GRAINS, rebuild, refresh, settled_until
 from warehouse.writer import WarehouseWriter
@@ -128,6 +131,52 @@ def test_a_backlog_over_weeks_refreshed_piecewise_equals_a_rebuild(warehouse: Cl
         warehouse.command(f"TRUNCATE TABLE {table}")
     rebuild(warehouse)
     assert _rollups(warehouse) == piecewise
+
+
+def test_refreshes_racing_the_writes_equal_a_rebuild(warehouse: Client, warehouse_dsn: str) -> None:
+    """The flow refreshes on a thread and client of its own while its writer goes on
+    (flows.dataflow._Rollups): a day of a backlog written at a time, with a late event
+    changing sessions already rolled up, while another client refreshes over and over."""
+    users = _visits(days=14, seed=11)
+    database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
+    refresher = connect(warehouse_dsn, database, create=False)
+    writing, refreshes, errors = threading.Event(), [0], []
+
+    def keep_refreshing() -> None:
+        try:
+            while writing.is_set():
+                refreshes[0] += 1
+                refresh(refresher)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    writing.set()
+    thread = threading.Thread(target=keep_refreshing)
+    thread.start()
+    try:
+        states: dict[str, UserState | None] = {}
+        for day in range(14):
+            lo, hi = T0 + day * DAY, T0 + (day + 1) * DAY
+            visits = {u: [v for v in vs if lo <= v[0].ts < hi] for u, vs in users.items()}
+            _write(warehouse, states, [e for vs in visits.values() for v in vs for e in v])
+            late = [Event(event_id=f"late-{u}-{day}", type="page_view", ts=vs[-1][0].ts - MIN,
+                          user_id=u, country="BE", device=vs[-1][0].device,
+                          channel=vs[-1][0].channel) for u, vs in visits.items() if vs]  # fmt: skip
+            _write(warehouse, states, late)
+    finally:
+        writing.clear()
+        thread.join()
+    assert not errors
+    assert refreshes[0] > 1  # the refreshes did race the writes
+    refresh(warehouse)  # the flow's refresh at stop
+    raced = _rollups(warehouse)
+    assert all(raced.values())
+    assert any(r[2] == "BE" for r in raced["starts_1m"])
+
+    for table in [*raced, "rollup_marks"]:
+        warehouse.command(f"TRUNCATE TABLE {table}")
+    rebuild(warehouse)
+    assert _rollups(warehouse) == raced
 
 
 def _progress(client: Client, rows: list[tuple[str, int, datetime, datetime]]) -> None:
