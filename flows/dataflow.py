@@ -189,6 +189,7 @@ class _WarehouseSink(FixedPartitionedSink[Any, None]):
 
 
 _SETTLE = timedelta(seconds=1)
+_WAIT_S = 60.0  # the longest a stop or an erasure waits for a refresh under way
 
 
 class _Rollups:
@@ -200,9 +201,9 @@ class _Rollups:
     minutes are recomputed while the rest of it is still written, on the core the flow's
     thread leaves, and neither the writes nor an epoch's snapshot wait for a refresh
     (docs/benchmarks.md, issue #21). A refresh that took long spaces the next ones out, so
-    it never takes more than about half of the time. The retention pass runs between two
-    writes, never during a refresh; at stop and after an erasure the caller refreshes
-    everything complete itself, after any refresh under way."""
+    it never takes more than about half of the time. The retention pass runs on the
+    writer's thread between two writes, never during a refresh; at stop and after an
+    erasure the caller refreshes everything complete itself, after any refresh under way."""
 
     def __init__(self, client: Any, config: FlowConfig, *, purges: bool = True) -> None:
         self._client = client
@@ -222,11 +223,14 @@ class _Rollups:
         self._thread.start()
 
     def after_write(self) -> None:
-        """After each write (on the writer's thread): the retention pass when one is due,
-        and a word to the refresh thread."""
-        if self._purge_due():
-            with self._busy:
+        """After each write (on the writer's thread): the retention pass when one is due
+        and no refresh is under way (else after a later write), and a word to the refresh
+        thread."""
+        if self._purge_due() and self._busy.acquire(blocking=False):
+            try:
                 self._maybe_purge()
+            finally:
+                self._busy.release()
         self._written.set()
 
     def _run(self) -> None:
@@ -241,32 +245,41 @@ class _Rollups:
                 _log.warning("refreshing the rollups failed: %s", exc)
 
     def close(self) -> None:
-        """Stop the refresh thread (after the refresh under way, if any)."""
+        """Stop the refresh thread (after the refresh under way, if any, for a while)."""
         self._closing.set()
         self._written.set()
-        self._thread.join()
+        self._thread.join(_WAIT_S)
 
     def maybe_refresh(self, *, force: bool = False) -> None:
         """Refresh now (``force``: everything complete, whenever the last one ran), else if
-        the last refresh is long enough ago."""
-        with self._busy:
-            if not force and time.monotonic() - self._last < self._gap_s:
-                return
-            began = time.monotonic()
-            # At stop (and after an erasure), everything complete; in between, not beyond
-            # a partition still draining a backlog (warehouse.rollups.settled_until).
-            if force:
-                until = complete_until(self._client, self._lateness)
-            else:
-                until = settled_until(self._client, self._lateness, datetime.now(UTC))
-            if until is not None:
-                refresh(self._client, until)
-            # the experiments' kept sums (warehouse/experiment_totals.py); a write younger
-            # than a second may be another writer's, still committing
-            refresh_experiments(self._client, settle=_SETTLE)
-            self._last = time.monotonic()
-            ROLLUP_REFRESH.observe(self._last - began)
-            self._gap_s = max(self._every_s, self._last - began)
+        the last refresh is long enough ago. A refresh under way for too long (a server
+        not answering) is not waited for: the marks stay, the next refresh does it."""
+        if not self._busy.acquire(timeout=_WAIT_S):
+            _log.warning("a rollup refresh is still under way after %.0f s: not waiting", _WAIT_S)
+            return
+        try:
+            self._refresh(force)
+        finally:
+            self._busy.release()
+
+    def _refresh(self, force: bool) -> None:
+        if not force and time.monotonic() - self._last < self._gap_s:
+            return
+        began = time.monotonic()
+        # At stop (and after an erasure), everything complete; in between, not beyond
+        # a partition still draining a backlog (warehouse.rollups.settled_until).
+        if force:
+            until = complete_until(self._client, self._lateness)
+        else:
+            until = settled_until(self._client, self._lateness, datetime.now(UTC))
+        if until is not None:
+            refresh(self._client, until)
+        # the experiments' kept sums (warehouse/experiment_totals.py); a write younger
+        # than a second may be another writer's, still committing
+        refresh_experiments(self._client, settle=_SETTLE)
+        self._last = time.monotonic()
+        ROLLUP_REFRESH.observe(self._last - began)
+        self._gap_s = max(self._every_s, self._last - began)
 
     def _purge_due(self) -> bool:
         return self._purges and (

@@ -388,9 +388,12 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
         seen = _with_rows(client, f"{prefix}_1m", starts)
         again = [m for m in starts if m in seen]
         first = [m for m in starts if m not in seen]
-        for sql, mins in ((again_sql, again), (first_sql, first)):
-            if mins:
-                client.command(sql, parameters={**_minutes(mins), "v": next_version()})
+        if again:
+            client.command(again_sql, parameters={**_minutes(again), "v": next_version()})
+        if first:
+            version = next_version()
+            client.command(first_sql, parameters={**_minutes(first), "v": version})
+            _raced(client, family, first, version)
         return
     source = GRAINS[GRAINS.index(grain) - 1]
     sql = _REFRESH_COARSER.format(
@@ -400,6 +403,23 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
     for level in sorted(set(LEVELS.values())):
         params = {"level": level, "lo": lo, "hi": hi, "starts": periods, "v": next_version()}
         client.command(sql, parameters=params)
+
+
+def _raced(client: Client, family: int, minutes: list[int], version: int) -> None:
+    """After minutes without rows were written as computed (``version``): if another
+    refresh wrote rows for some of them meanwhile (it found them without rows too), a
+    combination only the older of the two computations holds would never be zeroed, so
+    those minutes are marked dirty again, to be recomputed with their rows. Whichever of
+    two such refreshes looks last sees the other's rows: refreshes in different threads or
+    processes stay exact (tests/integration/test_rollup_backlog.py)."""
+    prefix = _FAMILIES[family][0]
+    rows = client.query(
+        f"SELECT DISTINCT toUInt32(t) FROM {prefix}_1m "
+        f"WHERE {_IN_MINUTES.format(col='t')} AND version != {{v:UInt64}}",
+        parameters={**_minutes(minutes), "v": version},
+    ).result_rows
+    if rows:
+        mark_dirty(client, {family: [int(r[0]) * 1000 for r in rows]}, next_version())
 
 
 def _minutes(minutes: list[int]) -> dict[str, object]:

@@ -17,9 +17,12 @@ from flows.logic import UserState, enrich, step
 from flows.rows import Part, Read, batch_rows
 from ingest.events import Event, Item
 from tests.unit.flows.test_logic import FX, MIN, RULES, T0
+from warehouse import rollups
 from warehouse.client import connect
+from warehouse.clock import next_version
+from warehouse.erasure import erase_rows
 from warehouse.queries import complete_until
-from warehouse.rollups import GRAINS, rebuild, refresh, settled_until
+from warehouse.rollups import EVENTS, GRAINS, STARTS, mark_dirty, rebuild, refresh, settled_until
 from warehouse.writer import WarehouseWriter
 
 pytestmark = pytest.mark.integration
@@ -174,6 +177,53 @@ def test_refreshes_racing_the_writes_equal_a_rebuild(warehouse: Client, warehous
     assert any(r[2] == "BE" for r in raced["starts_1m"])
 
     for table in [*raced, "rollup_marks"]:
+        warehouse.command(f"TRUNCATE TABLE {table}")
+    rebuild(warehouse)
+    assert _rollups(warehouse) == raced
+
+
+def test_a_refresh_whose_older_rows_land_late_leaves_no_stale_minute(
+    warehouse: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refreshes both find a minute without rows: one computed it before a user's rows
+    were erased and its insert lands only after the other checked for rows. The newer
+    computation has no row for that user's combination, so nothing would ever zero the
+    older one; the minute must be marked dirty again and recomputed."""
+    visit = [Event(event_id=f"x{i}", type="page_view", ts=T0 + 10 * MIN + i, user_id="x",
+                   country="FR", device="mobile", channel="paid") for i in range(3)]  # fmt: skip
+    other = [Event(event_id=f"y{i}", type="page_view", ts=T0 + 30 * MIN + i, user_id="y",
+                   country="DE", device="desktop", channel="direct") for i in range(2)]  # fmt: skip
+    _write(warehouse, {}, visit + other)
+    refresh(warehouse)  # the older refresh's computation, with x's rows
+    tables = [f"{prefix}_{grain}" for prefix in _TABLES for grain in GRAINS]
+    for table in ("rollup_1m", "starts_1m"):
+        warehouse.command(f"CREATE TABLE late_{table} AS {table}")
+        warehouse.command(f"INSERT INTO late_{table} SELECT * FROM {table}")
+    for table in [*tables, "rollup_marks"]:
+        warehouse.command(f"TRUNCATE TABLE {table}")
+    minutes = [T0 + 10 * MIN, T0 + 30 * MIN]
+    mark_dirty(warehouse, {EVENTS: minutes, STARTS: minutes}, next_version())
+    assert sum(erase_rows(warehouse, "x").values()) > 0
+
+    with_rows = rollups._with_rows
+    landed: list[str] = []
+
+    def older_rows_land_now(client: Client, table: str, mins: list[int]) -> set[int]:
+        seen = with_rows(client, table, mins)
+        if table not in landed:  # right after this refresh found no rows
+            landed.append(table)
+            client.command(f"INSERT INTO {table} SELECT * FROM late_{table}")
+        return seen
+
+    monkeypatch.setattr(rollups, "_with_rows", older_rows_land_now)
+    refresh(warehouse)
+    monkeypatch.undo()
+    assert landed == ["rollup_1m", "starts_1m"]
+    refresh(warehouse)  # the next refresh
+    raced = _rollups(warehouse)
+    assert not any(r[2] == "FR" for r in raced["rollup_1m"])
+
+    for table in [*tables, "rollup_marks"]:
         warehouse.command(f"TRUNCATE TABLE {table}")
     rebuild(warehouse)
     assert _rollups(warehouse) == raced
