@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -23,7 +24,15 @@ from flows.dataflow import build_flow
 from ingest.errors import PulseError
 from warehouse.writer import WriteStatus
 
-__all__ = ["FlowThread", "recovery_config", "run_flow", "run_processes", "tune_gc"]
+__all__ = [
+    "FlowThread",
+    "processes_for",
+    "recovery_config",
+    "run_flow",
+    "run_processes",
+    "tune_gc",
+    "usable_cores",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -71,6 +80,20 @@ def run_flow(
         epoch_interval=epoch,
         recovery_config=recovery,
     )
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, cpusets)."""
+    return len(os.sched_getaffinity(0))
+
+
+def processes_for(cores: int) -> int:
+    """How many Bytewax processes ``pulse flow`` runs by default on ``cores`` cores: one
+    per two. One process keeps about 1.5 cores busy — its flow thread, the writer's and the
+    rollup refresh's ClickHouse work, librdkafka's threads — and two processes spend ~1.5x
+    its CPU per event, so on 2 cores one process drains faster than two (docs/benchmarks.md,
+    issue #21)."""
+    return max(1, cores // 2)
 
 
 def run_processes(

@@ -26,25 +26,38 @@ def flow(
         float | None, typer.Option(help="stop after this many idle seconds once drained")
     ] = None,
     processes: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            help="Bytewax processes on this host: each uses a core, while worker threads share one",
+            help="Bytewax processes on this host (default: one per two cores, see "
+            "docs/operations.md); each has its own interpreter lock, while worker threads "
+            "share one",
         ),
-    ] = 1,
+    ] = None,
 ) -> None:
     """Run the Bytewax dataflows alone (Kafka topics -> ClickHouse)."""
+    if processes is not None and processes > 1 and workers > 1:
+        raise typer.BadParameter("use either --workers or --processes, not both")
+    from flows.run import processes_for, usable_cores
+
     run = runtime()
     settings = run.settings
     run.require_broker()
     run.warehouse(for_flow=True).close()
     say_notes(run.notes)
-    if processes > 1 and workers > 1:
-        raise typer.BadParameter("use either --workers or --processes, not both")
+    why = ""
+    if processes is None:
+        cores = usable_cores()
+        processes = 1 if workers > 1 else processes_for(cores)
+        if workers == 1:
+            why = f" (one per two cores, {cores} here; --processes N to choose)"
+    if processes > 1:
+        shape = f"{processes} processes"
+    else:
+        shape = f"{workers} worker threads" if workers > 1 else "1 process"
     err.print(
         f"flow: {settings.bootstrap} -> {redact_dsn(settings.warehouse_dsn)} with "
-        + (f"{processes} processes" if processes > 1 else f"{workers} worker(s)")
-        + "; Ctrl-C stops it"
+        f"{shape}{why}; Ctrl-C stops it"
     )
     run.run_flow(workers=workers, processes=processes, idle_stop_s=exit_when_idle)
     err.print("flow: stopped (all topics drained)" if exit_when_idle else "flow: stopped")
