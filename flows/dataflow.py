@@ -228,7 +228,7 @@ class _Rollups:
         thread."""
         if self._purge_due() and self._busy.acquire(blocking=False):
             try:
-                self._maybe_purge()
+                self._purge()
             finally:
                 self._busy.release()
         self._written.set()
@@ -286,11 +286,10 @@ class _Rollups:
             self._purged is None or self._clock() - self._purged >= self._purge_every_s
         )
 
-    def _maybe_purge(self) -> None:
-        """At start and then every so often: a retention pass (PULSE_RETENTION), and the
-        rows deleted since (by it or by erasures) rewritten out of their parts on disk."""
-        if not self._purge_due():
-            return
+    def _purge(self) -> None:
+        """At start and then every so often (``after_write``): a retention pass
+        (PULSE_RETENTION), and the rows deleted since (by it or by erasures) rewritten out
+        of their parts on disk."""
         now = self._purged = self._clock()
         if self._retention is not None:
             purged = purge(self._client, self._retention, datetime.fromtimestamp(now, UTC))

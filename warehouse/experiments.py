@@ -70,7 +70,7 @@ SUM_COLUMNS = (
 _SUMS_SQL = f"""
 WITH {RANGE_SQL}
 SELECT {SUMS_SQL}
-FROM ({ROWS_SQL.replace("__USERS__", "")})
+FROM ({ROWS_SQL})
 GROUP BY variant
 ORDER BY variant
 LIMIT {{limit:UInt32}}

@@ -56,7 +56,7 @@ SUMS_SQL = """variant, count(),
     sumKahan(revenue * orders)"""
 
 # The users of a range, from their rows: the exposures in it (retained) in time order,
-# and their values from the acts in [lo_acts, hi). ``__USERS__`` may narrow the rows.
+# and their values from the acts in [lo_acts, hi).
 ROWS_SQL = """
     SELECT variant, conv, atc, orders, revenue, conv_p, atc_p, orders_p, revenue_p
     FROM (
@@ -66,7 +66,6 @@ ROWS_SQL = """
                 acts AS all_acts
             FROM experiment_users FINAL
             WHERE experiment = {e:String} AND last_exposure >= lo AND first_exposure < hi
-                __USERS__
         )
         WHERE notEmpty(ex)
     )""".replace(

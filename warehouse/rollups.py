@@ -412,14 +412,9 @@ def _raced(client: Client, family: int, minutes: list[int], version: int) -> Non
     those minutes are marked dirty again, to be recomputed with their rows. Whichever of
     two such refreshes looks last sees the other's rows: refreshes in different threads or
     processes stay exact (tests/integration/test_rollup_backlog.py)."""
-    prefix = _FAMILIES[family][0]
-    rows = client.query(
-        f"SELECT DISTINCT toUInt32(t) FROM {prefix}_1m "
-        f"WHERE {_IN_MINUTES.format(col='t')} AND version != {{v:UInt64}}",
-        parameters={**_minutes(minutes), "v": version},
-    ).result_rows
-    if rows:
-        mark_dirty(client, {family: [int(r[0]) * 1000 for r in rows]}, next_version())
+    raced = _with_rows(client, f"{_FAMILIES[family][0]}_1m", minutes, version)
+    if raced:
+        mark_dirty(client, {family: raced}, next_version())
 
 
 def _minutes(minutes: list[int]) -> dict[str, object]:
@@ -428,12 +423,16 @@ def _minutes(minutes: list[int]) -> dict[str, object]:
             "mins": [m // 1000 for m in minutes]}  # fmt: skip
 
 
-def _with_rows(client: Client, table: str, minutes: list[int]) -> set[int]:
+def _with_rows(
+    client: Client, table: str, minutes: list[int], other_than: int | None = None
+) -> set[int]:
     """Which of ``minutes`` (sorted epoch-ms starts) have rows in ``table``, zero rows
-    included: only those can hold combinations their events no longer have."""
+    included: only those can hold combinations their events no longer have. With
+    ``other_than``, only rows of another version count (another writer's)."""
+    where = "" if other_than is None else " AND version != {v:UInt64}"
     rows = client.query(
-        f"SELECT DISTINCT toUInt32(t) FROM {table} WHERE {_IN_MINUTES.format(col='t')}",
-        parameters=_minutes(minutes),
+        f"SELECT DISTINCT toUInt32(t) FROM {table} WHERE {_IN_MINUTES.format(col='t')}{where}",
+        parameters={**_minutes(minutes), "v": other_than},
     ).result_rows
     return {int(r[0]) * 1000 for r in rows}
 

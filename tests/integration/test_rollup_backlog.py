@@ -208,8 +208,10 @@ def test_a_refresh_whose_older_rows_land_late_leaves_no_stale_minute(
     with_rows = rollups._with_rows
     landed: list[str] = []
 
-    def older_rows_land_now(client: Client, table: str, mins: list[int]) -> set[int]:
-        seen = with_rows(client, table, mins)
+    def older_rows_land_now(
+        client: Client, table: str, mins: list[int], other_than: int | None = None
+    ) -> set[int]:
+        seen = with_rows(client, table, mins, other_than)
         if table not in landed:  # right after this refresh found no rows
             landed.append(table)
             client.command(f"INSERT INTO {table} SELECT * FROM late_{table}")
