@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 from clickhouse_connect.driver.client import Client
 
 from ingest.times import aware
@@ -231,7 +232,7 @@ _FAMILIES = {
 _KEPT = "(kind > 1 OR minute >= (SELECT max(until) FROM purged_until))"
 
 _DIRTY = f"""
-SELECT minute, dirty FROM rollup_marks FINAL
+SELECT toUInt32(minute), dirty FROM rollup_marks FINAL
 WHERE kind = {{{{kind:UInt8}}}} AND dirty > clean AND {_KEPT} {{where}} ORDER BY minute
 """
 
@@ -285,9 +286,23 @@ def mark_spans(client: Client, spans: Iterable[tuple[int, int]], version: int) -
 
 
 def _mark(client: Client, periods: Mapping[int, Iterable[int]], version: int) -> None:
-    rows = [[kind, _dt(m), version, 0] for kind, ms in periods.items() for m in sorted(set(ms))]
+    _insert_marks(
+        client, [(kind, m // 1000, version, 0) for kind, ms in periods.items() for m in set(ms)]
+    )
+
+
+_MARK_COLUMNS = ["kind", "minute", "dirty", "clean"]
+_encode_lines = msgspec.json.Encoder().encode_lines
+
+
+def _insert_marks(client: Client, rows: list[tuple[int, int, int, int]]) -> None:
+    """Insert (kind, period start in epoch seconds, dirty, clean) rows into rollup_marks,
+    as JSON lines ClickHouse parses: a backlog's batch marks tens of thousands of minutes,
+    and building them as DateTime values in Python held the interpreter from the flow's
+    thread for about a tenth of the drain (docs/benchmarks.md, issue #21)."""
     if rows:
-        client.insert("rollup_marks", rows, column_names=["kind", "minute", "dirty", "clean"])
+        client.raw_insert("rollup_marks", _MARK_COLUMNS, _encode_lines(rows),
+                          fmt="JSONCompactEachRow")  # fmt: skip
 
 
 def _chunks(
@@ -357,7 +372,7 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
             if until_ms is not None:  # periods that end at or before ``until``
                 params["last"] = _dt(until_ms - _PERIOD_MS[grain])
             rows = client.query(_DIRTY.format(where=where), parameters=params).result_rows
-            dirty = [(int(m.replace(tzinfo=UTC).timestamp() * 1000), int(v)) for m, v in rows]
+            dirty = [(int(m) * 1000, int(v)) for m, v in rows]
             if not dirty:
                 continue
             if parent is not None:
@@ -371,19 +386,13 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
             weights = _weights(client, grain, starts) if len(starts) > size else None
             for group in _chunks(starts, size, _PERIOD_MS[grain], weights):
                 _recompute(client, family, grain, group)
-            client.insert(
-                "rollup_marks",
-                [[kind, _dt(m), 0, v] for m, v in dirty],
-                column_names=["kind", "minute", "dirty", "clean"],
-            )
+            _insert_marks(client, [(kind, m // 1000, 0, v) for m, v in dirty])
             done += len(dirty)
     return done
 
 
 def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> None:
     prefix, (again_sql, first_sql), measures = _FAMILIES[family]
-    lo, hi = _dt(starts[0]), _dt(starts[-1] + _PERIOD_MS[grain])
-    periods = [_dt(m) for m in starts]
     if grain == "1m":
         seen = _with_rows(client, f"{prefix}_1m", starts)
         again = [m for m in starts if m in seen]
@@ -395,6 +404,8 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
             client.command(first_sql, parameters={**_minutes(first), "v": version})
             _raced(client, family, first, version)
         return
+    lo, hi = _dt(starts[0]), _dt(starts[-1] + _PERIOD_MS[grain])
+    periods = [_dt(m) for m in starts]
     source = GRAINS[GRAINS.index(grain) - 1]
     sql = _REFRESH_COARSER.format(
         into=f"{prefix}_{grain}", source=f"{prefix}_{source}", start=_START_OF[grain],
