@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/flow.py [--events 1000000] [--shape simulator|heavy]
                                    [--workers 1 | --processes 2] [--profile] [--read-only]
+                                   [--without refresh [--without writes]]
 
 Generates simulator traffic (all event types), publishes it through the collector to a
 fresh embedded broker, then times `flows.run.run_flow` from start until the topics are
@@ -17,6 +18,11 @@ Two shapes of traffic (``--shape``):
   currency. Generating it takes a few minutes (the simulator steps through 57 days a
   minute at a time), so it is kept in ``--cache`` (default ``$XDG_CACHE_HOME/pulse-bench``,
   else ``~/.cache/pulse-bench``) and reused.
+
+``--without refresh`` (and ``--without writes``) leave out the sink's rollup refresh
+(and its writes: nothing is inserted) in one process: where the CPU of an event goes, part
+by part (docs/benchmarks.md, "Where an event's CPU goes"). A measurement only: the
+warehouse is left incomplete.
 
 ``--read-only`` drains the same topics with one plain confluent-kafka consumer per
 partition index (the flow source's settings) and does nothing with the records: the
@@ -152,6 +158,17 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _leave_out(parts: list[str]) -> None:
+    """Leave parts of the sink's work out of this process's flow (``--without``)."""
+    import flows.dataflow
+    import warehouse.writer
+
+    if "refresh" in parts:  # no periodic refresh, none at stop
+        flows.dataflow._Rollups._refresh = lambda self, force: None  # type: ignore[method-assign]
+    if "writes" in parts:  # the rows are made and encoded, then dropped
+        warehouse.writer.BackgroundWriter.submit_encoded = lambda self, batch: None  # type: ignore[method-assign]
+
+
 def _written(client: object) -> tuple[int, float]:
     """Rows in ``events`` and the seconds between its first and last insert: the drain's
     steady part, without the start-up (process start, imports, the processes connecting,
@@ -217,10 +234,19 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
+        "--without", action="append", choices=("refresh", "writes"), default=[],
+        help="leave the sink's rollup refresh (writes: and its inserts) out, in one process",
+    )  # fmt: skip
+    parser.add_argument(
         "--read-only", action="store_true",
         help="only read the topics (no flow): the ceiling reading through the broker sets",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.without and args.processes > 1:
+        parser.error("--without measures one process")
+    if "writes" in args.without and "refresh" not in args.without:
+        parser.error("--without writes needs --without refresh (nothing to refresh)")
+    _leave_out(args.without)
 
     from flows.config import FlowConfig
     from flows.run import run_flow
@@ -296,13 +322,17 @@ def main() -> None:
         elapsed = time.perf_counter() - start - idle
         cpu = time.process_time() - cpu0
         broker_cpu = _cpu_seconds(broker.pid) - broker_cpu0
-        stored, span = _written(client)
+        steady = ")"
+        if "writes" not in args.without:
+            stored, span = _written(client)
+            steady = (f"; first to last insert {span:.2f} s = {stored / span:,.0f} events/s); "
+                      f"{stored:,} rows in events")  # fmt: skip
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    left_out = "".join(f", without {part}" for part in args.without)
     print(
-        f"flow [{args.shape}]: {result.accepted:,} events drained in {elapsed:.2f} s = "
-        f"{result.accepted / elapsed:,.0f} events/s ({args.workers} worker(s); "
-        f"first to last insert {span:.2f} s = {stored / span:,.0f} events/s); "
-        f"{stored:,} rows in events; peak RSS {peak_mb:,.0f} MB"
+        f"flow [{args.shape}{left_out}]: {result.accepted:,} events drained in {elapsed:.2f} s "
+        f"= {result.accepted / elapsed:,.0f} events/s ({args.workers} worker(s){steady}; "
+        f"peak RSS {peak_mb:,.0f} MB"
     )
     print(
         f"flow CPU: {cpu:.2f} s = {cpu / result.accepted * 1e6:.1f} µs/event "
