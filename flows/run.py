@@ -89,7 +89,7 @@ def usable_cores() -> int:
 
 def processes_for(cores: int) -> int:
     """How many Bytewax processes ``pulse flow`` runs by default on ``cores`` cores: one
-    per two. One process keeps about 1.5 cores busy — its flow thread, the writer's and the
+    per two. One process keeps 1.5–2 cores busy — its flow thread, the writer's and the
     rollup refresh's ClickHouse work, librdkafka's threads — and two processes spend ~1.5x
     its CPU per event, so on 2 cores one process drains faster than two (docs/benchmarks.md,
     issue #21)."""
