@@ -38,7 +38,7 @@ from ingest.privacy import Pseudonymizer
 from warehouse.client import Client
 from warehouse.erasure import KINDS, audit, count_rows, erase_rows, flow_has_read
 from warehouse.queries import complete_until
-from warehouse.rollups import refresh
+from warehouse.rollups import MINUTE_ROLLUPS, refresh
 from warehouse.writer import WarehouseWriter
 
 __all__ = ["Erased", "Eraser", "NotAnnounced", "announce_erasure", "erase_saved_state"]
@@ -154,7 +154,7 @@ class Eraser:
             # flow's next refresh (queries already read dirty minutes from raw rows).
             until = complete_until(self.client, self.allowed_lateness)
             if until is not None:
-                refresh(self.client, until)
+                refresh(self.client, until, minutes_from=at - MINUTE_ROLLUPS)
         # what was stored when asked, plus what arrived (in flight) until the delete
         counts = {k: max(before[k], found[k]) for k in KINDS}
         erased = Erased(self.id_hash(stored), counts, acknowledged)

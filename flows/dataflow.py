@@ -208,6 +208,7 @@ class _Rollups:
     def __init__(self, client: Any, config: FlowConfig, *, purges: bool = True) -> None:
         self._client = client
         self._lateness = config.allowed_lateness
+        self._minute_rollups = config.minute_rollups
         self._every_s = config.rollup_every_s
         self._gap_s = config.rollup_every_s
         self._last = time.monotonic()
@@ -273,7 +274,9 @@ class _Rollups:
         else:
             until = settled_until(self._client, self._lateness, datetime.now(UTC))
         if until is not None:
-            refresh(self._client, until)
+            kept = self._minute_rollups
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            refresh(self._client, until, minutes_from=None if kept is None else now - kept)
         # the experiments' kept sums (warehouse/experiment_totals.py); a write younger
         # than a second may be another writer's, still committing
         refresh_experiments(self._client, settle=_SETTLE)

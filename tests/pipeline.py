@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -40,27 +41,34 @@ def publish(bootstrap: str, topics: Topics, raws: Sequence[bytes]) -> Drained:
     return Drained([r for i, r in enumerate(raws) if i not in bad], len(bad))
 
 
-def run_pipeline(bootstrap: str, dsn: str, database: str, raws: Sequence[bytes], tmp) -> Drained:
-    """Publish to fresh topics and drain them into ``database`` with the real flow."""
+def run_pipeline(
+    bootstrap: str, dsn: str, database: str, raws: Sequence[bytes], tmp, **config: Any
+) -> Drained:
+    """Publish to fresh topics and drain them into ``database`` with the real flow (more of
+    its ``FlowConfig`` in ``config``)."""
     topics = Topics(prefix=f"p{uuid.uuid4().hex[:8]}.")
     ensure_topics(bootstrap, topics, partitions=4)
     drained = publish(bootstrap, topics, raws)
-    config = FlowConfig(bootstrap, topics, dsn, database, load_fx_rates(), idle_stop_s=1.5)
-    run_flow(config, workers=1, recovery_dir=tmp / "recovery")
+    flow = FlowConfig(bootstrap, topics, dsn, database, load_fx_rates(), idle_stop_s=1.5, **config)
+    run_flow(flow, workers=1, recovery_dir=tmp / "recovery")
     return drained
 
 
 @contextlib.contextmanager
 def drained_database(
-    bootstrap: str, dsn: str, raws: Sequence[bytes], tmp_factory, name: str
+    bootstrap: str, dsn: str, raws: Sequence[bytes], tmp_factory, name: str, **config: Any
 ) -> Iterator[tuple[Client, Drained]]:
     """A fresh database (``name_`` and a random suffix) holding what the real flow wrote of
-    ``raws`` (its recovery state in a new directory of ``tmp_factory``); dropped on leaving."""
+    ``raws`` (its recovery state in a new directory of ``tmp_factory``; more of its
+    ``FlowConfig`` in ``config``); dropped on leaving."""
     database = f"{name}_{uuid.uuid4().hex[:8]}"
     client = connect(dsn, database)
     migrate(client)
     try:
-        yield client, run_pipeline(bootstrap, dsn, database, raws, tmp_factory.mktemp("flow"))
+        yield (
+            client,
+            run_pipeline(bootstrap, dsn, database, raws, tmp_factory.mktemp("flow"), **config),
+        )
     finally:
         client.command(f"DROP DATABASE `{database}`")
 

@@ -25,7 +25,7 @@ from clickhouse_connect.driver.client import Client
 from ingest.errors import PulseError
 from warehouse.buckets import INTERVALS, bucket_sql, make_grid
 from warehouse.metrics import DIMENSIONS, METRICS, Metric
-from warehouse.rollups import EVENTS, GRAINS, LEVELS, STARTS, first_dirty_of
+from warehouse.rollups import EVENTS, GRAINS, LEVELS, STARTS, UNROLLED, first_dirty_of
 
 __all__ = [
     "EARLIEST",
@@ -346,19 +346,25 @@ def metric_series(
     if rollups and _uses_rollups(q):
         # Each bucket from the coarsest rows current for it: days, hours, minutes. A grain
         # is current where it and every finer grain are (an hour is recomputed only once
-        # it is over, so the hour going on comes from its minutes).
+        # it is over, so the hour going on comes from its minutes), but for the minutes
+        # left to their hours (warehouse.rollups.refresh): their hours hold them.
         coarsest = _grain(q, bounds[0], bounds[-1])
         grains = GRAINS[: GRAINS.index(coarsest) + 1]
         # breakdown values of session-start metrics come from the event rollups
         families = {_family(q), *([EVENTS] if q.breakdown else [])}
         dirty = first_dirty_of(client, families, _ms(grid.starts[0]), _ms(grid.end))
-        ends: dict[str, int] = {}
-        end = len(grid.starts)
-        for grain in grains:
+
+        def current_until(grain: str, end: int) -> int:
             for since in (dirty.get((f, grain)) for f in families):
                 if since is not None:
                     end = min(end, sum(1 for b in bounds[1:] if b <= since.timestamp()))
-            ends[grain] = end
+            return end
+
+        ends: dict[str, int] = {}
+        end = len(grid.starts)
+        for grain in grains:
+            ends[grain] = current_until(grain, end)
+            end = current_until(UNROLLED, end) if grain == "1m" else ends[grain]
         # an event rollup's series rows already name every breakdown value
         needs_values = _family(q) == STARTS
         for grain in reversed(grains):

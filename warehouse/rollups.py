@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import msgspec
 from clickhouse_connect.driver.client import Client
@@ -31,7 +32,9 @@ __all__ = [
     "EVENTS",
     "GRAINS",
     "LEVELS",
+    "MINUTE_ROLLUPS",
     "STARTS",
+    "UNROLLED",
     "first_dirty",
     "first_dirty_of",
     "mark_dirty",
@@ -56,8 +59,11 @@ LEVELS: dict[frozenset[str], int] = {
 
 EVENTS, STARTS = 0, 1  # rollup families
 GRAINS = ("1m", "1h", "1d")
+UNROLLED = "unrolled"  # first_dirty_of: minutes whose data their hours do not hold yet
+# How far back the flow (and an erasure) keeps minute rows current (refresh's minutes_from).
+MINUTE_ROLLUPS = timedelta(days=7)
 _PERIOD_MS = {"1m": MINUTE_MS, "1h": 3_600_000, "1d": 86_400_000}
-_START_OF = {"1h": "toStartOfHour", "1d": "toStartOfDay"}
+_START_OF = {"1m": "toStartOfMinute", "1h": "toStartOfHour", "1d": "toStartOfDay"}
 
 
 def mark_kind(family: int, grain: str) -> int:
@@ -92,32 +98,35 @@ _FAN_OUT = """ARRAY JOIN [
     (0, c, d, ch), (1, '', '', ''), (2, c, '', ''), (3, '', d, ''), (4, '', '', ch)
 ] AS lv"""
 
-# The minutes as epoch seconds: a list of a week of minutes is bound and parsed in a
-# quarter of the time a list of DateTime takes (~25 ms instead of ~90 per use).
-_IN_MINUTES = (
-    "{col} >= {{lo:DateTime64(3)}} AND {col} < {{hi:DateTime64(3)}}"
-    " AND toUInt32(toStartOfMinute({col})) IN {{mins:Array(UInt32)}}"
-)
 
-# The sessions whose attributes a minute's events need. Read without FINAL: an older
-# version of a moved event only adds a key whose attributes are looked up for nothing.
-_KEYS = f"""keys AS (
-    SELECT DISTINCT session_key FROM events WHERE {_IN_MINUTES.format(col="ts")}
-)"""
+# The periods (minutes, or hours) as epoch seconds: a list of a week of minutes is bound
+# and parsed in a quarter of the time a list of DateTime takes (~25 ms instead of ~90 per use).
+def _in_periods(col: str, start: str) -> str:
+    return (
+        f"{col} >= {{lo:DateTime64(3)}} AND {col} < {{hi:DateTime64(3)}}"
+        f" AND toUInt32({start}({col})) IN {{mins:Array(UInt32)}}"
+    )
+
 
 # A refresh writes each row once, and its keys are unique (GROUP BY): ReplacingMergeTree's
 # merge of the inserted block (optimize_on_insert) would only copy every exact set again,
 # half of the insert's cost (docs/benchmarks.md, issue #21).
 _INSERT_SETTINGS = "SETTINGS optimize_on_insert = 0"
 
-# One row per (level, minute, combination) of the minutes' events.
-_EVENT_CELLS = f"""
-WITH {_KEYS},
+
+def _event_cells(start: str) -> str:
+    """One row per (level, period, combination) of the periods' events. The sessions whose
+    attributes the events need are read without FINAL: an older version of a moved event
+    only adds a key whose attributes are looked up for nothing."""
+    return f"""
+WITH keys AS (
+    SELECT DISTINCT session_key FROM events WHERE {_in_periods("ts", start)}
+),
 attrs AS (
     SELECT session_key, country AS c, device AS d, channel AS ch
     FROM sessions FINAL WHERE deleted = 0 AND session_key IN keys
 )
-SELECT lv.1 AS level, toStartOfMinute(ts) AS t, lv.2 AS country, lv.3 AS device,
+SELECT lv.1 AS level, {start}(ts) AS t, lv.2 AS country, lv.3 AS device,
        lv.4 AS channel,
        count() AS events, countIf(type IN ('page_view', 'product_view')) AS pageviews,
        countIf(is_order = 1) AS orders,
@@ -130,51 +139,26 @@ SELECT lv.1 AS level, toStartOfMinute(ts) AS t, lv.2 AS country, lv.3 AS device,
 FROM (
     SELECT ts, type, is_order, revenue_eur, items.quantity, user_id, session_key, c, d, ch
     FROM events FINAL ANY LEFT JOIN attrs USING (session_key)
-    WHERE {_IN_MINUTES.format(col="ts")}
+    WHERE {_in_periods("ts", start)}
 ) {_FAN_OUT}
 GROUP BY level, t, country, device, channel
 """
 
-# Minutes that have rows already: recomputed, and the combinations a minute no longer has
-# (a session's attributes changed) rewritten as zero rows.
-_REFRESH_EVENTS = f"""
-INSERT INTO rollup_1m
-SELECT level, t, country, device, channel, {_EVENT_MEASURES}, {{v:UInt64}} AS version
-FROM (
-    {_EVENT_CELLS}
-    UNION ALL
-    SELECT level, t, country, device, channel, 0, 0, 0, 0, 0, {_EMPTY_SETS}
-    FROM rollup_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
-    GROUP BY level, t, country, device, channel
-)
-GROUP BY level, t, country, device, channel
-{_INSERT_SETTINGS}
-"""
 
-# Minutes without rows yet (a backlog's): nothing to zero, so each row is written as
-# computed, without merging its sets again.
-_FIRST_EVENTS = f"""
-INSERT INTO rollup_1m
-SELECT *, finalizeAggregation(visitors), finalizeAggregation(sessions),
-       finalizeAggregation(purchase_sessions), finalizeAggregation(cart_sessions),
-       {{v:UInt64}} AS version
-FROM ({_EVENT_CELLS})
-{_INSERT_SETTINGS}
-"""
-
-# Sessions that start in the minutes and whose first event carries their key (a key that
-# only existed before a crash has none: see 002_events.sql). Only events at a session's
-# start time are looked at: the minutes of long sessions are many and large.
-_START_CELLS = f"""
+def _start_cells(start: str) -> str:
+    """Sessions that start in the periods and whose first event carries their key (a key
+    that only existed before a crash has none: see 002_events.sql). Only events at a
+    session's start time are looked at: the periods of long sessions are many and large."""
+    return f"""
 WITH starting AS (
     SELECT session_key, start, end, n_events, n_pageviews, country, device, channel
-    FROM sessions FINAL WHERE deleted = 0 AND {_IN_MINUTES.format(col="start")}
+    FROM sessions FINAL WHERE deleted = 0 AND {_in_periods("start", start)}
 ),
 keys AS (
     SELECT DISTINCT session_key FROM events FINAL
-    WHERE {_IN_MINUTES.format(col="ts")} AND ts IN (SELECT start FROM starting)
+    WHERE {_in_periods("ts", start)} AND ts IN (SELECT start FROM starting)
 )
-SELECT lv.1 AS level, toStartOfMinute(start) AS t, lv.2 AS country, lv.3 AS device,
+SELECT lv.1 AS level, {start}(start) AS t, lv.2 AS country, lv.3 AS device,
        lv.4 AS channel, count() AS started, countIf(n_events = 1) AS bounces,
        sum(n_pageviews) AS start_pageviews,
        sum((toUnixTimestamp64Milli(end) - toUnixTimestamp64Milli(start)) / 1000)
@@ -186,24 +170,59 @@ FROM (
 GROUP BY level, t, country, device, channel
 """
 
-_REFRESH_STARTS = f"""
-INSERT INTO starts_1m
-SELECT level, t, country, device, channel, {_START_MEASURES}, {{v:UInt64}} AS version
+
+@cache
+def _from_raw(family: int, grain: str) -> tuple[str, str]:
+    """The SQL recomputing periods of ``grain`` (minutes; the hours of old minutes) from the
+    raw rows: for periods that have rows (recomputed, and the combinations a period no
+    longer has, when a session's attributes changed, rewritten as zero rows), and for
+    periods without rows yet (a backlog's: nothing to zero, so each row is written as
+    computed, without merging its sets again)."""
+    start = _START_OF[grain]
+    table = f"{_FAMILIES[family][0]}_{grain}"
+    in_periods = _in_periods("t", start)
+    if family == EVENTS:
+        again = f"""
+INSERT INTO {table}
+SELECT level, t, country, device, channel, {_EVENT_MEASURES}, {{v:UInt64}} AS version
 FROM (
-    {_START_CELLS}
+    {_event_cells(start)}
     UNION ALL
-    SELECT level, t, country, device, channel, 0, 0, 0, 0
-    FROM starts_1m FINAL WHERE {_IN_MINUTES.format(col="t")}
+    SELECT level, t, country, device, channel, 0, 0, 0, 0, 0, {_EMPTY_SETS}
+    FROM {table} FINAL WHERE {in_periods}
+    GROUP BY level, t, country, device, channel
 )
 GROUP BY level, t, country, device, channel
 {_INSERT_SETTINGS}
 """
-
-_FIRST_STARTS = f"""
-INSERT INTO starts_1m
-SELECT *, {{v:UInt64}} AS version FROM ({_START_CELLS})
+        first = f"""
+INSERT INTO {table}
+SELECT *, finalizeAggregation(visitors), finalizeAggregation(sessions),
+       finalizeAggregation(purchase_sessions), finalizeAggregation(cart_sessions),
+       {{v:UInt64}} AS version
+FROM ({_event_cells(start)})
 {_INSERT_SETTINGS}
 """
+        return again, first
+    again = f"""
+INSERT INTO {table}
+SELECT level, t, country, device, channel, {_START_MEASURES}, {{v:UInt64}} AS version
+FROM (
+    {_start_cells(start)}
+    UNION ALL
+    SELECT level, t, country, device, channel, 0, 0, 0, 0
+    FROM {table} FINAL WHERE {in_periods}
+)
+GROUP BY level, t, country, device, channel
+{_INSERT_SETTINGS}
+"""
+    first = f"""
+INSERT INTO {table}
+SELECT *, {{v:UInt64}} AS version FROM ({_start_cells(start)})
+{_INSERT_SETTINGS}
+"""
+    return again, first
+
 
 # An hour (a UTC day) from the minutes (hours) below it, one grouping level at a time
 # and a few source rows per block: the exact sets of a period are merged whole and each
@@ -220,24 +239,27 @@ WHERE level = {{level:UInt8}} AND t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTim
 GROUP BY level, tt, country, device, channel
 SETTINGS max_block_size = 8, optimize_on_insert = 0
 """
-# Per family: table prefix, minute SQL (minutes with rows, minutes without), measures.
-_FAMILIES = {
-    EVENTS: ("rollup", (_REFRESH_EVENTS, _FIRST_EVENTS), _EVENT_MEASURES),
-    STARTS: ("starts", (_REFRESH_STARTS, _FIRST_STARTS), _START_MEASURES),
-}
+# Per family: table prefix, measures.
+_FAMILIES = {EVENTS: ("rollup", _EVENT_MEASURES), STARTS: ("starts", _START_MEASURES)}
 
 # Minutes before the retention's horizon (``purged_until``, warehouse.retention) are never
 # recomputed from the raw tables again: their raw rows are gone, their rollups are the
 # record. (Hours and days are recomputed from the rollups below them, which stay.)
 _KEPT = "(kind > 1 OR minute >= (SELECT max(until) FROM purged_until))"
 
+# A minute left to its hour (``refresh``'s ``minutes_from``) is read again only when it was
+# written since its hour took it (``rolled``: 012_old_minutes.sql).
 _DIRTY = f"""
 SELECT toUInt32(minute), dirty FROM rollup_marks FINAL
 WHERE kind = {{{{kind:UInt8}}}} AND dirty > clean AND {_KEPT} {{where}} ORDER BY minute
 """
+_NOT_ROLLED = "AND (dirty > rolled OR minute < {raw_lo:DateTime} OR minute >= {raw_hi:DateTime})"
 
+# Per kind, the first period whose rows are not current, and the first whose data is not
+# in the rows of its parent either (a minute left to its hour is in it; see refresh).
 _FIRST_DIRTY = f"""
-SELECT kind, min(minute) FROM rollup_marks FINAL
+SELECT kind, min(minute), minIfOrNull(minute, dirty > greatest(clean, rolled))
+FROM rollup_marks FINAL
 WHERE kind IN {{kinds:Array(UInt8)}} AND dirty > clean AND {_KEPT}
   AND minute >= {{lo:DateTime}} AND minute < {{hi:DateTime}}
 GROUP BY kind
@@ -287,16 +309,17 @@ def mark_spans(client: Client, spans: Iterable[tuple[int, int]], version: int) -
 
 def _mark(client: Client, periods: Mapping[int, Iterable[int]], version: int) -> None:
     _insert_marks(
-        client, [(kind, m // 1000, version, 0) for kind, ms in periods.items() for m in set(ms)]
+        client,
+        [(kind, m // 1000, version, 0, 0) for kind, ms in periods.items() for m in set(ms)],
     )
 
 
-_MARK_COLUMNS = ["kind", "minute", "dirty", "clean"]
+_MARK_COLUMNS = ["kind", "minute", "dirty", "clean", "rolled"]
 _encode_lines = msgspec.json.Encoder().encode_lines
 
 
-def _insert_marks(client: Client, rows: list[tuple[int, int, int, int]]) -> None:
-    """Insert (kind, period start in epoch seconds, dirty, clean) rows into rollup_marks,
+def _insert_marks(client: Client, rows: list[tuple[int, int, int, int, int]]) -> None:
+    """Insert (kind, period start in epoch seconds, dirty, clean, rolled) rows into rollup_marks,
     as JSON lines ClickHouse parses: a backlog's batch marks tens of thousands of minutes,
     and building them as DateTime values in Python held the interpreter from the flow's
     thread for about a tenth of the drain (docs/benchmarks.md, issue #21)."""
@@ -354,9 +377,23 @@ def _weights(client: Client, grain: str, periods: list[int]) -> dict[int, int]:
     return {int(p): int(n) for p, n in rows}
 
 
-def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) -> int:
+def refresh(
+    client: Client,
+    until: datetime | None = None,
+    *,
+    chunk: int = 240,
+    minutes_from: datetime | None = None,
+) -> int:
     """Recompute every dirty minute, hour and UTC day that ends at or before ``until``
     (all if None). Returns how many periods were recomputed.
+
+    With ``minutes_from``, the minutes of the whole hours before it are left to their hours
+    (after the retention's horizon): such an hour is recomputed from the raw rows, and its
+    minutes stay dirty, to be read from the raw rows. On a shop's history (weeks of a few
+    events a minute) minute rows are as many as the events and were most of a backlog's
+    refresh, while old minutes are read at hour and day grains (docs/benchmarks.md, issue
+    #21). A refresh without it (a retention pass before raw rows go, a rebuild) computes
+    those minutes too.
 
     Safe to run concurrently with writes and with another refresh: a period written again
     meanwhile stays dirty. A period's parent is marked dirty before the period is
@@ -365,13 +402,18 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
     done = 0
     where = "" if until is None else "AND minute <= {last:DateTime}"
     until_ms = None if until is None else int(aware(until).timestamp() * 1000)
+    raw = _raw_hours(client, minutes_from)
     for family in _FAMILIES:
         for grain, parent in zip(GRAINS, [*GRAINS[1:], None], strict=True):
             kind = mark_kind(family, grain)
             params: dict[str, object] = {"kind": kind}
+            query = _DIRTY.format(where=where)
             if until_ms is not None:  # periods that end at or before ``until``
                 params["last"] = _dt(until_ms - _PERIOD_MS[grain])
-            rows = client.query(_DIRTY.format(where=where), parameters=params).result_rows
+            if grain == "1m" and raw is not None:
+                query = _DIRTY.format(where=f"{where} {_NOT_ROLLED}")
+                params.update(raw_lo=_dt(raw[0]), raw_hi=_dt(raw[1]))
+            rows = client.query(query, parameters=params).result_rows
             dirty = [(int(m) * 1000, int(v)) for m, v in rows]
             if not dirty:
                 continue
@@ -379,30 +421,61 @@ def refresh(client: Client, until: datetime | None = None, *, chunk: int = 240) 
                 parent_ms = _PERIOD_MS[parent]
                 _mark(client, {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}},
                       next_version())  # fmt: skip
-            size = chunk if grain == "1m" else 24
             starts = [m for m, _ in dirty]
-            # more periods than one group: how many events each holds, so that sparse
-            # ones go together (one cheap query, only when there is a backlog)
-            weights = _weights(client, grain, starts) if len(starts) > size else None
-            for group in _chunks(starts, size, _PERIOD_MS[grain], weights):
-                _recompute(client, family, grain, group)
-            _insert_marks(client, [(kind, m // 1000, 0, v) for m, v in dirty])
-            done += len(dirty)
+            from_raw: list[int] = []  # recomputed from the raw rows (minutes, old hours)
+            if grain == "1m":
+                from_raw = [m for m in starts if raw is None or not raw[0] <= m < raw[1]]
+                starts = []
+            elif grain == "1h" and raw is not None:
+                from_raw = [m for m in starts if raw[0] <= m < raw[1]]
+                starts = [m for m in starts if not raw[0] <= m < raw[1]]
+            for periods, raw_rows in ((from_raw, True), (starts, False)):
+                size = chunk if grain == "1m" else 24
+                # more periods than one group: how many events each holds, so that sparse
+                # ones go together (one cheap query, only when there is a backlog)
+                weights = _weights(client, grain, periods) if len(periods) > size else None
+                for group in _chunks(periods, size, _PERIOD_MS[grain], weights):
+                    _recompute(client, family, grain, group, from_raw=raw_rows)
+            computed = set(from_raw) if grain == "1m" else None
+            _insert_marks(client, [
+                (kind, m // 1000, 0, v, 0) if computed is None or m in computed
+                else (kind, m // 1000, 0, 0, v)  # left to its hour: it took the data
+                for m, v in dirty
+            ])  # fmt: skip
+            done += len(dirty) if computed is None else len(computed)
     return done
 
 
-def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> None:
-    prefix, (again_sql, first_sql), measures = _FAMILIES[family]
-    if grain == "1m":
-        seen = _with_rows(client, f"{prefix}_1m", starts)
+def _raw_hours(client: Client, minutes_from: datetime | None) -> tuple[int, int] | None:
+    """The whole hours (epoch ms, [first, end)) a refresh with ``minutes_from`` recomputes
+    from the raw rows instead of from their minutes: before it, and after the retention's
+    horizon (raw rows are there for the whole hour); None when there are none."""
+    if minutes_from is None:
+        return None
+    hour = _PERIOD_MS["1h"]
+    end = int(aware(minutes_from).timestamp() * 1000) // hour * hour
+    purged = client.query("SELECT toUInt32(max(until)) FROM purged_until").result_rows
+    first = -(-int(purged[0][0]) * 1000 // hour) * hour if purged and purged[0][0] else 0
+    return (first, end) if first < end else None
+
+
+def _recompute(
+    client: Client, family: int, grain: str, starts: list[int], *, from_raw: bool = False
+) -> None:
+    """Recompute periods of ``grain`` from the raw rows (minutes, and with ``from_raw``
+    hours), or from the rows of the grain below."""
+    prefix, measures = _FAMILIES[family]
+    if grain == "1m" or from_raw:
+        again_sql, first_sql = _from_raw(family, grain)
+        seen = _with_rows(client, f"{prefix}_{grain}", starts)
         again = [m for m in starts if m in seen]
         first = [m for m in starts if m not in seen]
         if again:
-            client.command(again_sql, parameters={**_minutes(again), "v": next_version()})
+            client.command(again_sql, parameters={**_periods(again, grain), "v": next_version()})
         if first:
             version = next_version()
-            client.command(first_sql, parameters={**_minutes(first), "v": version})
-            _raced(client, family, first, version)
+            client.command(first_sql, parameters={**_periods(first, grain), "v": version})
+            _raced(client, family, grain, first, version)
         return
     lo, hi = _dt(starts[0]), _dt(starts[-1] + _PERIOD_MS[grain])
     periods = [_dt(m) for m in starts]
@@ -416,34 +489,37 @@ def _recompute(client: Client, family: int, grain: str, starts: list[int]) -> No
         client.command(sql, parameters=params)
 
 
-def _raced(client: Client, family: int, minutes: list[int], version: int) -> None:
-    """After minutes without rows were written as computed (``version``): if another
+def _raced(client: Client, family: int, grain: str, periods: list[int], version: int) -> None:
+    """After periods without rows were written as computed (``version``): if another
     refresh wrote rows for some of them meanwhile (it found them without rows too), a
     combination only the older of the two computations holds would never be zeroed, so
-    those minutes are marked dirty again, to be recomputed with their rows. Whichever of
+    those periods are marked dirty again, to be recomputed with their rows. Whichever of
     two such refreshes looks last sees the other's rows: refreshes in different threads or
     processes stay exact (tests/integration/test_rollup_backlog.py)."""
-    raced = _with_rows(client, f"{_FAMILIES[family][0]}_1m", minutes, version)
+    raced = _with_rows(client, f"{_FAMILIES[family][0]}_{grain}", periods, version)
     if raced:
-        mark_dirty(client, {family: raced}, next_version())
+        _mark(client, {mark_kind(family, grain): raced}, next_version())
 
 
-def _minutes(minutes: list[int]) -> dict[str, object]:
-    """The parameters of :data:`_IN_MINUTES` for sorted minute starts (epoch ms)."""
-    return {"lo": _dt(minutes[0]), "hi": _dt(minutes[-1] + MINUTE_MS),
-            "mins": [m // 1000 for m in minutes]}  # fmt: skip
+def _periods(periods: list[int], grain: str) -> dict[str, object]:
+    """The parameters of :func:`_in_periods` for sorted period starts (epoch ms)."""
+    return {"lo": _dt(periods[0]), "hi": _dt(periods[-1] + _PERIOD_MS[grain]),
+            "mins": [m // 1000 for m in periods]}  # fmt: skip
 
 
 def _with_rows(
-    client: Client, table: str, minutes: list[int], other_than: int | None = None
+    client: Client, table: str, periods: list[int], other_than: int | None = None
 ) -> set[int]:
-    """Which of ``minutes`` (sorted epoch-ms starts) have rows in ``table``, zero rows
-    included: only those can hold combinations their events no longer have. With
-    ``other_than``, only rows of another version count (another writer's)."""
+    """Which of ``periods`` (sorted epoch-ms starts) have rows in ``table`` (``rollup_1m``,
+    ``starts_1h``, ...), zero rows included: only those can hold combinations their
+    events no longer have. With ``other_than``, only rows of another version count
+    (another writer's)."""
+    grain = table.rsplit("_", 1)[1]
     where = "" if other_than is None else " AND version != {v:UInt64}"
     rows = client.query(
-        f"SELECT DISTINCT toUInt32(t) FROM {table} WHERE {_IN_MINUTES.format(col='t')}{where}",
-        parameters={**_minutes(minutes), "v": other_than},
+        f"SELECT DISTINCT toUInt32(t) FROM {table} "
+        f"WHERE {_in_periods('t', _START_OF[grain])}{where}",
+        parameters={**_periods(periods, grain), "v": other_than},
     ).result_rows
     return {int(r[0]) * 1000 for r in rows}
 
@@ -501,9 +577,16 @@ def first_dirty_of(
     client: Client, families: Iterable[int], lo: datetime, hi: datetime
 ) -> dict[tuple[int, str], datetime]:
     """Per family and grain, the earliest period starting in ``[lo, hi)`` whose rows are
-    not current (one query)."""
+    not current, and per family (grain :data:`UNROLLED`) the earliest minute whose data is
+    not in its hour's rows either (one query). They differ where minutes were left to
+    their hours (``refresh``'s ``minutes_from``)."""
     kinds = {mark_kind(f, g): (f, g) for f in families for g in GRAINS}
     rows = client.query(
         _FIRST_DIRTY, parameters={"kinds": list(kinds), "lo": lo, "hi": hi}
     ).result_rows
-    return {kinds[k]: m.replace(tzinfo=UTC) for k, m in rows}
+    found = {kinds[k]: m.replace(tzinfo=UTC) for k, m, _ in rows}
+    for k, _, unrolled in rows:
+        family, grain = kinds[k]
+        if grain == "1m" and unrolled is not None:
+            found[(family, UNROLLED)] = unrolled.replace(tzinfo=UTC)
+    return found

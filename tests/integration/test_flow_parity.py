@@ -1,11 +1,13 @@
 """The real pipeline (collector -> broker -> Bytewax flow -> ClickHouse -> queries) gives
 exactly the numbers of the independent polars reference, for every metric, interval,
-slice and timezone — including a DST change in Europe/Amsterdam."""
+slice and timezone — including a DST change in Europe/Amsterdam. The flow's clock puts its
+first day beyond the week of minute rollups (FlowConfig.minute_rollups): its hours are
+rolled up from the raw rows, the rest from minutes."""
 
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -20,18 +22,22 @@ from warehouse.queries import (
     metric_series,
     top_products,
 )
-from warehouse.rollups import EVENTS, first_dirty
+from warehouse.rollups import EVENTS, UNROLLED, first_dirty, first_dirty_of
 
 pytestmark = pytest.mark.integration
 
 START = utc(2026, 10, 24, 0)  # Amsterdam leaves summer time on 2026-10-25 01:00 UTC
 END = utc(2026, 10, 26, 6)
+KEPT_FROM = utc(2026, 10, 25, 0, 30)  # minutes from here on are rolled up
 
 
 @pytest.fixture(scope="module")
 def pipeline(broker, warehouse_dsn, tmp_path_factory):
     raws = synthetic_events(600, START, visitors=True)  # stitched visits and bots too
-    database = drained_database(broker.bootstrap, warehouse_dsn, raws, tmp_path_factory, "parity")
+    clock = (KEPT_FROM + timedelta(days=7)).timestamp
+    database = drained_database(
+        broker.bootstrap, warehouse_dsn, raws, tmp_path_factory, "parity", clock=clock
+    )
     with database as (client, drained):
         assert drained.rejected == 1
         events = ref.load_events(drained.accepted)
@@ -80,11 +86,12 @@ def test_metric_matches_reference(
 )
 def test_one_minute_buckets_and_where_filters(pipeline, metric: str) -> None:
     client, events = pipeline
-    start, end = utc(2026, 10, 24, 10), utc(2026, 10, 24, 13)
     where = {"country": "DE", "device": "mobile"}
-    got = metric_series(client, MetricQuery(metric, start, end, "1m", None, where))
-    want = ref.metric_series(events, metric, start=start, end=end, interval="1m", where=where)
-    assert_same(got, want, f"{metric}/1m/where")
+    for start in (utc(2026, 10, 24, 10), utc(2026, 10, 25, 10)):  # left to hours, rolled up
+        end = start + timedelta(hours=3)
+        got = metric_series(client, MetricQuery(metric, start, end, "1m", None, where))
+        want = ref.metric_series(events, metric, start=start, end=end, interval="1m", where=where)
+        assert_same(got, want, f"{metric}/1m/where")
 
 
 def test_category_where(pipeline) -> None:
@@ -116,14 +123,19 @@ def test_top_products_match_reference(pipeline, measure: str) -> None:
 
 def test_rollups_cover_complete_minutes(pipeline) -> None:
     """The flow kept the rollups current up to complete_until (its watermark minus the
-    allowed lateness): only the minutes after it are still answered from raw events."""
+    allowed lateness): only the minutes after it are still answered from raw events, and
+    the minutes of the hours before KEPT_FROM, held by their hours."""
     client, _ = pipeline
     until = complete_until(client, timedelta(minutes=10))
-    dirty = first_dirty(client, EVENTS, START, END + timedelta(days=1))
-    assert until is not None and dirty is not None
-    assert dirty >= until - timedelta(minutes=1), (dirty, until)
-    clean = client.query("SELECT count() FROM rollup_1m FINAL WHERE events > 0").result_rows
-    assert clean[0][0] > 100
+    hour = KEPT_FROM.replace(minute=0)
+    dirty = first_dirty_of(client, [EVENTS], START, END + timedelta(days=1))
+    assert until is not None
+    assert dirty[(EVENTS, UNROLLED)] >= until - timedelta(minutes=1), (dirty, until)
+    assert dirty[(EVENTS, "1m")] < hour
+    assert first_dirty(client, EVENTS, hour, END) >= until - timedelta(minutes=1)  # type: ignore[operator]
+    sql = "SELECT countIf(events > 0), min(t) FROM rollup_1m FINAL"
+    clean, first = client.query(sql).result_rows[0]
+    assert clean > 100 and first.replace(tzinfo=UTC) >= hour
     starts = client.query("SELECT sum(started) FROM starts_1d FINAL WHERE level = 1").result_rows
     assert starts[0][0] > 100
 
@@ -141,7 +153,7 @@ def test_an_hour_is_rolled_up_once_it_is_over(pipeline) -> None:
     day = hour.replace(hour=0)
     assert first_dirty(client, EVENTS, START, day, "1d") is None
     assert first_dirty(client, EVENTS, day, END, "1d") == day
-    assert first_dirty(client, EVENTS, START, until - timedelta(minutes=1)) is None
+    assert first_dirty(client, EVENTS, KEPT_FROM, until - timedelta(minutes=1)) is None
     sql = "SELECT countIf(t < {h:DateTime}), countIf(t >= {h:DateTime}) FROM rollup_1h FINAL"
     before, going_on = client.query(sql, parameters={"h": hour}).result_rows[0]
     assert before > 0 and going_on == 0
@@ -166,8 +178,9 @@ ROLLUP_CASES = [
 ]
 
 
+@pytest.mark.parametrize("start", [START, KEPT_FROM.replace(minute=0)])
 @pytest.mark.parametrize(("metric", "interval", "tz", "by", "where"), ROLLUP_CASES)
-def test_rollups_answer_like_raw_events(pipeline, metric, interval, tz, by, where) -> None:
+def test_rollups_answer_like_raw_events(pipeline, metric, interval, tz, by, where, start) -> None:
     client, _ = pipeline
-    q = MetricQuery(metric, START, END, interval, by, where, tz)
+    q = MetricQuery(metric, start, END, interval, by, where, tz)
     assert_same(metric_series(client, q), metric_series(client, q, rollups=False), str(q))

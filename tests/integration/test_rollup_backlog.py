@@ -21,8 +21,18 @@ from warehouse import rollups
 from warehouse.client import connect
 from warehouse.clock import next_version
 from warehouse.erasure import erase_rows
-from warehouse.queries import complete_until
-from warehouse.rollups import EVENTS, GRAINS, STARTS, mark_dirty, rebuild, refresh, settled_until
+from warehouse.queries import MetricQuery, complete_until, metric_series
+from warehouse.rollups import (
+    EVENTS,
+    GRAINS,
+    STARTS,
+    UNROLLED,
+    first_dirty_of,
+    mark_dirty,
+    rebuild,
+    refresh,
+    settled_until,
+)
 from warehouse.writer import WarehouseWriter
 
 pytestmark = pytest.mark.integration
@@ -134,6 +144,65 @@ def test_a_backlog_over_weeks_refreshed_piecewise_equals_a_rebuild(warehouse: Cl
         warehouse.command(f"TRUNCATE TABLE {table}")
     rebuild(warehouse)
     assert _rollups(warehouse) == piecewise
+
+
+def test_old_minutes_left_to_their_hours_answer_like_a_rebuild(warehouse: Client) -> None:
+    """With ``minutes_from`` (the flow's refresh: a week before its clock), the whole hours
+    before it are rolled up from the raw rows and their minutes get no rows: they stay
+    dirty, are read from the raw rows, and are not read again until written again. Late
+    events changing old sessions' attributes leave zero rows in the hours, as in minutes.
+    Every answer equals the raw events', and a refresh without it (a retention pass, a
+    rebuild) then computes those minutes like any other."""
+    users = _visits(days=21, seed=5)
+    kept_from = datetime.fromtimestamp((T0 + 14 * DAY + 30 * MIN) / 1000, UTC)
+    hour = kept_from.replace(minute=0)
+    states: dict[str, UserState | None] = {}
+    for week in range(3):
+        lo, hi = T0 + week * 7 * DAY, T0 + (week + 1) * 7 * DAY
+        visits = {u: [v for v in vs if lo <= v[0].ts < hi] for u, vs in users.items()}
+        _write(warehouse, states, [e for vs in visits.values() for v in vs for e in v])
+        refresh(warehouse, datetime.fromtimestamp(hi / 1000, UTC), minutes_from=kept_from)
+        late = [Event(event_id=f"late-{u}-{week}", type="page_view", ts=vs[-1][0].ts - MIN,
+                      user_id=u, country="BE", device=vs[-1][0].device,
+                      channel=vs[-1][0].channel) for u, vs in visits.items() if vs]  # fmt: skip
+        _write(warehouse, states, late)
+    assert refresh(warehouse, minutes_from=kept_from) > 0
+    assert refresh(warehouse, minutes_from=kept_from) == 0  # the old minutes are not read again
+
+    for prefix in _TABLES:
+        first = warehouse.query(f"SELECT min(t) FROM {prefix}_1m FINAL").result_rows[0][0]
+        assert first.replace(tzinfo=UTC) >= hour
+    zeros = warehouse.query(
+        "SELECT count() FROM rollup_1h FINAL WHERE level = 0 AND events = 0 AND t < {h:DateTime}",
+        parameters={"h": hour},
+    ).result_rows
+    assert zeros[0][0] > 0  # the late events' sessions' combinations, zeroed in old hours
+    start, end = (
+        datetime.fromtimestamp(T0 / 1000, UTC),
+        datetime.fromtimestamp((T0 + 21 * DAY) / 1000, UTC),
+    )
+    dirty = first_dirty_of(warehouse, [EVENTS, STARTS], start, end)
+    assert dirty[(EVENTS, "1m")] < hour and (EVENTS, UNROLLED) not in dirty
+    assert (EVENTS, "1h") not in dirty and (STARTS, "1d") not in dirty
+    for metric, interval, by in [("sessions", "1d", "country"), ("bounce_rate", "1h", None),
+                                 ("revenue", "1h", "device"), ("visitors", "1m", None),
+                                 ("add_to_cart_rate", "5m", "channel")]:  # fmt: skip
+        for lo in (start, hour - timedelta(days=2), hour):
+            q = MetricQuery(metric, lo, end, interval, by)
+            assert metric_series(warehouse, q) == metric_series(warehouse, q, rollups=False)
+
+    left_to_hours = _rollups(warehouse)
+    refresh(warehouse)  # without minutes_from: the old minutes too
+    assert first_dirty_of(warehouse, [EVENTS, STARTS], start, end) == {}
+    computed = _rollups(warehouse)
+    for table in [*computed, "rollup_marks"]:
+        warehouse.command(f"TRUNCATE TABLE {table}")
+    rebuild(warehouse)
+    rebuilt = _rollups(warehouse)
+    assert rebuilt == computed
+    for table in rebuilt:
+        if not table.endswith("_1m"):
+            assert left_to_hours[table] == rebuilt[table], table
 
 
 def test_refreshes_racing_the_writes_equal_a_rebuild(warehouse: Client, warehouse_dsn: str) -> None:
