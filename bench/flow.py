@@ -3,6 +3,7 @@
     .venv/bin/python bench/flow.py [--events 1000000] [--shape simulator|heavy]
                                    [--workers 1 | --processes 2] [--profile] [--read-only]
                                    [--without refresh [--without writes]]
+                                   [--minute-rollups DAYS]
 
 Generates simulator traffic (all event types), publishes it through the collector to a
 fresh embedded broker, then times `flows.run.run_flow` from start until the topics are
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import os
 import pstats
 import resource
@@ -238,12 +240,18 @@ def main() -> None:
         help="leave the sink's rollup refresh (writes: and its inserts) out, in one process",
     )  # fmt: skip
     parser.add_argument(
+        "--minute-rollups", type=float, metavar="DAYS",
+        help="keep minute rollups this many days back (the flow's default: 7; the heavy "
+        "shape's history is older, so a large value measures it as if it were recent), in "
+        "one process",
+    )  # fmt: skip
+    parser.add_argument(
         "--read-only", action="store_true",
         help="only read the topics (no flow): the ceiling reading through the broker sets",
     )  # fmt: skip
     args = parser.parse_args()
-    if args.without and args.processes > 1:
-        parser.error("--without measures one process")
+    if (args.without or args.minute_rollups is not None) and args.processes > 1:
+        parser.error("--without and --minute-rollups measure one process")
     if "writes" in args.without and "refresh" not in args.without:
         parser.error("--without writes needs --without refresh (nothing to refresh)")
     _leave_out(args.without)
@@ -311,6 +319,8 @@ def main() -> None:
             )
             return
         flow = FlowConfig(broker.bootstrap, topics, dsn, None, fx, idle_stop_s=idle)
+        if args.minute_rollups is not None:
+            flow = dataclasses.replace(flow, minute_rollups=timedelta(days=args.minute_rollups))
         profiler = cProfile.Profile() if args.profile else None
         start = time.perf_counter()
         cpu0 = time.process_time()

@@ -387,13 +387,13 @@ def refresh(
     """Recompute every dirty minute, hour and UTC day that ends at or before ``until``
     (all if None). Returns how many periods were recomputed.
 
-    With ``minutes_from``, the minutes of the whole hours before it are left to their hours
-    (after the retention's horizon): such an hour is recomputed from the raw rows, and its
-    minutes stay dirty, to be read from the raw rows. On a shop's history (weeks of a few
-    events a minute) minute rows are as many as the events and were most of a backlog's
-    refresh, while old minutes are read at hour and day grains (docs/benchmarks.md, issue
-    #21). A refresh without it (a retention pass before raw rows go, a rebuild) computes
-    those minutes too.
+    With ``minutes_from``, the whole hours before it (after the retention's horizon) are
+    recomputed from the raw rows, and the minutes of the sparse ones among them are left
+    to them: such a minute stays dirty, to be read from the raw rows. On a shop's history
+    (weeks of a few events a minute) minute rows are as many as the events and were most
+    of a backlog's refresh, while old ranges are read at hour and day grains
+    (docs/benchmarks.md, issue #21). A refresh without it (a retention pass before raw
+    rows go, a rebuild) computes those minutes too.
 
     Safe to run concurrently with writes and with another refresh: a period written again
     meanwhile stays dirty. A period's parent is marked dirty before the period is
@@ -424,7 +424,8 @@ def refresh(
             starts = [m for m, _ in dirty]
             from_raw: list[int] = []  # recomputed from the raw rows (minutes, old hours)
             if grain == "1m":
-                from_raw = [m for m in starts if raw is None or not raw[0] <= m < raw[1]]
+                left = _left_to_hours(client, starts, raw)
+                from_raw = [m for m in starts if m not in left]
                 starts = []
             elif grain == "1h" and raw is not None:
                 from_raw = [m for m in starts if raw[0] <= m < raw[1]]
@@ -444,6 +445,24 @@ def refresh(
             ])  # fmt: skip
             done += len(dirty) if computed is None else len(computed)
     return done
+
+
+# An hour of fewer events than this has about as many minute rows as events (a row per
+# level and combination of attributes, five levels): its old minutes are left to it.
+_SPARSE_HOUR = 6_000
+
+
+def _left_to_hours(client: Client, minutes: list[int], raw: tuple[int, int] | None) -> set[int]:
+    """Which of the dirty ``minutes`` (sorted epoch-ms starts) a refresh leaves to their
+    hours: those in the ``raw`` hours whose hour holds fewer than :data:`_SPARSE_HOUR`
+    events. A busier hour's minute rows are far fewer than its events, and keep
+    minute-grain questions over old ranges quick."""
+    old = [] if raw is None else [m for m in minutes if raw[0] <= m < raw[1]]
+    if not old:
+        return set()
+    hour = _PERIOD_MS["1h"]
+    events = _weights(client, "1h", sorted({m - m % hour for m in old}))
+    return {m for m in old if events.get(m - m % hour, 0) < _SPARSE_HOUR}
 
 
 def _raw_hours(client: Client, minutes_from: datetime | None) -> tuple[int, int] | None:

@@ -146,13 +146,19 @@ def test_a_backlog_over_weeks_refreshed_piecewise_equals_a_rebuild(warehouse: Cl
     assert _rollups(warehouse) == piecewise
 
 
-def test_old_minutes_left_to_their_hours_answer_like_a_rebuild(warehouse: Client) -> None:
+@pytest.mark.parametrize("busy", [None, 3])
+def test_old_minutes_left_to_their_hours_answer_like_a_rebuild(
+    warehouse: Client, monkeypatch: pytest.MonkeyPatch, busy: int | None
+) -> None:
     """With ``minutes_from`` (the flow's refresh: a week before its clock), the whole hours
-    before it are rolled up from the raw rows and their minutes get no rows: they stay
-    dirty, are read from the raw rows, and are not read again until written again. Late
-    events changing old sessions' attributes leave zero rows in the hours, as in minutes.
-    Every answer equals the raw events', and a refresh without it (a retention pass, a
-    rebuild) then computes those minutes like any other."""
+    before it are rolled up from the raw rows, and the minutes of the sparse ones get no
+    rows: they stay dirty, are read from the raw rows, and are not read again until
+    written again. An hour of ``busy`` events or more (here: a few) keeps its minute rows.
+    Late events changing old sessions' attributes leave zero rows in the hours, as in
+    minutes. Every answer equals the raw events', and a refresh without it (a retention
+    pass, a rebuild) then computes those minutes like any other."""
+    if busy is not None:
+        monkeypatch.setattr(rollups, "_SPARSE_HOUR", busy)
     users = _visits(days=21, seed=5)
     kept_from = datetime.fromtimestamp((T0 + 14 * DAY + 30 * MIN) / 1000, UTC)
     hour = kept_from.replace(minute=0)
@@ -169,9 +175,18 @@ def test_old_minutes_left_to_their_hours_answer_like_a_rebuild(warehouse: Client
     assert refresh(warehouse, minutes_from=kept_from) > 0
     assert refresh(warehouse, minutes_from=kept_from) == 0  # the old minutes are not read again
 
-    for prefix in _TABLES:
-        first = warehouse.query(f"SELECT min(t) FROM {prefix}_1m FINAL").result_rows[0][0]
-        assert first.replace(tzinfo=UTC) >= hour
+    # the old minutes with rows are those of the hours with `busy` events or more
+    busy_hours = warehouse.query(
+        "SELECT toStartOfHour(ts) AS h FROM events FINAL WHERE ts < {h:DateTime64(3)} "
+        "GROUP BY h HAVING count() >= {n:UInt32}",
+        parameters={"h": hour, "n": busy or rollups._SPARSE_HOUR},
+    ).result_rows
+    minutes_of_hours = warehouse.query(
+        "SELECT DISTINCT toStartOfHour(t) FROM rollup_1m FINAL WHERE t < {h:DateTime}",
+        parameters={"h": hour},
+    ).result_rows
+    assert set(minutes_of_hours) == set(busy_hours)
+    assert bool(busy_hours) == (busy is not None)
     zeros = warehouse.query(
         "SELECT count() FROM rollup_1h FINAL WHERE level = 0 AND events = 0 AND t < {h:DateTime}",
         parameters={"h": hour},
