@@ -354,8 +354,8 @@ def metric_series(
         families = {_family(q), *([EVENTS] if q.breakdown else [])}
         dirty = first_dirty_of(client, families, _ms(grid.starts[0]), _ms(grid.end))
 
-        def current_until(grain: str, end: int) -> int:
-            for since in (dirty.get((f, grain)) for f in families):
+        def current_until(found: dict[Any, datetime], grain: str, end: int) -> int:
+            for since in (found.get((f, grain)) for f in families):
                 if since is not None:
                     end = min(end, sum(1 for b in bounds[1:] if b <= since.timestamp()))
             return end
@@ -363,8 +363,13 @@ def metric_series(
         ends: dict[str, int] = {}
         end = len(grid.starts)
         for grain in grains:
-            ends[grain] = current_until(grain, end)
-            end = current_until(UNROLLED, end) if grain == "1m" else ends[grain]
+            ends[grain] = current_until(dirty, grain, end)
+            end = current_until(dirty, UNROLLED, end) if grain == "1m" else ends[grain]
+        if len(grains) > 1 and ends["1m"] < ends["1h"]:
+            # a minute left to its hour lies before the hours' end: the minutes after it
+            # (the hour going on) may still be current
+            after = first_dirty_of(client, families, _ms(bounds[ends["1h"]]), _ms(grid.end))
+            ends["1m"] = current_until(after, "1m", len(grid.starts))
         # an event rollup's series rows already name every breakdown value
         needs_values = _family(q) == STARTS
         for grain in reversed(grains):

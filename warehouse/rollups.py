@@ -387,13 +387,14 @@ def refresh(
     """Recompute every dirty minute, hour and UTC day that ends at or before ``until``
     (all if None). Returns how many periods were recomputed.
 
-    With ``minutes_from``, the whole hours before it (after the retention's horizon) are
-    recomputed from the raw rows, and the minutes of the sparse ones among them are left
-    to them: such a minute stays dirty, to be read from the raw rows. On a shop's history
-    (weeks of a few events a minute) minute rows are as many as the events and were most
-    of a backlog's refresh, while old ranges are read at hour and day grains
-    (docs/benchmarks.md, issue #21). A refresh without it (a retention pass before raw
-    rows go, a rebuild) computes those minutes too.
+    With ``minutes_from``, a dirty minute of a whole hour before it (after the retention's
+    horizon) is left to its hour when the hour is sparse and the minute has no rows yet
+    (:func:`_left_to_hours`): it stays dirty, to be read from the raw rows, and an hour
+    that had a minute left to it is recomputed from the raw rows (:func:`_holding_left`).
+    On a shop's history (weeks of a few events a minute) minute rows are as many as the
+    events and were most of a backlog's refresh, while old ranges are read at hour and
+    day grains (docs/benchmarks.md, issue #21). A refresh without it (a retention pass
+    before raw rows go, a rebuild) computes those minutes too.
 
     Safe to run concurrently with writes and with another refresh: a period written again
     meanwhile stays dirty. A period's parent is marked dirty before the period is
@@ -402,7 +403,8 @@ def refresh(
     done = 0
     where = "" if until is None else "AND minute <= {last:DateTime}"
     until_ms = None if until is None else int(aware(until).timestamp() * 1000)
-    raw = _raw_hours(client, minutes_from)
+    raw_from = _raw_from(client)
+    raw = _raw_hours(raw_from, minutes_from)
     for family in _FAMILIES:
         for grain, parent in zip(GRAINS, [*GRAINS[1:], None], strict=True):
             kind = mark_kind(family, grain)
@@ -424,19 +426,23 @@ def refresh(
             starts = [m for m, _ in dirty]
             from_raw: list[int] = []  # recomputed from the raw rows (minutes, old hours)
             if grain == "1m":
-                left = _left_to_hours(client, starts, raw)
+                left = _left_to_hours(client, family, starts, raw)
                 from_raw = [m for m in starts if m not in left]
                 starts = []
-            elif grain == "1h" and raw is not None:
-                from_raw = [m for m in starts if raw[0] <= m < raw[1]]
-                starts = [m for m in starts if not raw[0] <= m < raw[1]]
+            elif grain == "1h":  # an hour holding minutes left to it, from the raw rows
+                holding = _holding_left(client, family, starts, raw_from)
+                from_raw = [m for m in starts if m in holding]
+                starts = [m for m in starts if m not in holding]
             for periods, raw_rows in ((from_raw, True), (starts, False)):
-                size = chunk if grain == "1m" else 24
+                # hours from the raw rows: as many as their events allow (a busy one alone)
+                size = chunk if grain == "1m" else 1 if raw_rows else 24
                 # more periods than one group: how many events each holds, so that sparse
                 # ones go together (one cheap query, only when there is a backlog)
                 weights = _weights(client, grain, periods) if len(periods) > size else None
                 for group in _chunks(periods, size, _PERIOD_MS[grain], weights):
                     _recompute(client, family, grain, group, from_raw=raw_rows)
+                    if grain == "1h" and not raw_rows:
+                        _left_meanwhile(client, family, group, raw_from)
             computed = set(from_raw) if grain == "1m" else None
             _insert_marks(client, [
                 (kind, m // 1000, 0, v, 0) if computed is None or m in computed
@@ -452,29 +458,80 @@ def refresh(
 _SPARSE_HOUR = 6_000
 
 
-def _left_to_hours(client: Client, minutes: list[int], raw: tuple[int, int] | None) -> set[int]:
+def _left_to_hours(
+    client: Client, family: int, minutes: list[int], raw: tuple[int, int] | None
+) -> set[int]:
     """Which of the dirty ``minutes`` (sorted epoch-ms starts) a refresh leaves to their
     hours: those in the ``raw`` hours whose hour holds fewer than :data:`_SPARSE_HOUR`
-    events. A busier hour's minute rows are far fewer than its events, and keep
-    minute-grain questions over old ranges quick."""
+    events, and that have no rows yet. A busier hour's minute rows are far fewer than its
+    events, and keep minute-grain questions over old ranges quick; a minute with rows is
+    recomputed, so that no row keeps data that went (an erasure's)."""
     old = [] if raw is None else [m for m in minutes if raw[0] <= m < raw[1]]
     if not old:
         return set()
     hour = _PERIOD_MS["1h"]
     events = _weights(client, "1h", sorted({m - m % hour for m in old}))
-    return {m for m in old if events.get(m - m % hour, 0) < _SPARSE_HOUR}
+    sparse = [m for m in old if events.get(m - m % hour, 0) < _SPARSE_HOUR]
+    if not sparse:
+        return set()
+    table = f"{_FAMILIES[family][0]}_1m"
+    # a backlog's minutes have no rows: a look at their span spares a list of all of them
+    span = {"lo": _dt(sparse[0]), "hi": _dt(sparse[-1] + MINUTE_MS)}
+    sql = f"SELECT 1 FROM {table} WHERE t >= {{lo:DateTime}} AND t < {{hi:DateTime}} LIMIT 1"
+    if not client.query(sql, parameters=span).result_rows:
+        return set(sparse)
+    return set(sparse) - _with_rows(client, table, sparse)
 
 
-def _raw_hours(client: Client, minutes_from: datetime | None) -> tuple[int, int] | None:
-    """The whole hours (epoch ms, [first, end)) a refresh with ``minutes_from`` recomputes
-    from the raw rows instead of from their minutes: before it, and after the retention's
-    horizon (raw rows are there for the whole hour); None when there are none."""
+# Hours some minute of which was ever left to them (``rolled``).
+_HOLDING_LEFT = """
+SELECT DISTINCT toUInt32(toStartOfHour(minute)) * 1000 FROM rollup_marks FINAL
+WHERE kind = {kind:UInt8} AND minute >= {lo:DateTime} AND minute < {hi:DateTime} AND rolled > 0
+"""
+
+
+def _holding_left(client: Client, family: int, hours: list[int], raw_from: int) -> set[int]:
+    """Which of ``hours`` (sorted epoch-ms starts, from ``raw_from`` on: :func:`_raw_from`)
+    had a minute left to them: such an hour is recomputed from the raw rows, whoever
+    refreshes it (a refresh leaving no minutes included). Its minutes' rows need not have
+    every combination the hour's rows have (the hour is zeroed from its own rows), nor hold
+    its data. Before ``raw_from`` the raw rows are gone: an hour there comes from its
+    minutes, which the retention pass computed before they went."""
+    hours = [h for h in hours if h >= raw_from]
+    if not hours:
+        return set()
+    params = {"kind": mark_kind(family, "1m"), "lo": _dt(hours[0]),
+              "hi": _dt(hours[-1] + _PERIOD_MS["1h"])}  # fmt: skip
+    found = {int(r[0]) for r in client.query(_HOLDING_LEFT, parameters=params).result_rows}
+    return found & set(hours)
+
+
+def _left_meanwhile(client: Client, family: int, hours: list[int], raw_from: int) -> None:
+    """After hours were recomputed from their minutes: if another refresh left a minute of
+    one to it meanwhile (it recomputed the hour from the raw rows, and this computation,
+    without that minute, may have landed after), the hour is marked dirty again, to be
+    recomputed from the raw rows (tests/integration/test_rollup_backlog.py)."""
+    left = _holding_left(client, family, hours, raw_from)
+    if left:
+        _mark(client, {mark_kind(family, "1h"): left}, next_version())
+
+
+def _raw_from(client: Client) -> int:
+    """The first whole hour (epoch ms) after the retention's horizon: raw rows are there
+    for the whole of it and every later hour."""
+    hour = _PERIOD_MS["1h"]
+    purged = client.query("SELECT toUInt32(max(until)) FROM purged_until").result_rows
+    return -(-int(purged[0][0]) * 1000 // hour) * hour if purged and purged[0][0] else 0
+
+
+def _raw_hours(first: int, minutes_from: datetime | None) -> tuple[int, int] | None:
+    """The whole hours (epoch ms, [first, end)) whose sparse minutes a refresh with
+    ``minutes_from`` may leave to them: before it, from ``first`` (:func:`_raw_from`);
+    None when there are none."""
     if minutes_from is None:
         return None
     hour = _PERIOD_MS["1h"]
     end = int(aware(minutes_from).timestamp() * 1000) // hour * hour
-    purged = client.query("SELECT toUInt32(max(until)) FROM purged_until").result_rows
-    first = -(-int(purged[0][0]) * 1000 // hour) * hour if purged and purged[0][0] else 0
     return (first, end) if first < end else None
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 START = utc(2026, 10, 24, 0)  # Amsterdam leaves summer time on 2026-10-25 01:00 UTC
 END = utc(2026, 10, 26, 6)
-KEPT_FROM = utc(2026, 10, 25, 0, 30)  # minutes from here on are rolled up
+KEPT_FROM = utc(2026, 10, 25, 0, 30)  # the flow keeps minute rows from this hour on
 
 
 @pytest.fixture(scope="module")

@@ -220,6 +220,95 @@ def test_old_minutes_left_to_their_hours_answer_like_a_rebuild(
             assert left_to_hours[table] == rebuilt[table], table
 
 
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def test_old_hours_and_the_hour_going_on_are_read_from_the_rollups(warehouse: Client) -> None:
+    """Hours holding minutes left to them answer hour and day questions, and the hour
+    going on is still read from its minute rows after such minutes: with the raw rows
+    gone, those answers stay (minute questions over the old part read raw rows: they go)."""
+    users = _visits(days=10, seed=3)
+    events = [e for vs in users.values() for v in vs for e in v]
+    _write(warehouse, {}, events)
+    last = max(e.ts for e in events)
+    hour = 60 * MIN
+    assert last % hour < hour - 2 * MIN  # the hour of the last event is still going on
+    refresh(warehouse, _at(last + MIN), minutes_from=_at(T0 + 7 * DAY))
+    start, end = _at(T0 - T0 % DAY), _at(last - last % hour + hour)
+    old_day = _at(T0 - T0 % DAY + DAY)
+    asked = [MetricQuery("events", start, end, "1h"),
+             MetricQuery("visitors", start, end, "1h", "country"),
+             MetricQuery("sessions", start, end, "1d"),
+             MetricQuery("revenue", start, end, "1d", "device")]  # fmt: skip
+    before = [metric_series(warehouse, q) for q in asked]
+    old_minutes = MetricQuery("events", old_day, old_day + timedelta(days=1), "1m")
+    assert sum(p["value"] for p in metric_series(warehouse, old_minutes)) > 0
+    warehouse.command("DELETE FROM events WHERE 1")
+    warehouse.command("DELETE FROM sessions WHERE 1")
+    assert [metric_series(warehouse, q) for q in asked] == before
+    assert sum(p["value"] for p in metric_series(warehouse, old_minutes)) == 0
+
+
+def test_an_hour_from_its_minutes_while_another_refresh_left_one_to_it(
+    warehouse: Client, warehouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refreshes that disagree on which minutes are old (an erasure's and the flow's,
+    either side of an hour): one recomputes an hour from its minutes while the other, after
+    a write, leaves a new minute of it to the hour and recomputes the hour from the raw
+    rows, and lands first. The hour is marked dirty again, and the next refresh takes it
+    from the raw rows: the hours and days equal a rebuild's."""
+    users = _visits(days=3, seed=13)
+    events = [e for vs in users.values() for v in vs for e in v]
+    _write(warehouse, {}, events)
+    hour_ms = 60 * MIN
+    h = events[len(events) // 2].ts // hour_ms * hour_ms
+    taken = {e.ts // MIN * MIN for e in events}
+    quiet = next(m for m in range(h, h + hour_ms, MIN) if m not in taken)
+    late = Event(event_id="late-1", type="page_view", ts=quiet + 1000, user_id="u-late",
+                 country="BE", device="mobile", channel="direct")  # fmt: skip
+    database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
+    other = connect(warehouse_dsn, database, create=False)
+    recompute, fired = rollups._recompute, []
+
+    def other_lands_first(client: Client, family: int, grain: str, starts: list[int],
+                          *, from_raw: bool = False) -> None:  # fmt: skip
+        if grain == "1h" and not from_raw and h in starts and not fired:
+            fired.append(family)
+            _write(other, {}, [late])
+            refresh(other, minutes_from=_at(T0 + 10 * DAY))  # every minute is old to it
+        recompute(client, family, grain, starts, from_raw=from_raw)
+
+    monkeypatch.setattr(rollups, "_recompute", other_lands_first)
+    refresh(warehouse, minutes_from=_at(T0))  # no minute is old to it
+    monkeypatch.undo()
+    assert fired
+    refresh(warehouse, minutes_from=_at(T0 + 10 * DAY))
+    got = _rollups(warehouse)
+    for table in [*got, "rollup_marks"]:
+        warehouse.command(f"TRUNCATE TABLE {table}")
+    rebuild(warehouse)
+    rebuilt = _rollups(warehouse)
+    for table in rebuilt:
+        if not table.endswith("_1m"):
+            assert got[table] == rebuilt[table], table
+
+
+def test_an_old_minute_with_rows_is_recomputed_not_left(warehouse: Client) -> None:
+    """A minute that has rows is recomputed even when old and sparse: an erasure's change
+    reaches its rows instead of leaving the user's counts and hashes in them."""
+    users = _visits(days=3, seed=17)
+    _write(warehouse, {}, [e for vs in users.values() for v in vs for e in v])
+    refresh(warehouse)  # every minute gets rows
+    assert sum(erase_rows(warehouse, "u1").values()) > 0
+    refresh(warehouse, minutes_from=_at(T0 + 10 * DAY))
+    erased = _rollups(warehouse)
+    for table in [*erased, "rollup_marks"]:
+        warehouse.command(f"TRUNCATE TABLE {table}")
+    rebuild(warehouse)
+    assert _rollups(warehouse) == erased
+
+
 def test_refreshes_racing_the_writes_equal_a_rebuild(warehouse: Client, warehouse_dsn: str) -> None:
     """The flow refreshes on a thread and client of its own while its writer goes on
     (flows.dataflow._Rollups): a day of a backlog written at a time, with a late event
