@@ -180,45 +180,31 @@ def _from_raw(family: int, grain: str) -> tuple[str, str]:
     computed, without merging its sets again)."""
     start = _START_OF[grain]
     table = f"{_FAMILIES[family][0]}_{grain}"
-    in_periods = _in_periods("t", start)
+    # the cells, their measures merged, a zero row's values, the final distinct counts
     if family == EVENTS:
-        again = f"""
-INSERT INTO {table}
-SELECT level, t, country, device, channel, {_EVENT_MEASURES}, {{v:UInt64}} AS version
-FROM (
-    {_event_cells(start)}
-    UNION ALL
-    SELECT level, t, country, device, channel, 0, 0, 0, 0, 0, {_EMPTY_SETS}
-    FROM {table} FINAL WHERE {in_periods}
-    GROUP BY level, t, country, device, channel
-)
-GROUP BY level, t, country, device, channel
-{_INSERT_SETTINGS}
-"""
-        first = f"""
-INSERT INTO {table}
-SELECT *, finalizeAggregation(visitors), finalizeAggregation(sessions),
-       finalizeAggregation(purchase_sessions), finalizeAggregation(cart_sessions),
-       {{v:UInt64}} AS version
-FROM ({_event_cells(start)})
-{_INSERT_SETTINGS}
-"""
-        return again, first
+        cells, measures = _event_cells(start), _EVENT_MEASURES
+        zeros = f"0, 0, 0, 0, 0, {_EMPTY_SETS}"
+        finals = """finalizeAggregation(visitors), finalizeAggregation(sessions),
+       finalizeAggregation(purchase_sessions), finalizeAggregation(cart_sessions),"""
+    else:
+        cells, measures = _start_cells(start), _START_MEASURES
+        zeros, finals = "0, 0, 0, 0", ""
     again = f"""
 INSERT INTO {table}
-SELECT level, t, country, device, channel, {_START_MEASURES}, {{v:UInt64}} AS version
+SELECT level, t, country, device, channel, {measures}, {{v:UInt64}} AS version
 FROM (
-    {_start_cells(start)}
+    {cells}
     UNION ALL
-    SELECT level, t, country, device, channel, 0, 0, 0, 0
-    FROM {table} FINAL WHERE {in_periods}
+    SELECT level, t, country, device, channel, {zeros}
+    FROM {table} FINAL WHERE {_in_periods("t", start)}
+    GROUP BY level, t, country, device, channel
 )
 GROUP BY level, t, country, device, channel
 {_INSERT_SETTINGS}
 """
     first = f"""
 INSERT INTO {table}
-SELECT *, {{v:UInt64}} AS version FROM ({_start_cells(start)})
+SELECT *, {finals} {{v:UInt64}} AS version FROM ({cells})
 {_INSERT_SETTINGS}
 """
     return again, first
