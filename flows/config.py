@@ -37,9 +37,9 @@ class FlowConfig:
     batch_size: int = 5000
     allowed_lateness: timedelta = timedelta(minutes=10)  # rollups wait this long for a minute
     rollup_every_s: float = 5.0
-    # Minutes older than this (by `clock`) are left to their hours: an old hour is rolled
-    # up from the raw rows, its minutes are read from them (warehouse.rollups.refresh);
-    # None rolls up every minute.
+    # Minutes older than this (by `clock`) in quiet hours are left to their hours: such an
+    # hour is rolled up from the raw rows, its minutes are read from them
+    # (warehouse.rollups.refresh); None rolls up every minute.
     minute_rollups: timedelta | None = MINUTE_ROLLUPS
     # Where the shards save their users' states between snapshots (beside Bytewax's
     # recovery store); None keeps them in memory only, for a flow run without recovery.

@@ -354,9 +354,8 @@ _GROUP_PERIODS = 10_080
 def _weights(client: Client, grain: str, periods: list[int]) -> dict[int, int]:
     """Events per period of ``grain`` (epoch-ms starts) between the first and last of
     ``periods``, from ``events`` without FINAL (an estimate: enough to size groups)."""
-    start = {"1m": "toStartOfMinute", **_START_OF}[grain]
     rows = client.query(
-        f"SELECT toUnixTimestamp({start}(ts)) * 1000 AS p, count() FROM events "
+        f"SELECT toUnixTimestamp({_START_OF[grain]}(ts)) * 1000 AS p, count() FROM events "
         "WHERE ts >= {lo:DateTime64(3)} AND ts < {hi:DateTime64(3)} GROUP BY p",
         parameters={"lo": _dt(periods[0]), "hi": _dt(periods[-1] + _PERIOD_MS[grain])},
     ).result_rows
@@ -395,12 +394,13 @@ def refresh(
         for grain, parent in zip(GRAINS, [*GRAINS[1:], None], strict=True):
             kind = mark_kind(family, grain)
             params: dict[str, object] = {"kind": kind}
-            query = _DIRTY.format(where=where)
             if until_ms is not None:  # periods that end at or before ``until``
                 params["last"] = _dt(until_ms - _PERIOD_MS[grain])
+            not_rolled = ""
             if grain == "1m" and raw is not None:
-                query = _DIRTY.format(where=f"{where} {_NOT_ROLLED}")
+                not_rolled = _NOT_ROLLED
                 params.update(raw_lo=_dt(raw[0]), raw_hi=_dt(raw[1]))
+            query = _DIRTY.format(where=f"{where} {not_rolled}")
             rows = client.query(query, parameters=params).result_rows
             dirty = [(int(m) * 1000, int(v)) for m, v in rows]
             if not dirty:
@@ -411,10 +411,10 @@ def refresh(
                       next_version())  # fmt: skip
             starts = [m for m, _ in dirty]
             from_raw: list[int] = []  # recomputed from the raw rows (minutes, old hours)
+            left: set[int] = set()  # minutes left to their hours
             if grain == "1m":
                 left = _left_to_hours(client, family, starts, raw)
-                from_raw = [m for m in starts if m not in left]
-                starts = []
+                from_raw, starts = [m for m in starts if m not in left], []
             elif grain == "1h":  # an hour holding minutes left to it, from the raw rows
                 holding = _holding_left(client, family, starts, raw_from)
                 from_raw = [m for m in starts if m in holding]
@@ -429,13 +429,12 @@ def refresh(
                     _recompute(client, family, grain, group, from_raw=raw_rows)
                     if grain == "1h" and not raw_rows:
                         _left_meanwhile(client, family, group, raw_from)
-            computed = set(from_raw) if grain == "1m" else None
             _insert_marks(client, [
-                (kind, m // 1000, 0, v, 0) if computed is None or m in computed
-                else (kind, m // 1000, 0, 0, v)  # left to its hour: it took the data
+                (kind, m // 1000, 0, 0, v) if m in left  # its hour took the data
+                else (kind, m // 1000, 0, v, 0)
                 for m, v in dirty
             ])  # fmt: skip
-            done += len(dirty) if computed is None else len(computed)
+            done += len(dirty) - len(left)
     return done
 
 
