@@ -90,9 +90,10 @@ def usable_cores() -> int:
 def processes_for(cores: int) -> int:
     """How many Bytewax processes ``pulse flow`` runs by default on ``cores`` cores: one
     per two. One process keeps 1.5–2 cores busy — its flow thread, the writer's and the
-    rollup refresh's ClickHouse work, librdkafka's threads — and two processes spend ~1.5x
-    its CPU per event, so on 2 cores one process drains faster than two (docs/benchmarks.md,
-    issue #21)."""
+    rollup refresh's ClickHouse work, librdkafka's threads — and two processes spend
+    1.2–1.5x its CPU per event (the exchange, and one process spinning in Bytewax's input
+    operator while it waits for the other at each epoch's end), so on 2 cores one process
+    drains faster than two (docs/benchmarks.md, issue #21)."""
     return max(1, cores // 2)
 
 
