@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from clickhouse_connect.driver.client import Client
 
 from ingest.errors import PulseError
+from ingest.times import as_utc
 from warehouse.buckets import INTERVALS, bucket_sql, make_grid
 from warehouse.metrics import DIMENSIONS, METRICS, Metric
 from warehouse.rollups import EVENTS, GRAINS, LEVELS, STARTS, UNROLLED, first_dirty_of
@@ -270,9 +271,27 @@ def _grain(q: MetricQuery, lo: int, hi: int) -> str:
     """The coarsest rollup grain whose rows tile the buckets: UTC days, whole hours, minutes."""
     if q.interval == "1d" and q.tz == "UTC":
         return "1d"
-    if q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0:
+    if q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0 and _whole_hours(q.tz):
         return "1h"
     return "1m"
+
+
+@lru_cache(maxsize=64)
+def _whole_hours(tz: str) -> bool:
+    """Whether ``tz`` is a whole number of hours off UTC from 2000 to 2100 (the times the
+    warehouse stores), so that its hours and days start on UTC hours. Not so, by half an
+    hour, for India or Newfoundland always, and for Lord Howe Island in standard time only:
+    its days inside a range that starts and ends in summer time still start at :30 UTC.
+    Looked at every week: every offset lasts longer than that."""
+    zone = ZoneInfo(tz)
+    week = timedelta(days=7)
+    at = EARLIEST
+    while at < LATEST:
+        offset = at.astimezone(zone).utcoffset()
+        if offset is None or offset % timedelta(hours=1):
+            return False
+        at += week
+    return True
 
 
 def _rollup_sql(
@@ -583,7 +602,7 @@ def complete_until(client: Client, allowed_lateness: timedelta) -> datetime | No
     rows = client.query(sql).result_rows
     if not rows or rows[0][0] is None or rows[0][0].year < 1971:
         return None
-    watermark = rows[0][0].replace(tzinfo=UTC)
+    watermark = as_utc(rows[0][0])
     return watermark - allowed_lateness
 
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from clickhouse_connect.driver.client import Client
 
 from warehouse.experiment_totals import mark_written
-from warehouse.rollups import refresh
+from warehouse.rollups import PASSES, refresh
 
 __all__ = ["Purged", "expunge", "horizon_of", "purge"]
 
@@ -83,7 +83,14 @@ def horizon_of(now: datetime, retention: timedelta) -> datetime:
 
 
 def purge(client: Client, retention: timedelta, now: datetime) -> Purged:
-    """Drop the raw rows older than ``retention`` before ``now``, keeping the rollups."""
+    """Drop the raw rows older than ``retention`` before ``now``, keeping the rollups. No
+    refresh of this process runs meanwhile: one reading raw rows as they go would lose
+    them (warehouse.rollups.PASSES)."""
+    with PASSES:
+        return _purge(client, retention, now)
+
+
+def _purge(client: Client, retention: timedelta, now: datetime) -> Purged:
     horizon = horizon_of(now, retention)
     refresh(client, horizon)
     params = {"h": horizon}

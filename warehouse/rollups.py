@@ -18,6 +18,7 @@ for it: whole days, then hours, then minutes, and the rest from raw events
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -25,7 +26,7 @@ from functools import cache
 import msgspec
 from clickhouse_connect.driver.client import Client
 
-from ingest.times import aware
+from ingest.times import as_utc, aware
 from warehouse.clock import next_version
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "GRAINS",
     "LEVELS",
     "MINUTE_ROLLUPS",
+    "PASSES",
     "STARTS",
     "UNROLLED",
     "first_dirty",
@@ -181,14 +183,13 @@ def _from_raw(family: int, grain: str) -> tuple[str, str]:
     start = _START_OF[grain]
     table = f"{_FAMILIES[family][0]}_{grain}"
     # the cells, their measures merged, a zero row's values, the final distinct counts
+    zeros = _MERGED[family][1]
     if family == EVENTS:
         cells, measures = _event_cells(start), _EVENT_MEASURES
-        zeros = f"0, 0, 0, 0, 0, {_EMPTY_SETS}"
         finals = """finalizeAggregation(visitors), finalizeAggregation(sessions),
        finalizeAggregation(purchase_sessions), finalizeAggregation(cart_sessions),"""
     else:
-        cells, measures = _start_cells(start), _START_MEASURES
-        zeros, finals = "0, 0, 0, 0", ""
+        cells, measures, finals = _start_cells(start), _START_MEASURES, ""
     again = f"""
 INSERT INTO {table}
 SELECT level, t, country, device, channel, {measures}, {{v:UInt64}} AS version
@@ -214,19 +215,35 @@ SELECT *, {finals} {{v:UInt64}} AS version FROM ({cells})
 # and a few source rows per block: the exact sets of a period are merged whole and each
 # level holds every user and session of the period once, so a step holds one level's
 # merged sets and a few of the sets it merges (an hour of 2M sessions: 0.28 GB at the
-# peak, was 3.3 GB; docs/benchmarks.md).
+# peak, was 3.3 GB; docs/benchmarks.md). The combinations the period's own rows have and
+# its sources no longer do are rewritten as zero rows: an hour once rolled up from the raw
+# rows (its minutes left to it) can hold a combination none of its minutes has a row for,
+# such as an erased user's.
 _REFRESH_COARSER = """
 INSERT INTO {into}
-SELECT level, {start}(t) AS tt, country, device, channel, {measures},
-       {{v:UInt64}} AS version
-FROM {source} FINAL
-WHERE level = {{level:UInt8}} AND t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
-  AND {start}(t) IN {{starts:Array(DateTime)}}
+SELECT level, tt, country, device, channel, {measures}, {{v:UInt64}} AS version
+FROM (
+    SELECT level, {start}(t) AS tt, country, device, channel, {columns}
+    FROM {source} FINAL
+    WHERE level = {{level:UInt8}} AND t >= {{lo:DateTime64(3)}} AND t < {{hi:DateTime64(3)}}
+      AND {start}(t) IN {{starts:Array(DateTime)}}
+    UNION ALL
+    SELECT level, t AS tt, country, device, channel, {zeros}
+    FROM {into} FINAL
+    WHERE level = {{level:UInt8}} AND t IN {{starts:Array(DateTime)}}
+    GROUP BY level, t, country, device, channel
+)
 GROUP BY level, tt, country, device, channel
 SETTINGS max_block_size = 8, optimize_on_insert = 0
 """
 # Per family: table prefix, measures.
 _FAMILIES = {EVENTS: ("rollup", _EVENT_MEASURES), STARTS: ("starts", _START_MEASURES)}
+# Per family: the columns the measures merge, and a zero row's values of them.
+_MERGED = {
+    EVENTS: ("events, pageviews, orders, revenue, units, visitors, sessions, "
+             "purchase_sessions, cart_sessions", f"0, 0, 0, 0, 0, {_EMPTY_SETS}"),
+    STARTS: ("started, bounces, start_pageviews, start_duration_s", "0, 0, 0, 0"),
+}  # fmt: skip
 
 # Minutes before the retention's horizon (``purged_until``, warehouse.retention) are never
 # recomputed from the raw tables again: their raw rows are gone, their rollups are the
@@ -383,8 +400,25 @@ def refresh(
 
     Safe to run concurrently with writes and with another refresh: a period written again
     meanwhile stays dirty. A period's parent is marked dirty before the period is
-    recomputed, so a query never takes a parent row as current while it misses a change.
+    recomputed, so a query never takes a parent row as current while it misses a change,
+    and again after, for a refresh that took the parent meanwhile without the period's
+    new rows. In one process, refreshes and retention passes take turns (:data:`PASSES`).
     """
+    with PASSES:
+        return _refresh(client, until, chunk, minutes_from)
+
+
+# One refresh or retention pass at a time in this process (the flow's periodic refresh, an
+# erasure's, the retention pass: with chDB, every writer is in one process). Across
+# processes (several writers to a ClickHouse server) the marks keep refreshes exact; a
+# retention pass deleting raw rows that another process's refresh of minutes is reading
+# can still leave those minutes short (docs/architecture.md).
+PASSES = threading.RLock()
+
+
+def _refresh(
+    client: Client, until: datetime | None, chunk: int, minutes_from: datetime | None
+) -> int:
     done = 0
     where = "" if until is None else "AND minute <= {last:DateTime}"
     until_ms = None if until is None else int(aware(until).timestamp() * 1000)
@@ -429,11 +463,16 @@ def refresh(
                     _recompute(client, family, grain, group, from_raw=raw_rows)
                     if grain == "1h" and not raw_rows:
                         _left_meanwhile(client, family, group, raw_from)
+            if grain == "1h" and from_raw:
+                _purged_meanwhile(client, family, from_raw)
             _insert_marks(client, [
                 (kind, m // 1000, 0, 0, v) if m in left  # its hour took the data
                 else (kind, m // 1000, 0, v, 0)
                 for m, v in dirty
             ])  # fmt: skip
+            if parent is not None:  # again: see the docstring
+                _mark(client, {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}},
+                      next_version())  # fmt: skip
             done += len(dirty) - len(left)
     return done
 
@@ -501,6 +540,16 @@ def _left_meanwhile(client: Client, family: int, hours: list[int], raw_from: int
         _mark(client, {mark_kind(family, "1h"): left}, next_version())
 
 
+def _purged_meanwhile(client: Client, family: int, hours: list[int]) -> None:
+    """After hours were recomputed from the raw rows: if a retention pass dropped raw rows
+    of some meanwhile (another process's; it computed their minutes first), they are
+    marked dirty again, to be recomputed from those minutes."""
+    raw_from = _raw_from(client)
+    gone = {h for h in hours if h < raw_from}
+    if gone:
+        _mark(client, {mark_kind(family, "1h"): gone}, next_version())
+
+
 def _raw_from(client: Client) -> int:
     """The first whole hour (epoch ms) after the retention's horizon: raw rows are there
     for the whole of it and every later hour."""
@@ -541,9 +590,10 @@ def _recompute(
     lo, hi = _dt(starts[0]), _dt(starts[-1] + _PERIOD_MS[grain])
     periods = [_dt(m) for m in starts]
     source = GRAINS[GRAINS.index(grain) - 1]
+    columns, zeros = _MERGED[family]
     sql = _REFRESH_COARSER.format(
         into=f"{prefix}_{grain}", source=f"{prefix}_{source}", start=_START_OF[grain],
-        measures=measures,
+        measures=measures, columns=columns, zeros=zeros,
     )  # fmt: skip
     for level in sorted(set(LEVELS.values())):
         params = {"level": level, "lo": lo, "hi": hi, "starts": periods, "v": next_version()}
@@ -613,7 +663,7 @@ def settled_until(client: Client, allowed_lateness: timedelta, now: datetime) ->
     rows = client.query(_SETTLED, parameters=params).result_rows
     if not rows or rows[0][0] is None or rows[0][0].year < 1971:
         return None
-    return rows[0][0].replace(tzinfo=UTC) - allowed_lateness
+    return as_utc(rows[0][0]) - allowed_lateness
 
 
 def rebuild(client: Client, *, chunk: int = 1440) -> int:
@@ -645,9 +695,9 @@ def first_dirty_of(
     rows = client.query(
         _FIRST_DIRTY, parameters={"kinds": list(kinds), "lo": lo, "hi": hi}
     ).result_rows
-    found = {kinds[k]: m.replace(tzinfo=UTC) for k, m, _ in rows}
+    found = {kinds[k]: as_utc(m) for k, m, _ in rows}
     for k, _, unrolled in rows:
         family, grain = kinds[k]
         if grain == "1m" and unrolled is not None:
-            found[(family, UNROLLED)] = unrolled.replace(tzinfo=UTC)
+            found[(family, UNROLLED)] = as_utc(unrolled)
     return found
