@@ -6,7 +6,8 @@ chooses, on the server's clock, and a rollup minute recomputed after its raw row
 would lose its counts. A pass, with the clock as an argument:
 
 1. brings every rollup period before the horizon up to date from the raw rows still there
-   (:func:`warehouse.rollups.refresh` up to the horizon);
+   (:func:`warehouse.rollups.refresh` up to the end of the hour holding the horizon: that
+   hour is then current from its minutes and is never read from its half-dropped raw rows);
 2. records the horizon (``purged_until``): the rollups never recompute a minute before it
    from raw rows again (a late event there is not counted and goes at the next pass);
 3. deletes the raw rows before it: events by time, sessions that ended before it,
@@ -92,7 +93,8 @@ def purge(client: Client, retention: timedelta, now: datetime) -> Purged:
 
 def _purge(client: Client, retention: timedelta, now: datetime) -> Purged:
     horizon = horizon_of(now, retention)
-    refresh(client, horizon)
+    hour = horizon.replace(minute=0)
+    refresh(client, hour if hour == horizon else hour + timedelta(hours=1))
     params = {"h": horizon}
     rows = {}
     for table, where in _WHERE.items():

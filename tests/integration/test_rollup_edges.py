@@ -1,7 +1,8 @@
 """Rollups at their edges (a review of issue #21's old minutes left to their hours): an
-erasure after a retention pass, a retention pass during another refresh, two refreshes
-in two processes taking the same hour, a process whose time zone is not UTC, and a time
-zone whose summer time moves its hours by half an hour. Each test fails without its fix."""
+erasure after a retention pass, the hour of a retention's horizon right after the pass, a
+retention pass during another refresh, two refreshes in two processes taking the same
+hour, a process whose time zone is not UTC, and a time zone whose summer time moves its
+hours by half an hour. Each test fails without its fix."""
 
 from __future__ import annotations
 
@@ -80,6 +81,20 @@ def test_an_erasure_after_a_retention_pass_reaches_the_hour_holding_its_horizon(
     assert [(p["device"], p["value"]) for p in metric_series(warehouse, q) if p["value"]] == [
         ("desktop", 2)
     ]
+
+
+def test_right_after_a_retention_pass_the_hour_holding_its_horizon_is_whole(
+    warehouse: Client,
+) -> None:
+    """The pass computes the hour its horizon falls in, not only the minutes before the
+    horizon: the hour is not read from raw rows half of which the pass just dropped."""
+    _write(warehouse, {}, [_event("a1", H + 10 * MIN, "a", "FR"),
+                           _event("u1", H + 40 * MIN, "u", "DE"),
+                           _event("z1", H + 3 * DAY, "z", "FR")])  # fmt: skip
+    refresh(warehouse, _at(H + 2 * HOUR), minutes_from=LATER)  # the hour's minutes left
+    assert _events(warehouse, H, H + HOUR, "1h") == [2]
+    purge(warehouse, timedelta(days=1), _at(H + 30 * MIN + DAY))
+    assert _events(warehouse, H, H + HOUR, "1h") == [2]
 
 
 def test_a_retention_pass_during_a_refresh_of_old_hours_loses_nothing(
