@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,12 +71,16 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
             _OPENED.add(path)
             base_dsn = dsn
             options["chdb_options"] = CHDB_OPTIONS
+            # The engine takes the process's time zone: in UTC, as a server for Pulse runs
+            # (docs/operations.md), whatever the machine's (_in_utc).
+            options["settings"] = {"session_timezone": "UTC"}
         else:
             base_dsn = urlsplit(dsn)._replace(path="/default").geturl()
         if create:
             admin = clickhouse_connect.get_client(dsn=base_dsn, **options)
             admin.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
-        return clickhouse_connect.get_client(dsn=base_dsn, database=database, **options)
+        client = clickhouse_connect.get_client(dsn=base_dsn, database=database, **options)
+        return _in_utc(client) if path is not None else client
     except (ClickHouseError, OSError) as exc:
         if path is not None and _locked_elsewhere(path):
             raise WarehouseBusy(
@@ -83,6 +88,17 @@ def connect(dsn: str, database: str | None = None, *, create: bool = True) -> Cl
                 " (a running `pulse up`?)"
             ) from exc
         raise WarehouseError(f"cannot open the warehouse at {redact_dsn(dsn)}: {exc}") from exc
+
+
+def _in_utc(client: Client) -> Client:
+    """The embedded engine's client with times bound and read in UTC. Its session runs
+    in UTC (``session_timezone``), and the client is told so: it renders a time parameter
+    as wall-clock time in what it takes for the server's zone, which for chDB is the
+    process's. In a zone with summer time, the hour the clocks go back comes twice there:
+    a parameter in it named the wrong hour, and in a process in Berlin the flow's hour of
+    2026-10-25 01:00 UTC read as empty (tests/integration/test_rollup_edges.py)."""
+    client.server_tz = UTC
+    return client
 
 
 def presence_check(dsn: str) -> Callable[[], None]:

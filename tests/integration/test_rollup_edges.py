@@ -218,7 +218,16 @@ refresh(client, at(last + MIN), minutes_from=at(T0 + 7 * day))
 late = events[0].__class__(event_id="late", type="page_view", ts=T0 + 2 * day + 7 * MIN,
                            user_id="zz", country="BE", device="mobile", channel="direct")
 _write(client, {}, [late])
-wrong = []
+# 02:10 in Berlin comes twice on 2026-10-25: at 00:10 and at 01:10 UTC
+fold = int(datetime(2026, 10, 25, tzinfo=UTC).timestamp() * 1000)
+_write(client, {}, [late.__class__(event_id=f"fold{i}", type="page_view",
+                                   ts=fold + (i * 60 + 10) * MIN, user_id=f"f{i}",
+                                   country="DE", device="mobile", channel="direct")
+                    for i in range(2)])
+refresh(client)
+q = MetricQuery("events", at(fold), at(fold + 120 * MIN), "1h")
+wrong = [f"fold, rollups {r}" for r in (True, False)
+         if [p["value"] for p in metric_series(client, q, rollups=r)] != [1, 1]]
 for metric, by in [("events", None), ("visitors", "country"), ("bounce_rate", "device")]:
     for interval in ("5m", "1h", "1d"):
         for lo, hi in [(T0 + day, T0 + 3 * day), (T0 + 6 * day + 5 * 60 * MIN, last + 120 * MIN)]:
@@ -231,7 +240,9 @@ print(json.dumps(wrong))
 
 def test_rollups_answer_like_raw_rows_in_a_process_not_on_utc(tmp_path: Path) -> None:
     """chDB hands back the marks' times in the process's zone: read as UTC they put the
-    first dirty minute an hour or two late east of UTC, and dirty rollups were served."""
+    first dirty minute an hour or two late east of UTC, and dirty rollups were served. And
+    the client bound times as wall-clock times of that zone: the hour the clocks go back
+    comes twice, and one of the two read as empty."""
     env = {**os.environ, "TZ": "Europe/Berlin"}
     done = subprocess.run(
         [sys.executable, "-c", _IN_ANOTHER_ZONE, f"chdb://{tmp_path / 'warehouse'}"],
