@@ -22,6 +22,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from ingest.errors import PulseError
+from ingest.times import as_utc
 from insights.experiments.report import ExperimentReport, experiment_report
 from warehouse.experiment_totals import kept_span
 from warehouse.experiments import (
@@ -62,7 +63,7 @@ def _span(client: Client, experiment: str) -> tuple[datetime, datetime] | None:
     if not rows or not rows[0][2]:
         return None
     first, last, _ = rows[0]
-    return _utc(first), _utc(last)
+    return as_utc(first), as_utc(last)
 
 
 def _seen(client: Client, experiment: str) -> bool:
@@ -75,10 +76,6 @@ def _seen(client: Client, experiment: str) -> bool:
 
 def _unknown(experiment: str) -> UnknownExperiment:
     return UnknownExperiment(f"no experiment {experiment[:64]!r}: no exposure of it was seen")
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def report_for(

@@ -35,6 +35,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from ingest.times import as_utc
 from warehouse.clock import next_version
 from warehouse.experiments_sql import PER_USER_SQL, PRE_PERIOD, SUMS_SQL
 
@@ -168,7 +169,7 @@ def _take(client: Client, experiment: str, max_variants: int) -> bool:
     # data a write the snapshot holds beyond it adds after the counted writes' newest time
     # is left out (a late one is not: whole_sums then waits for the next take)
     writes, until, taken = client.query(_WRITES_SQL, parameters={"e": experiment}).result_rows[0]
-    cut = _utc(until) + _MS
+    cut = as_utc(until) + _MS
     rows = client.query(
         _TAKE_SQL, parameters={"e": experiment, "cut": cut, "limit": max_variants + 2}
     ).result_rows
@@ -178,9 +179,9 @@ def _take(client: Client, experiment: str, max_variants: int) -> bool:
         experiment,
         next_version(),
         int(writes),
-        min(_utc(r[-4]) for r in rows),
-        max(_utc(r[-3]) for r in rows),
-        max(_utc(r[-2]) for r in rows),
+        min(as_utc(r[-4]) for r in rows),
+        max(as_utc(r[-3]) for r in rows),
+        max(as_utc(r[-2]) for r in rows),
         sum(int(r[-1]) for r in rows),
         [str(r[0]) for r in rows],
         [int(r[1]) for r in rows],
@@ -217,12 +218,12 @@ def kept_sums(
     ]
     if now is None or int(writes) != int(now) or int(moved):
         return None
-    first = _utc(first)
+    first = as_utc(first)
     if not (
-        _utc(start) <= first
-        and _utc(horizon) <= first - PRE_PERIOD
-        and _utc(last_exposure) < _utc(end)
-        and _utc(last_act) < _utc(end)
+        as_utc(start) <= first
+        and as_utc(horizon) <= first - PRE_PERIOD
+        and as_utc(last_exposure) < as_utc(end)
+        and as_utc(last_act) < as_utc(end)
     ):
         return None
     return [(v, c, *s) for v, c, s in zip(variants, counts, sums, strict=True)]
@@ -241,12 +242,12 @@ def whole_sums(
     writes, first, last_exposure, last_act, moved, variants, counts, sums, count, horizon, taken = (
         found[0]
     )
-    first, last_exposure, last_act = _utc(first), _utc(last_exposure), _utc(last_act)
-    if count is None or int(moved) or _utc(horizon) > first - PRE_PERIOD:
+    first, last_exposure, last_act = as_utc(first), as_utc(last_exposure), as_utc(last_act)
+    if count is None or int(moved) or as_utc(horizon) > first - PRE_PERIOD:
         return None
     rows = [(v, c, *s) for v, c, s in zip(variants, counts, sums, strict=True)]
     if int(count) == int(writes):
-        end = max(_utc(now), last_exposure + _MS)
+        end = max(as_utc(now), last_exposure + _MS)
         return WholeSums(first, end, rows, live=False) if last_act < end else None
     end = max(last_exposure, last_act) + _MS
     after, since, now_ns = client.query(
@@ -257,7 +258,7 @@ def whole_sums(
     if (
         not int(taken)
         or int(after) != int(count) - int(writes)
-        or _utc(since) < end
+        or as_utc(since) < end
         or int(now_ns) - int(taken) > bound.total_seconds() * 1e9
     ):
         return None
@@ -272,10 +273,6 @@ def kept_span(client: Client, experiment: str) -> tuple[datetime, datetime] | No
     if not found:
         return None
     writes, first, last_exposure, *_, now, horizon, _taken = found[0]
-    if now is None or int(writes) != int(now) or _utc(horizon) > _utc(first):
+    if now is None or int(writes) != int(now) or as_utc(horizon) > as_utc(first):
         return None
-    return _utc(first), _utc(last_exposure)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(first), as_utc(last_exposure)

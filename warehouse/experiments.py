@@ -29,11 +29,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from ingest.times import as_utc
 from warehouse.experiment_totals import kept_sums, whole_sums
 from warehouse.experiments_sql import PRE_PERIOD, RANGE_SQL, ROWS_SQL, SUMS_SQL
 from warehouse.queries import QueryError, check_range
@@ -134,11 +135,7 @@ class ExperimentSettings:
 
 
 def _iso(value: datetime) -> str:
-    return _utc(value).isoformat().replace("+00:00", "Z")
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def experiment_sums(
@@ -208,7 +205,7 @@ def list_experiments(client: Client, limit: int = 1000) -> list[ExperimentSummar
     """Every experiment seen in the exposures (by name, at most ``limit``)."""
     rows = client.query(_LIST_SQL, parameters={"cap": MAX_VARIANTS, "limit": limit}).result_rows
     return [
-        ExperimentSummary(str(e), sorted(map(str, v)), int(n), _utc(first), _utc(last))
+        ExperimentSummary(str(e), sorted(map(str, v)), int(n), as_utc(first), as_utc(last))
         for e, v, n, first, last in rows
     ]
 
@@ -232,6 +229,6 @@ def put_experiment_settings(
     """Store a declaration (newest ``version`` wins)."""
     client.insert(
         "experiment_settings",
-        [[experiment, settings.control or "", dict(settings.weights), _utc(now), version]],
+        [[experiment, settings.control or "", dict(settings.weights), as_utc(now), version]],
         column_names=["experiment", "control", "weights", "updated_at", "version"],
     )
