@@ -41,7 +41,7 @@ from warehouse.experiment_totals import refresh as refresh_experiments
 from warehouse.migrate import migrate
 from warehouse.queries import complete_until
 from warehouse.retention import expunge, purge
-from warehouse.rollups import refresh, settled_until
+from warehouse.rollups import PASSES, refresh, settled_until
 from warehouse.writer import BackgroundWriter, Encoded, WarehouseWriter
 
 __all__ = ["build_flow"]
@@ -225,11 +225,16 @@ class _Rollups:
 
     def after_write(self) -> None:
         """After each write (on the writer's thread): the retention pass when one is due
-        and no refresh is under way (else after a later write), and a word to the refresh
-        thread."""
+        and no refresh is under way, this flow's or another's in this process (an
+        erasure's: ``PASSES``), else after a later write; and a word to the refresh thread.
+        The writes never wait for a refresh."""
         if self._purge_due() and self._busy.acquire(blocking=False):
             try:
-                self._purge()
+                if PASSES.acquire(blocking=False):
+                    try:
+                        self._purge()
+                    finally:
+                        PASSES.release()
             finally:
                 self._busy.release()
         self._written.set()

@@ -1,8 +1,9 @@
 """Rollups at their edges (a review of issue #21's old minutes left to their hours): an
 erasure after a retention pass, the hour of a retention's horizon right after the pass, a
-retention pass during another refresh, two refreshes in two processes taking the same
-hour, a process whose time zone is not UTC, and a time zone whose summer time moves its
-hours by half an hour. Each test fails without its fix."""
+retention pass during another refresh, the writer while another refresh runs, two
+refreshes in two processes taking the same hour, a process whose time zone is not UTC, and
+a time zone whose summer time moves its hours by half an hour. Each test fails without its
+fix."""
 
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from flows.config import FlowConfig
+from flows.dataflow import _Rollups
 from ingest.events import Event
+from ingest.fx import load_fx_rates
+from ingest.topics import Topics
 from tests.integration.test_rollup_backlog import _rollups, _write
 from tests.unit.flows.test_logic import MIN, T0
 from warehouse import rollups
@@ -130,6 +135,41 @@ def test_a_retention_pass_during_a_refresh_of_old_hours_loses_nothing(
     for interval in ("1m", "1h"):
         assert sum(_events(warehouse, H, H + HOUR, interval)) == 5, interval
     assert _events(warehouse, H - 22 * HOUR, H + 2 * HOUR, "1d") == [5]
+
+
+def test_the_writer_never_waits_for_another_refresh_to_run_a_retention_pass(
+    warehouse: Client, warehouse_dsn: str
+) -> None:
+    """While an erasure's refresh holds this process's passes, the flow's writer skips a due
+    retention pass instead of waiting (writes never wait for a refresh), and runs it after
+    a later write."""
+    _write(warehouse, {}, [_event("a1", H + 10 * MIN, "a", "FR")])
+    database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
+    config = FlowConfig("127.0.0.1:9", Topics(), warehouse_dsn, database, load_fx_rates(),
+                        rollup_every_s=3600.0, retention=timedelta(days=1),
+                        clock=lambda: (H + 2 * DAY) / 1000)  # fmt: skip
+    flow = _Rollups(connect(warehouse_dsn, database, create=False), config)
+    held, done = threading.Event(), threading.Event()
+
+    def erasure_refresh() -> None:
+        with rollups.PASSES:
+            held.set()
+            done.wait(10)
+
+    erasure = threading.Thread(target=erasure_refresh)
+    erasure.start()
+    try:
+        assert held.wait(10)
+        flow.after_write()  # the pass is due: it does not wait for the erasure's refresh
+        raw = "SELECT count() FROM events"
+        assert warehouse.query(raw).result_rows[0][0] == 1
+        done.set()
+        erasure.join()
+        flow.after_write()
+        assert warehouse.query(raw).result_rows[0][0] == 0
+    finally:
+        done.set()
+        flow.close()
 
 
 @pytest.mark.parametrize("leaves", [True, False], ids=["minute left", "minute computed"])
