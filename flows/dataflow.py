@@ -264,7 +264,15 @@ class _Rollups:
             _log.warning("a rollup refresh is still under way after %.0f s: not waiting", _WAIT_S)
             return
         try:
-            self._refresh(force)
+            # another refresh of this process (an erasure's) holds the passes: as long
+            if not PASSES.acquire(timeout=_WAIT_S):
+                _log.warning("another rollup refresh is under way after %.0f s: not waiting",
+                             _WAIT_S)  # fmt: skip
+                return
+            try:
+                self._refresh(force)
+            finally:
+                PASSES.release()
         finally:
             self._busy.release()
 

@@ -271,26 +271,29 @@ def _grain(q: MetricQuery, lo: int, hi: int) -> str:
     """The coarsest rollup grain whose rows tile the buckets: UTC days, whole hours, minutes."""
     if q.interval == "1d" and q.tz == "UTC":
         return "1d"
-    if q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0 and _whole_hours(q.tz):
-        return "1h"
+    if q.interval in ("1h", "1d") and lo % 3600 == 0 and hi % 3600 == 0:
+        years = range(
+            datetime.fromtimestamp(lo, UTC).year, datetime.fromtimestamp(hi, UTC).year + 1
+        )
+        if all(_whole_hours(q.tz, year) for year in years):
+            return "1h"
     return "1m"
 
 
-@lru_cache(maxsize=64)
-def _whole_hours(tz: str) -> bool:
-    """Whether ``tz`` is a whole number of hours off UTC from 2000 to 2100 (the times the
-    warehouse stores), so that its hours and days start on UTC hours. Not so, by half an
-    hour, for India or Newfoundland always, and for Lord Howe Island in standard time only:
-    its days inside a range that starts and ends in summer time still start at :30 UTC.
-    Looked at every week: every offset lasts longer than that."""
+@lru_cache(maxsize=4096)
+def _whole_hours(tz: str, year: int) -> bool:
+    """Whether ``tz`` is a whole number of hours off UTC all through ``year``, so that its
+    hours and days start on UTC hours. Never so, by half an hour, for India or
+    Newfoundland; for Lord Howe Island not in its winter, whose days in a range from summer
+    to summer start at :30 UTC; for Caracas until 2016 only. Looked at every week: every
+    offset lasts longer than that."""
     zone = ZoneInfo(tz)
-    week = timedelta(days=7)
-    at = EARLIEST
-    while at < LATEST:
+    at = datetime(year, 1, 1, tzinfo=UTC)
+    while at.year == year:
         offset = at.astimezone(zone).utcoffset()
         if offset is None or offset % timedelta(hours=1):
             return False
-        at += week
+        at += timedelta(days=7)
     return True
 
 

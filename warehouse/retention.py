@@ -7,7 +7,10 @@ would lose its counts. A pass, with the clock as an argument:
 
 1. brings every rollup period before the horizon up to date from the raw rows still there
    (:func:`warehouse.rollups.refresh` up to the end of the hour holding the horizon: that
-   hour is then current from its minutes and is never read from its half-dropped raw rows);
+   hour is then current from its minutes and is never read from its half-dropped raw rows;
+   with a retention close to the allowed lateness, or a flow far behind, periods not
+   complete yet are computed too, and again once their last events come: more work, the
+   same answers);
 2. records the horizon (``purged_until``): the rollups never recompute a minute before it
    from raw rows again (a late event there is not counted and goes at the next pass);
 3. deletes the raw rows before it: events by time, sessions that ended before it,

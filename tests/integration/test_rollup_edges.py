@@ -1,9 +1,9 @@
 """Rollups at their edges (a review of issue #21's old minutes left to their hours): an
 erasure after a retention pass, the hour of a retention's horizon right after the pass, a
-retention pass during another refresh, the writer while another refresh runs, two
-refreshes in two processes taking the same hour, a process whose time zone is not UTC, and
-a time zone whose summer time moves its hours by half an hour. Each test fails without its
-fix."""
+retention pass during another refresh, the writer and a stop while another refresh runs,
+two refreshes in two processes taking the same hour, a process whose time zone is not
+UTC, and a time zone whose summer time moves its hours by half an hour. Each test fails
+without its fix."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from flows import dataflow
 from flows.config import FlowConfig
-from flows.dataflow import _Rollups
 from ingest.events import Event
 from ingest.fx import load_fx_rates
 from ingest.topics import Topics
@@ -148,7 +148,7 @@ def test_the_writer_never_waits_for_another_refresh_to_run_a_retention_pass(
     config = FlowConfig("127.0.0.1:9", Topics(), warehouse_dsn, database, load_fx_rates(),
                         rollup_every_s=3600.0, retention=timedelta(days=1),
                         clock=lambda: (H + 2 * DAY) / 1000)  # fmt: skip
-    flow = _Rollups(connect(warehouse_dsn, database, create=False), config)
+    flow = dataflow._Rollups(connect(warehouse_dsn, database, create=False), config)
     held, done = threading.Event(), threading.Event()
 
     def erasure_refresh() -> None:
@@ -167,6 +167,38 @@ def test_the_writer_never_waits_for_another_refresh_to_run_a_retention_pass(
         erasure.join()
         flow.after_write()
         assert warehouse.query(raw).result_rows[0][0] == 0
+    finally:
+        done.set()
+        flow.close()
+
+
+def test_a_stop_waits_for_another_refresh_only_so_long(
+    warehouse: Client, warehouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow's refresh at stop (or after an erasure) waits for another refresh of this
+    process (an API erasure's) at most as long as for its own (``_WAIT_S``): the marks stay,
+    and the next refresh takes them."""
+    monkeypatch.setattr(dataflow, "_WAIT_S", 0.5)
+    _write(warehouse, {}, [_event("a1", H + 10 * MIN, "a", "FR")])
+    database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
+    config = FlowConfig("127.0.0.1:9", Topics(), warehouse_dsn, database, load_fx_rates(),
+                        rollup_every_s=3600.0, minute_rollups=None)  # fmt: skip
+    flow = dataflow._Rollups(connect(warehouse_dsn, database, create=False), config)
+    held, done = threading.Event(), threading.Event()
+
+    def erasure_refresh() -> None:
+        with rollups.PASSES:
+            held.set()
+            done.wait(10)
+
+    erasure = threading.Thread(target=erasure_refresh)
+    erasure.start()
+    dirty = "SELECT countIf(dirty > clean) FROM rollup_marks FINAL WHERE kind = 0"
+    try:
+        assert held.wait(10)
+        flow.maybe_refresh(force=True)
+        assert erasure.is_alive()  # it returned while the other refresh went on
+        assert warehouse.query(dirty).result_rows[0][0] == 1  # the minute's mark stays
     finally:
         done.set()
         flow.close()
