@@ -137,39 +137,52 @@ def test_a_retention_pass_during_a_refresh_of_old_hours_loses_nothing(
     assert _events(warehouse, H - 22 * HOUR, H + 2 * HOUR, "1d") == [5]
 
 
+class _FlowBesideAnErasure:
+    """The flow's rollup refreshes (``_Rollups``) on one client, and on another thread an
+    erasure's refresh holding this process's passes until :meth:`release`."""
+
+    def __init__(self, warehouse: Client, warehouse_dsn: str, **config: object) -> None:
+        _write(warehouse, {}, [_event("a1", H + 10 * MIN, "a", "FR")])
+        database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
+        flow = FlowConfig("127.0.0.1:9", Topics(), warehouse_dsn, database, load_fx_rates(),
+                          rollup_every_s=3600.0, **config)  # fmt: skip
+        self.flow = dataflow._Rollups(connect(warehouse_dsn, database, create=False), flow)
+        self._held, self._done = threading.Event(), threading.Event()
+        self.erasure = threading.Thread(target=self._erasure_refresh)
+        self.erasure.start()
+        assert self._held.wait(10)
+
+    def _erasure_refresh(self) -> None:
+        with rollups.PASSES:
+            self._held.set()
+            self._done.wait(10)
+
+    def release(self) -> None:
+        self._done.set()
+        self.erasure.join()
+
+    def close(self) -> None:
+        self.release()
+        self.flow.close()
+
+
 def test_the_writer_never_waits_for_another_refresh_to_run_a_retention_pass(
     warehouse: Client, warehouse_dsn: str
 ) -> None:
     """While an erasure's refresh holds this process's passes, the flow's writer skips a due
     retention pass instead of waiting (writes never wait for a refresh), and runs it after
     a later write."""
-    _write(warehouse, {}, [_event("a1", H + 10 * MIN, "a", "FR")])
-    database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
-    config = FlowConfig("127.0.0.1:9", Topics(), warehouse_dsn, database, load_fx_rates(),
-                        rollup_every_s=3600.0, retention=timedelta(days=1),
-                        clock=lambda: (H + 2 * DAY) / 1000)  # fmt: skip
-    flow = dataflow._Rollups(connect(warehouse_dsn, database, create=False), config)
-    held, done = threading.Event(), threading.Event()
-
-    def erasure_refresh() -> None:
-        with rollups.PASSES:
-            held.set()
-            done.wait(10)
-
-    erasure = threading.Thread(target=erasure_refresh)
-    erasure.start()
+    both = _FlowBesideAnErasure(warehouse, warehouse_dsn, retention=timedelta(days=1),
+                                clock=lambda: (H + 2 * DAY) / 1000)  # fmt: skip
+    raw = "SELECT count() FROM events"
     try:
-        assert held.wait(10)
-        flow.after_write()  # the pass is due: it does not wait for the erasure's refresh
-        raw = "SELECT count() FROM events"
+        both.flow.after_write()  # the pass is due: it does not wait for the erasure's refresh
         assert warehouse.query(raw).result_rows[0][0] == 1
-        done.set()
-        erasure.join()
-        flow.after_write()
+        both.release()
+        both.flow.after_write()
         assert warehouse.query(raw).result_rows[0][0] == 0
     finally:
-        done.set()
-        flow.close()
+        both.close()
 
 
 def test_a_stop_waits_for_another_refresh_only_so_long(
@@ -179,29 +192,14 @@ def test_a_stop_waits_for_another_refresh_only_so_long(
     process (an API erasure's) at most as long as for its own (``_WAIT_S``): the marks stay,
     and the next refresh takes them."""
     monkeypatch.setattr(dataflow, "_WAIT_S", 0.5)
-    _write(warehouse, {}, [_event("a1", H + 10 * MIN, "a", "FR")])
-    database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
-    config = FlowConfig("127.0.0.1:9", Topics(), warehouse_dsn, database, load_fx_rates(),
-                        rollup_every_s=3600.0, minute_rollups=None)  # fmt: skip
-    flow = dataflow._Rollups(connect(warehouse_dsn, database, create=False), config)
-    held, done = threading.Event(), threading.Event()
-
-    def erasure_refresh() -> None:
-        with rollups.PASSES:
-            held.set()
-            done.wait(10)
-
-    erasure = threading.Thread(target=erasure_refresh)
-    erasure.start()
+    both = _FlowBesideAnErasure(warehouse, warehouse_dsn, minute_rollups=None)
     dirty = "SELECT countIf(dirty > clean) FROM rollup_marks FINAL WHERE kind = 0"
     try:
-        assert held.wait(10)
-        flow.maybe_refresh(force=True)
-        assert erasure.is_alive()  # it returned while the other refresh went on
+        both.flow.maybe_refresh(force=True)
+        assert both.erasure.is_alive()  # it returned while the other refresh went on
         assert warehouse.query(dirty).result_rows[0][0] == 1  # the minute's mark stays
     finally:
-        done.set()
-        flow.close()
+        both.close()
 
 
 @pytest.mark.parametrize("leaves", [True, False], ids=["minute left", "minute computed"])
