@@ -264,7 +264,8 @@ class _Rollups:
             _log.warning("a rollup refresh is still under way after %.0f s: not waiting", _WAIT_S)
             return
         try:
-            # another refresh of this process (an erasure's) holds the passes: as long
+            # another refresh of this process (an erasure's) may hold the passes: waited
+            # for as long as this flow's own
             if not PASSES.acquire(timeout=_WAIT_S):
                 _log.warning("another rollup refresh is under way after %.0f s: not waiting",
                              _WAIT_S)  # fmt: skip

@@ -439,10 +439,11 @@ def _refresh(
             dirty = [(int(m) * 1000, int(v)) for m, v in rows]
             if not dirty:
                 continue
+            parents: dict[int, set[int]] = {}
             if parent is not None:
                 parent_ms = _PERIOD_MS[parent]
-                _mark(client, {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}},
-                      next_version())  # fmt: skip
+                parents = {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}}
+                _mark(client, parents, next_version())
             starts = [m for m, _ in dirty]
             from_raw: list[int] = []  # recomputed from the raw rows (minutes, old hours)
             left: set[int] = set()  # minutes left to their hours
@@ -470,9 +471,8 @@ def _refresh(
                 else (kind, m // 1000, 0, v, 0)
                 for m, v in dirty
             ])  # fmt: skip
-            if parent is not None:  # again: see the docstring
-                _mark(client, {mark_kind(family, parent): {m - m % parent_ms for m, _ in dirty}},
-                      next_version())  # fmt: skip
+            if parents:  # again: see the docstring
+                _mark(client, parents, next_version())
             done += len(dirty) - len(left)
     return done
 

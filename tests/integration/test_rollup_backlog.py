@@ -2,7 +2,8 @@
 piece at a time while more of it is written, with sessions whose attributes change after
 their minutes were rolled up, they equal the rollups rebuilt from scratch, also when the
 refresh runs on a client of its own beside the writes (as the flow runs it); and the flow's
-periodic refresh waits for a partition still draining a backlog."""
+periodic refresh waits for a partition still draining a backlog. All on the real engine
+(chDB); the hooks only reorder real calls, to force an interleaving of two refreshes."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ erasure after a retention pass, the hour of a retention's horizon right after th
 retention pass during another refresh, the writer and a stop while another refresh runs,
 two refreshes in two processes taking the same hour, a process whose time zone is not
 UTC, and a time zone whose summer time moves its hours by half an hour. Each test fails
-without its fix."""
+without its fix. All on the real engine (chDB) and broker; the hooks only reorder real
+calls, to force an interleaving of concurrent refreshes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from clickhouse_connect.driver.client import Client
 
 from flows import dataflow
 from flows.config import FlowConfig
+from ingest.broker import EmbeddedBroker
 from ingest.events import Event
 from ingest.fx import load_fx_rates
 from ingest.topics import Topics
@@ -141,10 +143,11 @@ class _FlowBesideAnErasure:
     """The flow's rollup refreshes (``_Rollups``) on one client, and on another thread an
     erasure's refresh holding this process's passes until :meth:`release`."""
 
-    def __init__(self, warehouse: Client, warehouse_dsn: str, **config: object) -> None:
+    def __init__(self, warehouse: Client, warehouse_dsn: str, bootstrap: str,
+                 **config: object) -> None:  # fmt: skip
         _write(warehouse, {}, [_event("a1", H + 10 * MIN, "a", "FR")])
         database = warehouse.query("SELECT currentDatabase()").result_rows[0][0]
-        flow = FlowConfig("127.0.0.1:9", Topics(), warehouse_dsn, database, load_fx_rates(),
+        flow = FlowConfig(bootstrap, Topics(), warehouse_dsn, database, load_fx_rates(),
                           rollup_every_s=3600.0, **config)  # fmt: skip
         self.flow = dataflow._Rollups(connect(warehouse_dsn, database, create=False), flow)
         self._held, self._done = threading.Event(), threading.Event()
@@ -167,12 +170,13 @@ class _FlowBesideAnErasure:
 
 
 def test_the_writer_never_waits_for_another_refresh_to_run_a_retention_pass(
-    warehouse: Client, warehouse_dsn: str
+    warehouse: Client, warehouse_dsn: str, broker: EmbeddedBroker
 ) -> None:
     """While an erasure's refresh holds this process's passes, the flow's writer skips a due
     retention pass instead of waiting (writes never wait for a refresh), and runs it after
     a later write."""
-    both = _FlowBesideAnErasure(warehouse, warehouse_dsn, retention=timedelta(days=1),
+    both = _FlowBesideAnErasure(warehouse, warehouse_dsn, broker.bootstrap,
+                                retention=timedelta(days=1),
                                 clock=lambda: (H + 2 * DAY) / 1000)  # fmt: skip
     raw = "SELECT count() FROM events"
     try:
@@ -186,13 +190,16 @@ def test_the_writer_never_waits_for_another_refresh_to_run_a_retention_pass(
 
 
 def test_a_stop_waits_for_another_refresh_only_so_long(
-    warehouse: Client, warehouse_dsn: str, monkeypatch: pytest.MonkeyPatch
+    warehouse: Client,
+    warehouse_dsn: str,
+    broker: EmbeddedBroker,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The flow's refresh at stop (or after an erasure) waits for another refresh of this
     process (an API erasure's) at most as long as for its own (``_WAIT_S``): the marks stay,
     and the next refresh takes them."""
     monkeypatch.setattr(dataflow, "_WAIT_S", 0.5)
-    both = _FlowBesideAnErasure(warehouse, warehouse_dsn, minute_rollups=None)
+    both = _FlowBesideAnErasure(warehouse, warehouse_dsn, broker.bootstrap, minute_rollups=None)
     dirty = "SELECT countIf(dirty > clean) FROM rollup_marks FINAL WHERE kind = 0"
     try:
         both.flow.maybe_refresh(force=True)
